@@ -1,0 +1,42 @@
+# The two commands: `make run` (set up + quickstart) and `make test` (set up + the whole suite).
+# Everything installs into .venv with constraints.txt, so no install pulls a CUDA build of torch.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip
+PIP_INSTALL := $(PIP) install --quiet --disable-pip-version-check -c constraints.txt
+PYTEST_ARGS ?=
+
+.PHONY: run test lint typecheck bench clean help
+
+help:
+	@echo "make run   - create .venv if missing, install Lamina, run 'lamina quickstart'"
+	@echo "make test  - create .venv if missing, install Lamina with the dev extra, run the test suite"
+	@echo "make lint  - ruff + mypy"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --disable-pip-version-check --upgrade pip setuptools wheel
+
+# Stamp files: re-install only when the dependency declarations change.
+$(VENV)/.installed: $(BIN)/python pyproject.toml constraints.txt
+	$(PIP_INSTALL) -e .
+	@touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed
+	$(PIP_INSTALL) -e ".[dev]"
+	@touch $@
+
+run: $(VENV)/.installed
+	$(BIN)/lamina quickstart
+
+test: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) lamina-demo .pytest_cache

@@ -1,0 +1,35 @@
+"""``lamina lineage REF``: the chain of artifacts that made REF."""
+
+from __future__ import annotations
+
+import typer
+
+from lamina.cli.render import console, lineage_rich_tree, print_json
+from lamina.cli.state import get_state
+from lamina.core.lineage import DEFAULT_MAX_DEPTH, lineage_tree
+from lamina.core.refs import ARTIFACT_KINDS
+
+
+def lineage(
+    ctx: typer.Context,
+    ref: str = typer.Argument(
+        ..., help="What to trace: NAME, NAME@vN, NAME@ALIAS (models), KIND:NAME@vN, or an artifact id."
+    ),
+    kind: str | None = typer.Option(
+        None, "--kind", help=f"Only look among artifacts of this kind ({', '.join(ARTIFACT_KINDS)})."
+    ),
+    depth: int = typer.Option(
+        DEFAULT_MAX_DEPTH, "--depth", min=1, help="How many generations of parents to show."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the tree as nested JSON."),
+) -> None:
+    """Show which artifacts REF was made from, and how, as a tree of parents.
+
+    Example: lamina lineage shakes@champion  (model version → run → dataset version → source)
+    """
+    with get_state(ctx).open_workspace() as ws:
+        tree = lineage_tree(ws.catalog, ws.resolve(ref, kind), max_depth=depth)
+    if as_json:
+        print_json(tree.to_dict())
+    else:
+        console.print(lineage_rich_tree(tree))

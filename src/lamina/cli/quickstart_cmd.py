@@ -1,0 +1,60 @@
+"""``lamina quickstart``: render the quickstart's steps with a progress display."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+
+from lamina.cli.render import console
+from lamina.cli.state import get_state
+from lamina.quickstart import DEFAULT_DIR, QuickstartStep, StepResult, quickstart_steps, run_quickstart
+
+
+def quickstart(
+    ctx: typer.Context,
+    directory: Path = typer.Option(DEFAULT_DIR, "--dir", help="Where to make the demo workspace."),
+) -> None:
+    """Build a demo workspace on embedded defaults and run the platform's main path in it.
+
+    Idempotent: running it again reuses everything an earlier run made.
+    """
+    state = get_state(ctx)
+    total = len(quickstart_steps())
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    ) as progress:
+        task = progress.add_task("Quickstart", total=total)
+
+        def on_start(index: int, step: QuickstartStep) -> None:
+            progress.update(task, description=f"{step.title}…")
+
+        def on_done(index: int, step: QuickstartStep, result: StepResult) -> None:
+            progress.console.print(f"[green]✓[/] {step.title}: {escape(result.detail)}")
+            progress.advance(task)
+
+        report = run_quickstart(directory, state.flags, on_start=on_start, on_done=on_done)
+        progress.update(task, description="Quickstart done")
+
+    made = [a for _, r in report.results for a in r.artifacts if not r.reused]
+    kept = [a for _, r in report.results for a in r.artifacts if r.reused]
+    console.print(f"\n[bold]Demo workspace:[/] {escape(str(report.workspace))}")
+    console.print(f"  {len(made)} new artifact(s), {len(kept)} reused from an earlier run")
+    console.print("\n[bold]Next, try:[/]")
+    for command in report.next_commands:
+        console.print(f"  {escape(command)}")

@@ -1,0 +1,248 @@
+"""One typed source of truth for Lamina's settings.
+
+Precedence, highest first: command-line flags (passed as keyword arguments), ``LAMINA_*``
+environment variables (nested with ``__``, e.g. ``LAMINA_SERVER__PORT``), the workspace's
+``lamina.yaml``, then the defaults below. Invalid values fail at load time with one line that
+names the setting, where the bad value came from and what is allowed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    InitSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from lamina.core.errors import ConfigError
+
+YAML_NAME = "lamina.yaml"
+ENV_PREFIX = "LAMINA_"
+LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+LogFormat = Literal["human", "json"]
+
+
+class ServerSettings(BaseModel):
+    """Where ``lamina serve`` listens and the key that administers it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    admin_key: SecretStr | None = None
+
+    def require_secure_bind(self) -> None:
+        """Refuse to expose the server beyond this machine without an admin key."""
+        if self.host not in LOCAL_HOSTS and self.admin_key is None:
+            raise ConfigError(
+                f"refusing to bind to {self.host}:{self.port} without an admin key",
+                hint="set LAMINA_SERVER__ADMIN_KEY, or bind to 127.0.0.1",
+            )
+
+
+# The YAML file lives inside the workspace, so its content is only known at load time. pydantic-
+# settings builds sources in a classmethod, so the parsed file reaches it through this variable.
+_yaml_data: ContextVar[dict[str, Any] | None] = ContextVar("lamina_yaml_data", default=None)
+
+
+class Settings(BaseSettings):
+    """Resolved settings of one workspace. Build it with :func:`load_settings`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_default=True,
+    )
+
+    workspace: Path = Field(description="The workspace folder (holds lamina.yaml).")
+    catalog_url: str | None = Field(
+        None, description="SQLAlchemy URL of the catalog. Default: sqlite:///<workspace>/lamina.db"
+    )
+    artifact_url: str | None = Field(
+        None, description="fsspec URL of the artifact store. Default: <workspace>/artifacts"
+    )
+    artifact_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="fsspec storage options for the artifact store, e.g. {endpoint_url: ...} for S3.",
+    )
+    log_level: LogLevel = "WARNING"
+    log_format: LogFormat = "human"
+    server: ServerSettings = Field(default_factory=ServerSettings)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        yaml_source = InitSettingsSource(settings_cls, init_kwargs=_yaml_data.get() or {})
+        return (init_settings, env_settings, yaml_source)
+
+    # -- derived values -------------------------------------------------------------------------
+
+    @property
+    def resolved_catalog_url(self) -> str:
+        if self.catalog_url is None:
+            return f"sqlite:///{self.workspace / 'lamina.db'}"
+        return _resolve_sqlite_relative(self.catalog_url, self.workspace)
+
+    @property
+    def resolved_artifact_url(self) -> str:
+        url = self.artifact_url or "artifacts"
+        if "://" in url:
+            return url
+        path = Path(url).expanduser()
+        return str(path if path.is_absolute() else self.workspace / path)
+
+    @property
+    def uses_default_catalog(self) -> bool:
+        return self.catalog_url is None
+
+    def redacted(self) -> dict[str, Any]:
+        """Settings as plain data with secrets and passwords hidden (for display and logs)."""
+        data = self.model_dump(mode="json")
+        data["catalog_url"] = redact_url(self.resolved_catalog_url)
+        data["artifact_url"] = self.resolved_artifact_url
+        data["artifact_options"] = {
+            k: ("**********" if _looks_secret(k) else v) for k, v in self.artifact_options.items()
+        }
+        return data
+
+
+def _looks_secret(key: str) -> bool:
+    return any(word in key.lower() for word in ("secret", "password", "token", "key"))
+
+
+def _resolve_sqlite_relative(url: str, workspace: Path) -> str:
+    """``sqlite:///name.db`` in lamina.yaml means a file inside the workspace, not the CWD."""
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url.startswith(prefix + "/") and url != prefix + ":memory:":
+        return prefix + str(workspace / url[len(prefix) :])
+    return url
+
+
+def redact_url(url: str) -> str:
+    """Hide the password in a database URL."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """Parse lamina.yaml, turning syntax errors into one line with the position."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(
+            f"{path}: invalid YAML{where}: {problem}",
+            hint="fix the syntax (see the comments in a fresh 'lamina init' file)",
+        ) from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{path}: expected a mapping of settings at the top level, got {type(data).__name__}",
+            hint="write 'key: value' lines, e.g. 'log_level: INFO'",
+        )
+    return data
+
+
+def load_settings(workspace: Path, flags: Mapping[str, Any] | None = None) -> Settings:
+    """Resolve the settings of ``workspace`` (flags > LAMINA_* env > lamina.yaml > defaults)."""
+    workspace = Path(workspace).expanduser().resolve()
+    yaml_path = workspace / YAML_NAME
+    file_data = read_yaml(yaml_path) if yaml_path.is_file() else {}
+    if "workspace" in file_data:
+        raise ConfigError(
+            f"{yaml_path}: 'workspace' cannot be set inside the workspace's own lamina.yaml",
+            hint="remove the key; use --workspace or LAMINA_HOME to choose a workspace",
+        )
+    flag_data = {k: v for k, v in (flags or {}).items() if v is not None}
+    token = _yaml_data.set(file_data)
+    try:
+        return Settings(workspace=workspace, **flag_data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, flag_data, file_data, yaml_path)) from None
+    finally:
+        _yaml_data.reset(token)
+
+
+def _describe(
+    exc: ValidationError, flags: Mapping[str, Any], file_data: Mapping[str, Any], yaml_path: Path
+) -> str:
+    """One line per problem: the setting, where its value came from, and what is allowed."""
+    lines = []
+    for err in exc.errors():
+        loc = [str(part) for part in err["loc"]]
+        dotted = ".".join(loc)
+        env_name = ENV_PREFIX + "__".join(loc).upper()
+        if _lookup(flags, loc) is not _MISSING:
+            origin = f"flag --{loc[-1].replace('_', '-')}"
+        elif any(k.upper() == env_name for k in os.environ):
+            origin = f"environment variable {env_name}"
+        elif _lookup(file_data, loc) is not _MISSING:
+            origin = f"{yaml_path}"
+        else:
+            origin = "settings"
+        if err["type"] == "extra_forbidden":
+            allowed = ", ".join(_allowed_keys(loc[:-1]))
+            lines.append(f"unknown setting '{dotted}' in {origin} (allowed: {allowed})")
+            continue
+        value = err.get("input")
+        shown = "**********" if _looks_secret(dotted) else repr(value)
+        lines.append(f"invalid setting '{dotted}' = {shown} from {origin}: {err['msg']}")
+    return "; ".join(lines)
+
+
+_MISSING = object()
+
+
+def _lookup(data: Mapping[str, Any], loc: list[str]) -> Any:
+    cur: Any = data
+    for part in loc:
+        if not isinstance(cur, Mapping) or part not in cur:
+            return _MISSING
+        cur = cur[part]
+    return cur
+
+
+def _allowed_keys(parent: list[str]) -> list[str]:
+    model: type[BaseModel] = Settings
+    for part in parent:
+        annotation = model.model_fields[part].annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            model = annotation
+    return [name for name in model.model_fields if name != "workspace"]

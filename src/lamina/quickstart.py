@@ -1,0 +1,128 @@
+"""The quickstart: the platform's main path on embedded defaults, in one idempotent command.
+
+It is a list of steps sharing one context. Each layer that lands adds its step here (build the
+demo datasets, train, register, serve), so ``make run`` always shows the furthest the platform
+reaches. Re-running reuses what an earlier run made: identical inputs give the same artifacts.
+
+Application layer (6): it may call every layer's public functions, and nothing imports it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lamina.core.catalog import Artifact, Source
+from lamina.core.workspace import Workspace
+from lamina.demo import DEMO_INSTRUCTIONS, DEMO_TEXT
+
+DEFAULT_DIR = Path("lamina-demo")
+
+
+@dataclass
+class StepResult:
+    detail: str
+    artifacts: list[Artifact] = field(default_factory=list)
+    reused: bool = False
+
+
+@dataclass
+class QuickstartContext:
+    directory: Path
+    flags: Mapping[str, Any]
+    workspace: Workspace | None = None
+    outputs: dict[str, Any] = field(default_factory=dict)  # what steps hand to later steps
+
+    @property
+    def ws(self) -> Workspace:
+        assert self.workspace is not None, "the workspace step runs first"
+        return self.workspace
+
+
+@dataclass(frozen=True)
+class QuickstartStep:
+    key: str
+    title: str
+    run: Callable[[QuickstartContext], StepResult]
+
+
+@dataclass
+class QuickstartReport:
+    workspace: Path
+    results: list[tuple[QuickstartStep, StepResult]]
+    next_commands: list[str]
+
+
+def _step_workspace(ctx: QuickstartContext) -> StepResult:
+    ctx.workspace, created = Workspace.init(ctx.directory, ctx.flags)
+    return StepResult(detail=f"{'created' if created else 'reusing'} {ctx.ws.root}", reused=not created)
+
+
+def _register_source(ctx: QuickstartContext, path: Path, name: str, description: str) -> StepResult:
+    result = ctx.ws.commit(
+        path,
+        Source(name=name, description=description, meta={"origin": "lamina demo data", "file": path.name}),
+        reuse_identical=True,
+    )
+    ctx.outputs[name] = result.artifact
+    verb = "already registered" if result.reused else "registered"
+    return StepResult(
+        detail=f"{verb} {result.artifact.ref} ({result.artifact.size_bytes:,} bytes, {result.artifact.id})",
+        artifacts=[result.artifact],
+        reused=result.reused,
+    )
+
+
+def _step_demo_text(ctx: QuickstartContext) -> StepResult:
+    return _register_source(
+        ctx, DEMO_TEXT, "demo-text", "Tiny Shakespeare excerpt for the demo language model"
+    )
+
+
+def _step_demo_instructions(ctx: QuickstartContext) -> StepResult:
+    return _register_source(
+        ctx, DEMO_INSTRUCTIONS, "demo-instructions", "Instruction/response pairs for demo fine-tuning"
+    )
+
+
+def quickstart_steps() -> list[QuickstartStep]:
+    """The steps, in order. Later layers append theirs (data build, train, register, serve)."""
+    return [
+        QuickstartStep("workspace", "Create the demo workspace", _step_workspace),
+        QuickstartStep("demo-text", "Register the demo text", _step_demo_text),
+        QuickstartStep("demo-instructions", "Register the demo instructions", _step_demo_instructions),
+    ]
+
+
+def run_quickstart(
+    directory: Path | str = DEFAULT_DIR,
+    flags: Mapping[str, Any] | None = None,
+    on_start: Callable[[int, QuickstartStep], None] | None = None,
+    on_done: Callable[[int, QuickstartStep, StepResult], None] | None = None,
+) -> QuickstartReport:
+    """Run every step; ``on_start``/``on_done`` let a UI show progress. Returns what was made."""
+    ctx = QuickstartContext(directory=Path(directory), flags=flags or {})
+    results = []
+    try:
+        for index, step in enumerate(quickstart_steps()):
+            if on_start:
+                on_start(index, step)
+            result = step.run(ctx)
+            results.append((step, result))
+            if on_done:
+                on_done(index, step, result)
+    finally:
+        if ctx.workspace is not None:
+            ctx.workspace.close()
+    ws = f"--workspace {ctx.directory}"
+    return QuickstartReport(
+        workspace=ctx.ws.root,
+        results=results,
+        next_commands=[
+            f"lamina {ws} status",
+            f"lamina {ws} lineage demo-text",
+            f"lamina {ws} check",
+        ],
+    )

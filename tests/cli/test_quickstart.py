@@ -1,0 +1,53 @@
+import json
+from pathlib import Path
+
+import pytest
+
+from lamina.demo import DEMO_INSTRUCTIONS, DEMO_TEXT
+from lamina.quickstart import quickstart_steps, run_quickstart
+from tests.conftest import run_lamina
+
+
+def test_demo_data_ships_in_the_package() -> None:
+    text = DEMO_TEXT.read_text(encoding="utf-8")
+    assert text.startswith("First Citizen:") and len(text) > 100_000
+    rows = [json.loads(line) for line in DEMO_INSTRUCTIONS.read_text().splitlines()]
+    assert len(rows) > 100 and all(set(r) == {"instruction", "response"} for r in rows)
+
+
+@pytest.mark.slow
+def test_quickstart_command_is_idempotent(tmp_path: Path) -> None:
+    first = run_lamina("quickstart", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert "2 new artifact(s)" in first.stdout
+    for command in (
+        "lamina --workspace lamina-demo status",
+        "lamina --workspace lamina-demo lineage demo-text",
+    ):
+        assert command in first.stdout
+    second = run_lamina("quickstart", cwd=tmp_path)
+    assert second.returncode == 0, second.stderr
+    assert "0 new artifact(s), 2 reused" in second.stdout
+
+    status = run_lamina("--workspace", "lamina-demo", "status", "--json", cwd=tmp_path)
+    info = json.loads(status.stdout)
+    assert info["counts"] == {"source": 2}
+    assert {a["name"] for a in info["recent"]} == {"demo-text", "demo-instructions"}
+    lineage = run_lamina("--workspace", "lamina-demo", "lineage", "demo-text", cwd=tmp_path)
+    assert lineage.returncode == 0 and "demo-text@v1" in lineage.stdout
+    assert run_lamina("--workspace", "lamina-demo", "check", cwd=tmp_path).returncode == 0
+
+
+def test_run_quickstart_reports_each_step(tmp_path: Path) -> None:
+    started, finished = [], []
+    report = run_quickstart(
+        tmp_path / "demo",
+        on_start=lambda i, step: started.append(step.key),
+        on_done=lambda i, step, result: finished.append((step.key, result.reused)),
+    )
+    keys = [s.key for s in quickstart_steps()]
+    assert started == keys and [k for k, _ in finished] == keys
+    assert not any(reused for _, reused in finished)
+    assert report.workspace == (tmp_path / "demo").resolve()
+    again = run_quickstart(tmp_path / "demo")
+    assert all(result.reused for _, result in again.results)
