@@ -32,6 +32,24 @@ def require(what: str, reason: str) -> None:
     pytest.skip(f"{what} unavailable: {reason}")
 
 
+def cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``gpu`` tests run only where CUDA exists (never in CI); the skip reason says so."""
+    if cuda_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (none here; CI has none either)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """No LAMINA_* setting from the developer's shell leaks into a test."""

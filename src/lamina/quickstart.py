@@ -52,7 +52,7 @@ class QuickstartStep:
 class QuickstartReport:
     workspace: Path
     results: list[tuple[QuickstartStep, StepResult]]
-    next_commands: list[str]
+    next_commands: list[list[str]]  # arguments of the ``lamina`` command, for the UI to render
 
 
 def _step_workspace(ctx: QuickstartContext) -> StepResult:
@@ -116,13 +116,9 @@ def run_quickstart(
     finally:
         if ctx.workspace is not None:
             ctx.workspace.close()
-    ws = f"--workspace {ctx.directory}"
+    ws = ["--workspace", str(ctx.directory)]
     return QuickstartReport(
         workspace=ctx.ws.root,
         results=results,
-        next_commands=[
-            f"lamina {ws} status",
-            f"lamina {ws} lineage demo-text",
-            f"lamina {ws} check",
-        ],
+        next_commands=[[*ws, "status"], [*ws, "lineage", "demo-text"], [*ws, "check"]],
     )

@@ -1,4 +1,5 @@
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -20,11 +21,11 @@ def test_quickstart_command_is_idempotent(tmp_path: Path) -> None:
     first = run_lamina("quickstart", cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     assert "2 new artifact(s)" in first.stdout
-    for command in (
-        "lamina --workspace lamina-demo status",
-        "lamina --workspace lamina-demo lineage demo-text",
-    ):
-        assert command in first.stdout
+    printed = first.stdout.split("Next, try:")[1].strip().splitlines()
+    assert len(printed) == 3
+    for line in printed:  # the suggested commands work exactly as printed
+        done = subprocess.run(line, shell=True, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, f"{line!r} failed: {done.stderr}"
     second = run_lamina("quickstart", cwd=tmp_path)
     assert second.returncode == 0, second.stderr
     assert "0 new artifact(s), 2 reused" in second.stdout

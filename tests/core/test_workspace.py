@@ -21,6 +21,14 @@ def test_init_creates_everything_and_is_idempotent(tmp_path: Path) -> None:
     ws2.close()
 
 
+def test_sqlite_catalog_runs_in_wal_mode_with_foreign_keys(workspace: Workspace) -> None:
+    import sqlalchemy as sa
+
+    with workspace.catalog.engine.connect() as conn:
+        assert conn.execute(sa.text("PRAGMA journal_mode")).scalar() == "wal"
+        assert conn.execute(sa.text("PRAGMA foreign_keys")).scalar() == 1
+
+
 def test_init_never_overwrites_settings(tmp_path: Path) -> None:
     Workspace.init(tmp_path / "w")[0].close()
     with pytest.raises(WorkspaceError, match="already exists with catalog_url"):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import enum
+
 import typer
 
 from lamina.cli.render import console, lineage_rich_tree, print_json
@@ -9,15 +11,16 @@ from lamina.cli.state import get_state
 from lamina.core.lineage import DEFAULT_MAX_DEPTH, lineage_tree
 from lamina.core.refs import ARTIFACT_KINDS
 
+# A choice for the command line, built from the one registry of kinds in lamina.core.refs.
+KindChoice = enum.Enum("KindChoice", {kind: kind for kind in ARTIFACT_KINDS}, type=str)  # type: ignore[misc]
+
 
 def lineage(
     ctx: typer.Context,
     ref: str = typer.Argument(
         ..., help="What to trace: NAME, NAME@vN, NAME@ALIAS (models), KIND:NAME@vN, or an artifact id."
     ),
-    kind: str | None = typer.Option(
-        None, "--kind", help=f"Only look among artifacts of this kind ({', '.join(ARTIFACT_KINDS)})."
-    ),
+    kind: KindChoice | None = typer.Option(None, "--kind", help="Only look among artifacts of this kind."),
     depth: int = typer.Option(
         DEFAULT_MAX_DEPTH, "--depth", min=1, help="How many generations of parents to show."
     ),
@@ -28,7 +31,7 @@ def lineage(
     Example: lamina lineage shakes@champion  (model version → run → dataset version → source)
     """
     with get_state(ctx).open_workspace() as ws:
-        tree = lineage_tree(ws.catalog, ws.resolve(ref, kind), max_depth=depth)
+        tree = lineage_tree(ws.catalog, ws.resolve(ref, kind.value if kind else None), max_depth=depth)
     if as_json:
         print_json(tree.to_dict())
     else:

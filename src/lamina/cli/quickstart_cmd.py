@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shlex
+import shutil
+import sys
 from pathlib import Path
 
 import typer
@@ -45,7 +48,7 @@ def quickstart(
             progress.update(task, description=f"{step.title}…")
 
         def on_done(index: int, step: QuickstartStep, result: StepResult) -> None:
-            progress.console.print(f"[green]✓[/] {step.title}: {escape(result.detail)}")
+            progress.console.print(f"[green]✓[/] {step.title}: {escape(result.detail)}", soft_wrap=True)
             progress.advance(task)
 
         report = run_quickstart(directory, state.flags, on_start=on_start, on_done=on_done)
@@ -56,5 +59,20 @@ def quickstart(
     console.print(f"\n[bold]Demo workspace:[/] {escape(str(report.workspace))}")
     console.print(f"  {len(made)} new artifact(s), {len(kept)} reused from an earlier run")
     console.print("\n[bold]Next, try:[/]")
-    for command in report.next_commands:
-        console.print(f"  {escape(command)}")
+    program = invocation()
+    for args in report.next_commands:
+        console.print(f"  {escape(shlex.join([*program, *args]))}", soft_wrap=True)
+
+
+def invocation() -> list[str]:
+    """How to run this same ``lamina`` from the user's shell, so printed commands work as printed."""
+    script = Path(sys.argv[0])
+    if script.name == "lamina":
+        on_path = shutil.which("lamina")
+        if on_path and Path(on_path).resolve() == script.resolve():
+            return ["lamina"]
+        try:
+            return [str(script.resolve().relative_to(Path.cwd()))]
+        except ValueError:
+            return [str(script.resolve())]
+    return [sys.executable, "-m", "lamina"]
