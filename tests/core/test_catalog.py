@@ -147,6 +147,11 @@ def test_lineage_tree_walks_a_dag_once(catalog: Catalog) -> None:
     assert [n.artifact.id for n in shallow.walk()] == [ids["ev"], ids["v2"]]
     assert shallow.parents[0].truncated
     assert tree.to_dict()["parents"][0]["relation"] == "evaluated"
+    assert {(a.id, rel) for a, rel in catalog.children(ids["ds"])} == {
+        (ids["run"], "trained_on"),
+        (ids["v2"], "trained_on"),
+    }
+    assert [(a.id, rel) for a, rel in catalog.parents(ids["run"])] == [(ids["ds"], "trained_on")]
 
 
 def test_concurrent_writers_get_distinct_versions(catalog: Catalog) -> None:

@@ -10,7 +10,7 @@ import getpass
 import secrets
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -291,20 +291,18 @@ class Catalog:
         return f"aliases of {name!r}: {', '.join(aliases)}" if aliases else f"{name!r} has no aliases yet"
 
     def parents(self, artifact_id: str) -> list[tuple[Artifact, str]]:
-        query = (
-            sa.select(Artifact, LineageEdge.relation)
-            .join(LineageEdge, LineageEdge.parent_id == Artifact.id)
-            .where(LineageEdge.child_id == artifact_id)
-            .order_by(Artifact.created_at)
-        )
-        with self.session() as session:
-            return [(a, rel) for a, rel in session.execute(query)]
+        """What ``artifact_id`` was made from, with the relation of each edge."""
+        return self._linked(artifact_id, other=LineageEdge.parent_id, this=LineageEdge.child_id)
 
     def children(self, artifact_id: str) -> list[tuple[Artifact, str]]:
+        """What was made from ``artifact_id``, with the relation of each edge."""
+        return self._linked(artifact_id, other=LineageEdge.child_id, this=LineageEdge.parent_id)
+
+    def _linked(self, artifact_id: str, *, other: Any, this: Any) -> list[tuple[Artifact, str]]:
         query = (
             sa.select(Artifact, LineageEdge.relation)
-            .join(LineageEdge, LineageEdge.child_id == Artifact.id)
-            .where(LineageEdge.parent_id == artifact_id)
+            .join(LineageEdge, other == Artifact.id)
+            .where(this == artifact_id)
             .order_by(Artifact.created_at)
         )
         with self.session() as session:
