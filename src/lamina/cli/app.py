@@ -15,7 +15,7 @@ import typer
 from rich.markup import escape
 
 from lamina import __version__
-from lamina.cli import lineage_cmd, quickstart_cmd, workspace_cmds
+from lamina.cli import data_cmds, lineage_cmd, quickstart_cmd, workspace_cmds
 from lamina.cli.render import console, err_console
 from lamina.cli.state import CliState
 from lamina.core.errors import LaminaError
@@ -86,6 +86,7 @@ app.command("upgrade")(workspace_cmds.upgrade)
 app.command("check")(workspace_cmds.check)
 app.command("gc")(workspace_cmds.gc)
 app.command("config")(workspace_cmds.config)
+app.add_typer(data_cmds.app, name="data")
 
 
 def _render_error(exc: LaminaError) -> None:

@@ -80,6 +80,9 @@ class Settings(BaseSettings):
     log_level: LogLevel = "WARNING"
     log_format: LogFormat = "human"
     server: ServerSettings = Field(default_factory=ServerSettings)
+    # Recipes by dataset name. Core keeps them as plain mappings; lamina.data validates each one
+    # (core must not import the layers above it).
+    datasets: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -53,6 +53,18 @@ server:
   host: 127.0.0.1      # binding beyond localhost requires an admin key
   port: 8000
   # admin_key: do not write secrets here; set LAMINA_SERVER__ADMIN_KEY instead
+
+# Dataset recipes: source -> steps -> split, built with 'lamina data build NAME'.
+# datasets:
+#   shakes:
+#     source: data/shakespeare.txt          # a path (type inferred) or {{type: jsonl|csv|sql|http|..., ...}}
+#     steps:
+#       - normalize
+#       - missing
+#       - dedup: {{method: near}}
+#       - filter: {{min_chars: 20}}
+#     split: {{fractions: {{val: 0.1}}, seed: 0}}
+#     checks: {{max_dup_rate: 0.3}}
 """
 
 

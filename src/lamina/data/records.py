@@ -1,0 +1,50 @@
+"""Records, batches and the bad-record policy shared by every source and step.
+
+A record is a plain ``dict`` (column → value); a batch is a list of records. Sources stream
+batches, so memory stays bounded by the batch size whatever the input size.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from lamina.core.errors import LaminaError
+
+Record = dict[str, Any]
+Batch = list[Record]
+OnError = Literal["skip", "fail"]
+MAX_ERROR_EXAMPLES = 50
+
+
+class DataError(LaminaError):
+    """Bad input data: the message names the file and line/offset."""
+
+    exit_code = 7
+    http_status = 422
+    code = "invalid_data"
+
+
+@dataclass
+class ErrorLog:
+    """Bad records seen while reading: ``fail`` raises on the first, ``skip`` counts them for the report."""
+
+    policy: OnError = "fail"
+    count: int = 0
+    by_kind: Counter[str] = field(default_factory=Counter)
+    examples: list[dict[str, str]] = field(default_factory=list)
+
+    def bad(self, where: str, kind: str, detail: str) -> None:
+        if self.policy == "fail":
+            raise DataError(
+                f"{where}: {kind}: {detail}",
+                hint="fix the record, or pass --on-error skip to skip bad records (the report counts them)",
+            )
+        self.count += 1
+        self.by_kind[kind] += 1
+        if len(self.examples) < MAX_ERROR_EXAMPLES:
+            self.examples.append({"where": where, "kind": kind, "detail": detail[:300]})
+
+    def summary(self) -> dict[str, Any]:
+        return {"skipped": self.count, "by_kind": dict(self.by_kind), "examples": self.examples}

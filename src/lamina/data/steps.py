@@ -1,0 +1,101 @@
+"""Pipeline steps: typed options + ``apply(batch)``, registered by name for recipes.
+
+A step sees every batch once, in order, and may keep state across batches (dedup does). It drops
+a record by not returning it and naming the reason in ``StepStats``, so the report can say how
+many rows each step removed and why. Built-in steps register through ``register_step`` exactly as
+a user's would.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from lamina.core.errors import ConfigError
+from lamina.data.records import Batch, Record
+
+MAX_DROP_EXAMPLES = 5
+
+
+@dataclass
+class StepStats:
+    name: str
+    rows_in: int = 0
+    rows_out: int = 0
+    changed: int = 0
+    dropped: Counter[str] = field(default_factory=Counter)
+    examples: dict[str, list[str]] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def drop(self, reason: str, record: Record | None = None) -> None:
+        self.dropped[reason] += 1
+        if record is not None:
+            bucket = self.examples.setdefault(reason, [])
+            if len(bucket) < MAX_DROP_EXAMPLES:
+                bucket.append(str(record.get("_origin", "?")))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "rows_in": self.rows_in,
+            "rows_out": self.rows_out,
+            "changed": self.changed,
+            "dropped": dict(self.dropped),
+            "drop_examples": self.examples,
+            **self.extra,
+        }
+
+
+@dataclass
+class StepContext:
+    text_field: str
+    seed: int
+
+
+class Step(BaseModel):
+    """Base of every step. Subclasses declare options as fields and set ``name``."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: ClassVar[str]
+    registry: ClassVar[dict[str, type[Step]]] = {}
+
+    def start(self, ctx: StepContext) -> None:
+        """Called once before the first batch."""
+        self._ctx = ctx
+
+    def apply(self, batch: Batch, stats: StepStats) -> Batch:
+        raise NotImplementedError  # abstract: every registered step implements it
+
+    def finish(self, stats: StepStats) -> None:
+        """Called once after the last batch (add summary numbers to ``stats.extra``)."""
+
+    @property
+    def ctx(self) -> StepContext:
+        return self._ctx
+
+
+def register_step(cls: type[Step]) -> type[Step]:
+    Step.registry[cls.name] = cls
+    return cls
+
+
+def make_step(spec: str | dict[str, Any]) -> Step:
+    """``"normalize"`` or ``{"filter": {"min_chars": 20}}`` → a validated Step."""
+    if isinstance(spec, str):
+        name, options = spec, {}
+    elif isinstance(spec, dict) and len(spec) == 1:
+        name, options = next(iter(spec.items()))
+        options = options or {}
+    else:
+        raise ConfigError(f"a step is a name or a one-key mapping {{name: options}}, got {spec!r}")
+    cls = Step.registry.get(name)
+    if cls is None:
+        raise ConfigError(f"unknown step {name!r}", hint=f"steps: {', '.join(sorted(Step.registry))}")
+    try:
+        return cls.model_validate(options)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"step {name!r}: {problems}") from None
