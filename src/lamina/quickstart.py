@@ -16,7 +16,7 @@ from typing import Any
 
 from lamina.core.catalog import Artifact, Source
 from lamina.core.workspace import Workspace
-from lamina.demo import DEMO_INSTRUCTIONS, DEMO_TEXT
+from lamina.demo import DEMO_DIGITS, DEMO_INSTRUCTIONS, DEMO_TEXT
 
 DEFAULT_DIR = Path("lamina-demo")
 
@@ -87,12 +87,66 @@ def _step_demo_instructions(ctx: QuickstartContext) -> StepResult:
     )
 
 
+def _step_demo_digits(ctx: QuickstartContext) -> StepResult:
+    return _register_source(
+        ctx, DEMO_DIGITS, "demo-digits", "8x8 handwritten digits (IDX) for the demo image models"
+    )
+
+
+TEXT_RECIPE = {
+    "source": {"artifact": "source:demo-text", "type": "text", "split_by": "paragraph"},
+    "steps": ["normalize", "missing", {"dedup": {"method": "near"}}, {"filter": {"min_chars": 20}}],
+    "split": {"fractions": {"val": 0.1}, "seed": 0},
+    "tokenizer": {"vocab_size": 1000},
+    "checks": {"min_rows": 100, "max_dup_rate": 0.3},
+    "description": "Demo text for the quickstart language model",
+}
+DIGITS_RECIPE = {
+    "source": {
+        "artifact": "source:demo-digits",
+        "type": "idx",
+        "path": "digits-images-idx3-ubyte.gz",
+        "labels": "digits-labels-idx1-ubyte.gz",
+    },
+    "steps": [
+        "missing",
+        "dedup",
+        {"image": {"normalize": True}},
+        {"augment": {"max_synthetic_fraction": 0.2}},
+    ],
+    "split": {"fractions": {"val": 0.1}, "by": "stratified", "field": "label", "seed": 0},
+    "checks": {"min_rows": 100},
+    "description": "Demo digits for the quickstart image models",
+}
+
+
+def _build(ctx: QuickstartContext, name: str, recipe: dict[str, Any]) -> StepResult:
+    from lamina.data.pipeline import build_dataset
+    from lamina.data.recipe import parse_recipe
+
+    result = build_dataset(ctx.ws, name, parse_recipe(name, recipe, "the quickstart"))
+    ctx.outputs[name] = result.version
+    v = result.version
+    report = ctx.ws.artifact_path(v) / "report.html"
+    verb = "already built" if result.reused else "built"
+    return StepResult(
+        detail=f"{verb} {v.ref}: {v.num_rows:,} rows {v.splits}; report {report}",
+        artifacts=[v],
+        reused=result.reused,
+    )
+
+
 def quickstart_steps() -> list[QuickstartStep]:
-    """The steps, in order. Later layers append theirs (data build, train, register, serve)."""
+    """The steps, in order. Later layers append theirs (train, register, serve)."""
     return [
         QuickstartStep("workspace", "Create the demo workspace", _step_workspace),
         QuickstartStep("demo-text", "Register the demo text", _step_demo_text),
         QuickstartStep("demo-instructions", "Register the demo instructions", _step_demo_instructions),
+        QuickstartStep("demo-digits", "Register the demo digits", _step_demo_digits),
+        QuickstartStep(
+            "shakespeare", "Build the text dataset", lambda ctx: _build(ctx, "shakespeare", TEXT_RECIPE)
+        ),
+        QuickstartStep("digits", "Build the image dataset", lambda ctx: _build(ctx, "digits", DIGITS_RECIPE)),
     ]
 
 
@@ -120,5 +174,10 @@ def run_quickstart(
     return QuickstartReport(
         workspace=ctx.ws.root,
         results=results,
-        next_commands=[[*ws, "status"], [*ws, "lineage", "demo-text"], [*ws, "check"]],
+        next_commands=[
+            [*ws, "status"],
+            [*ws, "data", "show", "shakespeare"],
+            [*ws, "lineage", "digits"],
+            [*ws, "check"],
+        ],
     )

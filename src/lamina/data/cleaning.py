@@ -20,6 +20,8 @@ from lamina.data.steps import Step, StepContext, StepStats, register_step
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b\ufeff]")
 _SPACES = re.compile(r"[ \t\u00a0\u2000-\u200a\u3000]+")
+_SPACE_AROUND_NEWLINE = re.compile(r" ?\n ?")
+_SPACE_AROUND_NEWLINE = re.compile(r" ?\n ?")
 _BLANK_LINES = re.compile(r"\n{3,}")
 _WORD = re.compile(r"\w+", re.UNICODE)
 
@@ -57,15 +59,13 @@ class Normalize(Step):
                 if not isinstance(value, str):
                     continue
                 new = value
-                if self.nfkc:
+                if self.nfkc and not unicodedata.is_normalized("NFKC", new):
                     new = unicodedata.normalize("NFKC", new)
                 if self.strip_control:
                     new = _CONTROL.sub("", new.replace("\r\n", "\n").replace("\r", "\n"))
                 if self.collapse_whitespace:
-                    new = _BLANK_LINES.sub(
-                        "\n\n", "\n".join(_SPACES.sub(" ", ln).strip() for ln in new.split("\n"))
-                    )
-                    new = new.strip()
+                    new = _SPACE_AROUND_NEWLINE.sub("\n", _SPACES.sub(" ", new))
+                    new = _BLANK_LINES.sub("\n\n", new).strip()
                 if new != value:
                     record[name] = new
                     stats.changed += 1

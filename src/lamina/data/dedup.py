@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from typing import Literal
 
+import numpy as np
 import xxhash
 from pydantic import Field, model_validator
 
@@ -61,6 +62,39 @@ class NearDuplicateIndex:
         return len(self._signatures)
 
 
+class KeySet:
+    """A set of 64-bit keys at about 8 bytes each (a Python set of ints costs ~80).
+
+    Keys live in a sorted numpy array; new keys wait in a small Python set that is merged into the
+    array when it fills, so membership is one set lookup plus one binary search.
+    """
+
+    def __init__(self, merge_at: int = 1 << 16) -> None:
+        self._sorted = np.empty(0, dtype=np.uint64)
+        self._recent: set[int] = set()
+        self._merge_at = merge_at
+
+    def add(self, key: int) -> bool:
+        """Add ``key``; False if it was already there."""
+        if key in self._recent:
+            return False
+        if self._sorted.size:
+            i = int(np.searchsorted(self._sorted, np.uint64(key)))
+            if i < self._sorted.size and int(self._sorted[i]) == key:
+                return False
+        self._recent.add(key)
+        if len(self._recent) >= self._merge_at:
+            merged = np.concatenate(
+                [self._sorted, np.fromiter(self._recent, dtype=np.uint64, count=len(self._recent))]
+            )
+            merged.sort()
+            self._sorted, self._recent = merged, set()
+        return True
+
+    def __len__(self) -> int:
+        return int(self._sorted.size) + len(self._recent)
+
+
 def exact_key(record: Record, fields: list[str]) -> int:
     digest = xxhash.xxh3_64()
     for name in fields:
@@ -98,7 +132,7 @@ class Dedup(Step):
 
     def start(self, ctx: StepContext) -> None:
         super().start(ctx)
-        self._seen: set[int] = set()
+        self._seen = KeySet()
         self._index = (
             NearDuplicateIndex(self.threshold, self.num_perm, self.bands, self.ngram, ctx.seed)
             if self.method == "near"
@@ -117,7 +151,7 @@ class Dedup(Step):
         kept = []
         for record in batch:
             key = exact_key(record, fields)
-            if key in self._seen:
+            if not self._seen.add(key):
                 stats.drop("exact_duplicate", record)
                 continue
             if self._index is not None:
@@ -125,7 +159,6 @@ class Dedup(Step):
                 if isinstance(text, str) and self._index.check_and_add(text) is not None:
                     stats.drop("near_duplicate", record)
                     continue
-            self._seen.add(key)
             kept.append(record)
         return kept
 

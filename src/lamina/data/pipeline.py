@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from array import array
 import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -44,7 +45,7 @@ from lamina.data.steps import Step, StepContext, StepStats, make_step
 
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
-STAGING_CHUNK_ROWS = 50_000
+STAGING_CHUNK_ROWS = 20_000  # bounds pass-1 memory: rows are held as Python objects until flushed
 Progress = Callable[[str, int], None]  # (phase, rows so far)
 
 
@@ -99,6 +100,22 @@ def _to_table(batch: Batch, errors: ErrorLog) -> pa.Table | None:
     return pa.Table.from_pylist(good) if good else None
 
 
+def _artifact_source(ws: Workspace, spec: str | dict[str, Any]) -> tuple[str | dict[str, Any], str | None]:
+    """``{artifact: REF, path: FILE-IN-IT, ...}`` reads files of a catalogued artifact (and records lineage)."""
+    if not isinstance(spec, dict) or "artifact" not in spec:
+        return spec, None
+    artifact = ws.resolve(str(spec["artifact"]))
+    folder = ws.artifact_path(artifact)
+    rest = {k: v for k, v in spec.items() if k != "artifact"}
+    if not rest.get("path") and artifact.uri is not None:
+        manifest = ws.store.manifest(artifact.id)
+        rest["path"] = manifest.files[0].path if manifest.single_file else ""
+    rest["path"] = str(folder / rest["path"]) if rest.get("path") else str(folder)
+    if rest.get("labels"):
+        rest["labels"] = str(folder / rest["labels"])
+    return rest, artifact.id
+
+
 def _run_steps(steps: list[Step], stats: list[StepStats], batch: Batch) -> Batch:
     for step, st in zip(steps, stats, strict=True):
         st.rows_in += len(batch)
@@ -126,7 +143,12 @@ def build_dataset(
     validate_name(name, "dataset name")
     if on_error:
         recipe = recipe.model_copy(update={"on_error": on_error})
-    source = source or make_source(recipe.source, base_dir or ws.root)
+    extra_parents = list(extra_parents or [])
+    if source is None:
+        spec, parent_id = _artifact_source(ws, recipe.source)
+        if parent_id:
+            extra_parents.append((parent_id, "derived_from"))
+        source = make_source(spec, base_dir or ws.root)
     steps = [make_step(s) for s in recipe.steps]
     ctx = StepContext(text_field=recipe.text_field, seed=recipe.seed)
     input_fp = source.fingerprint()
@@ -138,7 +160,7 @@ def build_dataset(
     staging_root.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=staging_root))
     try:
-        return _build(ws, name, recipe, source, steps, ctx, input_fp, work, progress, extra_parents or [])
+        return _build(ws, name, recipe, source, steps, ctx, input_fp, work, progress, extra_parents)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -165,11 +187,9 @@ def _build(
 
     # -- pass 1: source → steps → staging chunks ------------------------------------------------
     chunks: list[Path] = []
-    keys: list[int] = []
+    keys = array("Q")  # split key per real row, 8 bytes each
     strata: list[Any] = []
-    synthetic_of: list[
-        int
-    ] = []  # per staged row: -1 for a real row, else the index (in keys) of its original
+    synthetic_of = array("q")  # per staged row: -1 for a real row, else the index (in keys) of its original
     pending: Batch = []
     rows_read = 0
 
@@ -229,7 +249,7 @@ def _build(
 
     # -- pass 2: splits, shuffle, tokenizer, stats → data/<split>.parquet ---------------------------
     names = split_names(spec)
-    real_assignment = assign_build(spec, np.asarray(keys, dtype=np.uint64), strata or None)
+    real_assignment = assign_build(spec, np.frombuffer(keys, dtype=np.uint64), strata or None)
     assignment = np.empty(len(synthetic_of), dtype=np.int16)
     real_index = 0
     for i, original in enumerate(synthetic_of):

@@ -24,7 +24,7 @@ class SplitSpec(BaseModel):
     field: str | None = None  # the label (stratified) or group key (group)
     seed: int = 0
     shuffle: bool = True
-    shuffle_window: int = Field(100_000, ge=1)
+    shuffle_window: int = Field(20_000, ge=1)  # rows shuffled together (all rows of smaller datasets)
 
     @field_validator("fractions")
     @classmethod

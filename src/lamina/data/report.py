@@ -8,6 +8,7 @@ Kolmogorov-Smirnov test, categorical fields with a chi-square test of homogeneit
 from __future__ import annotations
 
 import base64
+from array import array
 import html
 import io
 import random
@@ -43,8 +44,8 @@ class StatsCollector:
         self.text_field = text_field
         self.seed = seed
         self.split_rows: Counter[str] = Counter()
-        self.text_chars: list[int] = []
-        self.text_words: list[int] = []
+        self.text_chars = array("I")  # 4 bytes per row, not a Python int each
+        self.text_words = array("I")
         self.numeric: dict[str, _Reservoir] = {}
         self.categories: dict[str, Counter[Any]] = defaultdict(Counter)
         self.too_many: set[str] = set()
@@ -84,9 +85,10 @@ class StatsCollector:
     def summary(self) -> dict[str, Any]:
         fields: dict[str, Any] = {}
         if self.text_chars:
-            chars = np.asarray(self.text_chars)
+            chars = np.frombuffer(self.text_chars, dtype=np.uint32).astype(np.int64)
+            words = np.frombuffer(self.text_words, dtype=np.uint32).astype(np.int64)
             fields[f"{self.text_field}.chars"] = _numeric_summary(chars, self.seed)
-            fields[f"{self.text_field}.words"] = _numeric_summary(np.asarray(self.text_words), self.seed)
+            fields[f"{self.text_field}.words"] = _numeric_summary(words, self.seed)
         for name, res in self.numeric.items():
             fields[name] = _numeric_summary(np.asarray(res.items), self.seed) | {"count": res.seen}
         for name, counter in self.categories.items():

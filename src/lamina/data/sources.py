@@ -25,6 +25,7 @@ import xxhash
 from pydantic import BaseModel, ConfigDict, Field
 
 from lamina.core.errors import ConfigError
+from lamina.core.store import MANIFEST_NAME
 from lamina.data.records import Batch, DataError, ErrorLog, Record
 
 TEXT_EXTENSIONS = {".txt", ".md", ".markdown", ".html", ".htm"}
@@ -97,7 +98,11 @@ class FileSource(SourceSpec):
         if any(ch in root for ch in "*?["):
             found = sorted(fs.glob(root))
         elif fs.isdir(root):
-            found = sorted(p for p in fs.find(root) if not PurePosixPath(p).name.startswith("."))
+            found = sorted(
+                p
+                for p in fs.find(root)
+                if not PurePosixPath(p).name.startswith(".") and _name(p) != MANIFEST_NAME
+            )
         elif fs.exists(root):
             found = [root]
         else:
@@ -193,7 +198,7 @@ class TextSource(FileSource):
 
 def html_to_text(html: str) -> str:
     """Visible text of an HTML page (scripts and styles dropped), block elements on their own lines."""
-    from selectolax.parser import HTMLParser
+    from selectolax.lexbor import LexborHTMLParser as HTMLParser
 
     tree = HTMLParser(html)
     for node in tree.css("script, style, noscript, template"):
@@ -215,11 +220,12 @@ class JsonlSource(FileSource):
     def batches(self, errors: ErrorLog, batch_size: int = DEFAULT_BATCH) -> Iterator[Batch]:
         batch: Batch = []
         for path in self.files():
+            file_name = _name(path)
             with self.open(path) as fh:
                 for line_no, raw in enumerate(fh, start=1):
-                    where = f"{_name(path)} line {line_no}"
                     if not raw.strip():
                         continue
+                    where = f"{file_name} line {line_no}"
                     try:
                         record = json.loads(raw.decode("utf-8"))
                     except UnicodeDecodeError as exc:
@@ -233,7 +239,7 @@ class JsonlSource(FileSource):
                             where, "wrong schema", f"expected a JSON object, got {type(record).__name__}"
                         )
                         continue
-                    record["_origin"] = f"{_name(path)}:{line_no}"
+                    record["_origin"] = f"{file_name}:{line_no}"
                     batch.append(record)
                     if len(batch) >= batch_size:
                         yield batch
@@ -602,7 +608,7 @@ class HttpJsonSource(SourceSpec):
                     return
                 params = {} if self.next_field else {self.page_param: page}
                 try:
-                    response = client.get(url, params=params)
+                    response = client.get(url, params=params or None)  # params={} would drop the query
                     response.raise_for_status()
                     body = response.json()
                 except (httpx.HTTPError, ValueError) as exc:
@@ -681,7 +687,7 @@ def infer_type(path: str, storage_options: dict[str, Any] | None = None) -> str:
         return _BY_SUFFIX[suffix]
     fs, root = fsspec.core.url_to_fs(path, **(storage_options or {}))
     if fs.isdir(root):
-        kinds = [_BY_SUFFIX.get(_suffix(p)) for p in fs.find(root)]
+        kinds = [_BY_SUFFIX.get(_suffix(p)) for p in fs.find(root) if _name(p) != MANIFEST_NAME]
         kinds = [k for k in kinds if k]
         if kinds:
             return max(set(kinds), key=kinds.count)
