@@ -203,10 +203,13 @@ def main() -> None:
             print(f"  {method}: done in {result['seconds']:.1f} s", flush=True)
         e2e = end_to_end(data)
     speedup = rows[1]["mb_per_s"] / rows[0]["mb_per_s"]
-    header = f"| method | precision | recall | MB/s | seconds | peak RSS (MB) | removed |\n|---|---|---|---|---|---|---|\n"
+    header = (
+        "| method | precision | recall | MB/s | seconds | peak RSS (MB) | removed |\n"
+        "|---|---|---|---|---|---|---|\n"
+    )
     table = header + "".join(
-        f"| {r['method']} | {r['precision']:.4f} | {r['recall']:.4f} | {r['mb_per_s']:.2f} | {r['seconds']:.1f} | "
-        f"{r['peak_rss_mb']:.0f} | {r['removed']:,} |\n"
+        f"| {r['method']} | {r['precision']:.4f} | {r['recall']:.4f} | {r['mb_per_s']:.2f} | "
+        f"{r['seconds']:.1f} | {r['peak_rss_mb']:.0f} | {r['removed']:,} |\n"
         for r in rows
     )
     summary = (

@@ -19,10 +19,10 @@ def run_tool(*args: str) -> subprocess.CompletedProcess[str]:
 def test_ruff_lint_and_format() -> None:
     if shutil.which("ruff") is None and run_tool("ruff", "--version").returncode != 0:
         pytest.skip("ruff is not installed (it comes with the dev extra)")
-    lint = run_tool("ruff", "check", "src", "tests")
+    lint = run_tool("ruff", "check", "src", "tests", "bench")
     assert lint.returncode == 0, lint.stdout + lint.stderr
-    fmt = run_tool("ruff", "format", "--check", "src", "tests")
-    assert fmt.returncode == 0, "run 'ruff format src tests':\n" + fmt.stdout
+    fmt = run_tool("ruff", "format", "--check", "src", "tests", "bench")
+    assert fmt.returncode == 0, "run 'ruff format src tests bench':\n" + fmt.stdout
 
 
 @pytest.mark.slow

@@ -20,22 +20,32 @@ def test_demo_data_ships_in_the_package() -> None:
 def test_quickstart_command_is_idempotent(tmp_path: Path) -> None:
     first = run_lamina("quickstart", cwd=tmp_path)
     assert first.returncode == 0, first.stderr
-    assert "2 new artifact(s)" in first.stdout
+    assert "5 new artifact(s)" in first.stdout
     printed = first.stdout.split("Next, try:")[1].strip().splitlines()
-    assert len(printed) == 3
+    assert len(printed) == 4
     for line in printed:  # the suggested commands work exactly as printed
         done = subprocess.run(line, shell=True, cwd=tmp_path, capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, f"{line!r} failed: {done.stderr}"
     second = run_lamina("quickstart", cwd=tmp_path)
     assert second.returncode == 0, second.stderr
-    assert "0 new artifact(s), 2 reused" in second.stdout
+    assert "0 new artifact(s), 5 reused" in second.stdout
 
     status = run_lamina("--workspace", "lamina-demo", "status", "--json", cwd=tmp_path)
     info = json.loads(status.stdout)
-    assert info["counts"] == {"source": 2}
-    assert {a["name"] for a in info["recent"]} == {"demo-text", "demo-instructions"}
-    lineage = run_lamina("--workspace", "lamina-demo", "lineage", "demo-text", cwd=tmp_path)
-    assert lineage.returncode == 0 and "demo-text@v1" in lineage.stdout
+    assert info["counts"] == {"source": 3, "dataset_version": 2}
+    assert {a["name"] for a in info["recent"]} == {
+        "demo-text",
+        "demo-instructions",
+        "demo-digits",
+        "shakespeare",
+        "digits",
+    }
+    lineage = run_lamina("--workspace", "lamina-demo", "lineage", "shakespeare", cwd=tmp_path)
+    assert lineage.returncode == 0 and "derived_from" in lineage.stdout and "demo-text@v1" in lineage.stdout
+    shown = json.loads(
+        run_lamina("--workspace", "lamina-demo", "data", "show", "digits", "--json", cwd=tmp_path).stdout
+    )
+    assert set(shown["splits"]) == {"train", "val"} and Path(shown["report_html"]).exists()
     assert run_lamina("--workspace", "lamina-demo", "check", cwd=tmp_path).returncode == 0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import wave
+from typing import Any
 
 import numpy as np
 
@@ -51,3 +52,19 @@ def encode_wav(samples: np.ndarray, rate: int) -> bytes:
         wav.setframerate(rate)
         wav.writeframes(pcm.tobytes())
     return buf.getvalue()
+
+
+def image_tensor(data: bytes, mean: list[float] | None = None, std: list[float] | None = None) -> Any:
+    """(C, H, W) float32 tensor in [0, 1], normalised per channel with ``mean``/``std`` when given
+    (the statistics the ``image`` step records with ``normalize: true``)."""
+    import torch
+
+    pixels = np.array(decode_image(data))  # a writable copy for torch
+    tensor = (
+        torch.from_numpy(pixels[..., None] if pixels.ndim == 2 else pixels).permute(2, 0, 1).float() / 255
+    )
+    if mean is not None and std is not None:
+        m = torch.tensor(mean, dtype=torch.float32)[:, None, None]
+        s = torch.tensor(std, dtype=torch.float32)[:, None, None].clamp_min(1e-8)
+        tensor = (tensor - m) / s
+    return tensor

@@ -17,8 +17,8 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-from array import array
 import tempfile
+from array import array
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -37,7 +37,7 @@ from lamina.core.workspace import Workspace
 # Importing the step modules registers their steps.
 from lamina.data import augment, cleaning, dedup, transforms  # noqa: F401
 from lamina.data.recipe import Recipe
-from lamina.data.records import Batch, DataError, ErrorLog, OnError
+from lamina.data.records import Batch, DataError, ErrorLog, OnError, rows_to_table
 from lamina.data.report import StatsCollector, drift, render_html
 from lamina.data.sources import SourceSpec, make_source
 from lamina.data.splits import assign_build, row_key, split_names
@@ -72,7 +72,7 @@ def _existing(ws: Workspace, name: str, fingerprint: str) -> DatasetVersion | No
 def _to_table(batch: Batch, errors: ErrorLog) -> pa.Table | None:
     """Arrow table of a batch; records whose field types disagree with the rest are reported and dropped."""
     try:
-        return pa.Table.from_pylist(batch)
+        return rows_to_table(batch)
     except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
         pass
     kinds: dict[str, Counter[str]] = {}
@@ -97,11 +97,11 @@ def _to_table(batch: Batch, errors: ErrorLog) -> pa.Table | None:
             )
         else:
             good.append(record)
-    return pa.Table.from_pylist(good) if good else None
+    return rows_to_table(good) if good else None
 
 
 def _artifact_source(ws: Workspace, spec: str | dict[str, Any]) -> tuple[str | dict[str, Any], str | None]:
-    """``{artifact: REF, path: FILE-IN-IT, ...}`` reads files of a catalogued artifact (and records lineage)."""
+    """``{artifact: REF, path: FILE-IN-IT, ...}`` reads a catalogued artifact's files (lineage recorded)."""
     if not isinstance(spec, dict) or "artifact" not in spec:
         return spec, None
     artifact = ws.resolve(str(spec["artifact"]))
@@ -282,7 +282,7 @@ def _build(
                 rows, tokenizer.encode_batch([r.get(recipe.text_field) or "" for r in rows]), strict=True
             ):
                 row["input_ids"] = enc.ids
-        table = pa.Table.from_pylist(rows)
+        table = rows_to_table(rows)
         if split not in writers:
             writers[split] = pq.ParquetWriter(out_dir / "data" / f"{split}.parquet", table.schema)
         writers[split].write_table(table.cast(writers[split].schema))
@@ -529,7 +529,7 @@ def append_version(
             rows = old + placed.get(split, [])
             for row in rows:
                 collector.add(row, split)
-            table = pa.Table.from_pylist(rows)
+            table = rows_to_table(rows)
             pq.write_table(table, out_dir / "data" / f"{split}.parquet")
             split_counts[split] = len(rows)
         parent_report = _read_report(ws, parent)

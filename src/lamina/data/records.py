@@ -26,6 +26,15 @@ class DataError(LaminaError):
     code = "invalid_data"
 
 
+def rows_to_table(rows: Batch) -> Any:
+    """An Arrow table with a column for every key in any row (``pa.Table.from_pylist`` takes its
+    columns from the first row only, silently dropping fields that appear later)."""
+    import pyarrow as pa
+
+    names = dict.fromkeys(key for row in rows for key in row)
+    return pa.table({name: [row.get(name) for row in rows] for name in names})
+
+
 @dataclass
 class ErrorLog:
     """Bad records seen while reading: ``fail`` raises on the first, ``skip`` counts them for the report."""

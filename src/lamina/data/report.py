@@ -8,10 +8,10 @@ Kolmogorov-Smirnov test, categorical fields with a chi-square test of homogeneit
 from __future__ import annotations
 
 import base64
-from array import array
 import html
 import io
 import random
+from array import array
 from collections import Counter, defaultdict
 from typing import Any
 

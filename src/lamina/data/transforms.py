@@ -22,6 +22,8 @@ SPECIAL_TOKENS = ["<|endoftext|>", "<|pad|>", "<|user|>", "<|assistant|>", "<|sy
 
 @register_step
 class Lowercase(Step):
+    """Lower-case the text field (or ``fields``)."""
+
     name = "lowercase"
     fields: list[str] | None = None
 
