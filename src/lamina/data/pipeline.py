@@ -116,6 +116,25 @@ def _artifact_source(ws: Workspace, spec: str | dict[str, Any]) -> tuple[str | d
     return rest, artifact.id
 
 
+def row_identity(record: dict[str, Any]) -> bytes:
+    """A hash of a row's content (not where it came from): seeds its split key."""
+    content = {k: v for k, v in record.items() if k != "_origin"}
+    return xxhash.xxh3_64_digest(json.dumps(content, sort_keys=True, default=repr).encode())
+
+
+def _finish_report(
+    out_dir: Path, recipe: Recipe, report: dict[str, Any], parent_report: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """Add drift and checks, write report.json/html and recipe.json; return the failed checks."""
+    if parent_report.get("stats"):
+        report["drift"] = drift(parent_report["stats"], report["stats"])
+    report["checks"] = _checks(recipe, report)
+    (out_dir / "report.json").write_text(json.dumps(report, indent=1, default=str))
+    (out_dir / "report.html").write_text(render_html(report))
+    (out_dir / "recipe.json").write_text(json.dumps(recipe.model_dump(mode="json"), indent=1))
+    return [c for c in report["checks"] if not c["passed"]]
+
+
 def _run_steps(steps: list[Step], stats: list[StepStats], batch: Batch) -> Batch:
     for step, st in zip(steps, stats, strict=True):
         st.rows_in += len(batch)
@@ -216,11 +235,7 @@ def _build(
                 synthetic_of.append(len(keys) - 1)
                 continue
             synthetic_of.append(-1)
-            identity = xxhash.xxh3_64_digest(
-                json.dumps(
-                    {k: v for k, v in record.items() if k != "_origin"}, sort_keys=True, default=repr
-                ).encode()
-            )
+            identity = row_identity(record)
             keys.append(row_key(spec.seed, identity))
             if strata_field is not None:
                 if strata_field not in record:
@@ -320,15 +335,7 @@ def _build(
     parent = ws.catalog.latest("dataset_version", name)
     report = _report(name, recipe, stats, errors, collector, rows_read, split_counts)
     report["synthetic_dropped_outside_train"] = synthetic_outside_train
-    if parent is not None:
-        parent_report = _read_report(ws, parent)
-        if parent_report.get("stats"):
-            report["drift"] = drift(parent_report["stats"], report["stats"])
-    report["checks"] = _checks(recipe, report)
-    (out_dir / "report.json").write_text(json.dumps(report, indent=1, default=str))
-    (out_dir / "report.html").write_text(render_html(report))
-    (out_dir / "recipe.json").write_text(json.dumps(recipe.model_dump(mode="json"), indent=1))
-    failed = [c for c in report["checks"] if not c["passed"]]
+    failed = _finish_report(out_dir, recipe, report, _read_report(ws, parent) if parent is not None else {})
     if failed:
         kept = _keep_failed_report(ws, name, out_dir)
         raise DataError(
@@ -515,11 +522,7 @@ def append_version(
         collector = StatsCollector(recipe.text_field, recipe.seed)
         placed: dict[str, Batch] = {}
         for record in new_rows:
-            identity = xxhash.xxh3_64_digest(
-                json.dumps(
-                    {k: v for k, v in record.items() if k != "_origin"}, sort_keys=True, default=repr
-                ).encode()
-            )
+            identity = row_identity(record)
             placed.setdefault(assign_by_key(recipe.split, row_key(recipe.split.seed, identity)), []).append(
                 record
             )
@@ -542,15 +545,9 @@ def append_version(
             sum(v for st in stats for k, v in st.dropped.items() if "duplicate" in k) / rows_read
         )
         report["drop_rate"] = (rows_read - len(new_rows)) / rows_read
-        if parent_report.get("stats"):
-            report["drift"] = drift(parent_report["stats"], report["stats"])
-        report["checks"] = _checks(recipe, report)
-        (out_dir / "report.json").write_text(json.dumps(report, indent=1, default=str))
-        (out_dir / "report.html").write_text(render_html(report))
-        (out_dir / "recipe.json").write_text(json.dumps(recipe.model_dump(mode="json"), indent=1))
+        failed = _finish_report(out_dir, recipe, report, parent_report)
         if parent.uri and (tok := ws.artifact_path(parent) / "tokenizer").exists():
             shutil.copytree(tok, out_dir / "tokenizer")
-        failed = [c for c in report["checks"] if not c["passed"]]
         if failed:
             raise DataError(f"append to {name!r} failed its checks: {failed}", hint="nothing was committed")
         digest = xxhash.xxh3_128(f"{parent.fingerprint}\0".encode())

@@ -366,35 +366,28 @@ class ParquetSource(FileSource):
                     yield rows
 
 
-@register_source
-class ImageFolderSource(FileSource):
-    """Image files (png/jpg/...); the label is the parent folder's name (``label_from: folder``)."""
+class MediaFileSource(FileSource):
+    """One record per media file, labelled by its parent folder; subclasses decode and validate."""
 
-    type: Literal["images"] = "images"
     label_from: Literal["folder", "none"] = "folder"
-    extensions: ClassVar[set[str]] = IMAGE_EXTENSIONS
+
+    def read_media(self, data: bytes) -> Record:
+        """Fields describing ``data``; raise ValueError (or OSError) if the file is unreadable."""
+        raise NotImplementedError  # abstract: each media source implements it
+
+    error_kind: ClassVar[str] = "unreadable file"
 
     def batches(self, errors: ErrorLog, batch_size: int = DEFAULT_BATCH) -> Iterator[Batch]:
-        from PIL import Image, UnidentifiedImageError
-
         batch: Batch = []
         for path in self.files():
             with self.open(path) as fh:
                 data = fh.read()
             try:
-                with Image.open(io.BytesIO(data)) as img:
-                    img.load()  # decodes fully: a truncated file fails here
-                    width, height, mode = img.width, img.height, img.mode
-            except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-                errors.bad(_name(path), "unreadable image", str(exc))
+                record = self.read_media(data)
+            except (ValueError, OSError, EOFError, SyntaxError) as exc:
+                errors.bad(_name(path), self.error_kind, str(exc))
                 continue
-            record: Record = {
-                "image": data,
-                "width": width,
-                "height": height,
-                "mode": mode,
-                "_origin": _name(path),
-            }
+            record["_origin"] = _name(path)
             if self.label_from == "folder":
                 record["label"] = PurePosixPath(path).parent.name
             batch.append(record)
@@ -403,6 +396,22 @@ class ImageFolderSource(FileSource):
                 batch = []
         if batch:
             yield batch
+
+
+@register_source
+class ImageFolderSource(MediaFileSource):
+    """Image files (png/jpg/...); the label is the parent folder's name (``label_from: folder``)."""
+
+    type: Literal["images"] = "images"
+    extensions: ClassVar[set[str]] = IMAGE_EXTENSIONS
+    error_kind: ClassVar[str] = "unreadable image"
+
+    def read_media(self, data: bytes) -> Record:
+        from PIL import Image
+
+        with Image.open(io.BytesIO(data)) as img:  # UnidentifiedImageError is an OSError
+            img.load()  # decodes fully: a truncated file fails here
+            return {"image": data, "width": img.width, "height": img.height, "mode": img.mode}
 
 
 @register_source
@@ -491,42 +500,27 @@ class IdxSource(FileSource):
 
 
 @register_source
-class WavSource(FileSource):
+class WavSource(MediaFileSource):
     """PCM WAV files (stdlib ``wave``); the label is the parent folder's name."""
 
     type: Literal["wav"] = "wav"
-    label_from: Literal["folder", "none"] = "folder"
     extensions: ClassVar[set[str]] = AUDIO_EXTENSIONS
+    error_kind: ClassVar[str] = "unreadable audio"
 
-    def batches(self, errors: ErrorLog, batch_size: int = DEFAULT_BATCH) -> Iterator[Batch]:
-        batch: Batch = []
-        for path in self.files():
-            with self.open(path) as fh:
-                data = fh.read()
-            try:
-                with wave.open(io.BytesIO(data)) as wav:
-                    rate, channels, frames = wav.getframerate(), wav.getnchannels(), wav.getnframes()
-                    width = wav.getsampwidth()
-                    if len(wav.readframes(frames)) < frames * channels * width:
-                        raise wave.Error("data chunk shorter than its header says (truncated)")
-            except (wave.Error, EOFError) as exc:
-                errors.bad(_name(path), "unreadable audio", str(exc))
-                continue
-            record: Record = {
-                "audio": data,
-                "sample_rate": rate,
-                "channels": channels,
-                "duration_s": frames / rate if rate else 0.0,
-                "_origin": _name(path),
-            }
-            if self.label_from == "folder":
-                record["label"] = PurePosixPath(path).parent.name
-            batch.append(record)
-            if len(batch) >= batch_size:
-                yield batch
-                batch = []
-        if batch:
-            yield batch
+    def read_media(self, data: bytes) -> Record:
+        try:
+            with wave.open(io.BytesIO(data)) as wav:
+                rate, channels, frames = wav.getframerate(), wav.getnchannels(), wav.getnframes()
+                if len(wav.readframes(frames)) < frames * channels * wav.getsampwidth():
+                    raise ValueError("data chunk shorter than its header says (truncated)")
+        except wave.Error as exc:
+            raise ValueError(str(exc)) from exc
+        return {
+            "audio": data,
+            "sample_rate": rate,
+            "channels": channels,
+            "duration_s": frames / rate if rate else 0.0,
+        }
 
 
 # --------------------------------------------------------------------------------------------------
