@@ -19,6 +19,7 @@ from lamina.core.workspace import Workspace
 from lamina.demo import DEMO_DIGITS, DEMO_INSTRUCTIONS, DEMO_TEXT
 
 DEFAULT_DIR = Path("lamina-demo")
+DEFAULT_TRAIN_STEPS = 800  # ~35 s for the tiny preset on a 2-core CPU
 
 
 @dataclass
@@ -34,6 +35,7 @@ class QuickstartContext:
     flags: Mapping[str, Any]
     workspace: Workspace | None = None
     outputs: dict[str, Any] = field(default_factory=dict)  # what steps hand to later steps
+    train_steps: int = DEFAULT_TRAIN_STEPS
 
     @property
     def ws(self) -> Workspace:
@@ -53,6 +55,7 @@ class QuickstartReport:
     workspace: Path
     results: list[tuple[QuickstartStep, StepResult]]
     next_commands: list[list[str]]  # arguments of the ``lamina`` command, for the UI to render
+    sample: str = ""
 
 
 def _step_workspace(ctx: QuickstartContext) -> StepResult:
@@ -136,8 +139,33 @@ def _build(ctx: QuickstartContext, name: str, recipe: dict[str, Any]) -> StepRes
     )
 
 
+def _step_train(ctx: QuickstartContext) -> StepResult:
+    from lamina.training.lm import train_lm
+    from lamina.training.loop import TrainConfig
+
+    cfg = TrainConfig(
+        max_steps=ctx.train_steps,
+        batch_size=16,
+        lr=2e-3,
+        warmup_steps=min(50, ctx.train_steps // 4),
+        eval_every=max(1, ctx.train_steps // 4),
+        eval_batches=10,
+        checkpoint_every=max(1, ctx.train_steps // 2),
+    )
+    result = train_lm(ctx.ws, "shakespeare", "shakes", preset="tiny", train_cfg=cfg, alias="champion")
+    ctx.outputs["sample"] = result.sample
+    v, m = result.version, result.metrics
+    verb = "already trained" if result.reused else "trained"
+    return StepResult(
+        detail=f"{verb} {v.ref} (champion): val loss {m['val_loss']:.3f}, "
+        f"perplexity {m['val_perplexity']:.2f}",
+        artifacts=[v],
+        reused=result.reused,
+    )
+
+
 def quickstart_steps() -> list[QuickstartStep]:
-    """The steps, in order. Later layers append theirs (train, register, serve)."""
+    """The steps, in order. Later layers append theirs (serve)."""
     return [
         QuickstartStep("workspace", "Create the demo workspace", _step_workspace),
         QuickstartStep("demo-text", "Register the demo text", _step_demo_text),
@@ -147,17 +175,19 @@ def quickstart_steps() -> list[QuickstartStep]:
             "shakespeare", "Build the text dataset", lambda ctx: _build(ctx, "shakespeare", TEXT_RECIPE)
         ),
         QuickstartStep("digits", "Build the image dataset", lambda ctx: _build(ctx, "digits", DIGITS_RECIPE)),
+        QuickstartStep("train-lm", "Train, evaluate and register a tiny LM", _step_train),
     ]
 
 
 def run_quickstart(
     directory: Path | str = DEFAULT_DIR,
     flags: Mapping[str, Any] | None = None,
+    train_steps: int = DEFAULT_TRAIN_STEPS,
     on_start: Callable[[int, QuickstartStep], None] | None = None,
     on_done: Callable[[int, QuickstartStep, StepResult], None] | None = None,
 ) -> QuickstartReport:
     """Run every step; ``on_start``/``on_done`` let a UI show progress. Returns what was made."""
-    ctx = QuickstartContext(directory=Path(directory), flags=flags or {})
+    ctx = QuickstartContext(directory=Path(directory), flags=flags or {}, train_steps=train_steps)
     results = []
     try:
         for index, step in enumerate(quickstart_steps()):
@@ -177,7 +207,9 @@ def run_quickstart(
         next_commands=[
             [*ws, "status"],
             [*ws, "data", "show", "shakespeare"],
-            [*ws, "lineage", "digits"],
-            [*ws, "check"],
+            [*ws, "models", "list"],
+            [*ws, "lineage", "shakes@champion"],
+            [*ws, "generate", "text", "shakes@champion", "ROMEO:", "--max-tokens", "120"],
         ],
+        sample=str(ctx.outputs.get("sample", "")),
     )

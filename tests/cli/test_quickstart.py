@@ -18,27 +18,36 @@ def test_demo_data_ships_in_the_package() -> None:
 
 @pytest.mark.slow
 def test_quickstart_command_is_idempotent(tmp_path: Path) -> None:
-    first = run_lamina("quickstart", cwd=tmp_path)
+    first = run_lamina("quickstart", "--train-steps", "20", cwd=tmp_path)
     assert first.returncode == 0, first.stderr
-    assert "5 new artifact(s)" in first.stdout
-    printed = first.stdout.split("Next, try:")[1].strip().splitlines()
-    assert len(printed) == 4
+    assert "6 new artifact(s)" in first.stdout and "The champion model writes:" in first.stdout
+    printed = [line for line in first.stdout.split("Next, try:")[1].strip().splitlines() if line.strip()]
+    assert len(printed) == 5
     for line in printed:  # the suggested commands work exactly as printed
         done = subprocess.run(line, shell=True, cwd=tmp_path, capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, f"{line!r} failed: {done.stderr}"
-    second = run_lamina("quickstart", cwd=tmp_path)
+    second = run_lamina("quickstart", "--train-steps", "20", cwd=tmp_path)
     assert second.returncode == 0, second.stderr
-    assert "0 new artifact(s), 5 reused" in second.stdout
+    assert "0 new artifact(s), 6 reused" in second.stdout
 
     status = run_lamina("--workspace", "lamina-demo", "status", "--json", cwd=tmp_path)
     info = json.loads(status.stdout)
-    assert info["counts"] == {"source": 3, "dataset_version": 2}
+    assert info["counts"] == {
+        "source": 3,
+        "dataset_version": 2,
+        "run": 1,
+        "model_version": 1,
+        "eval_report": 1,
+    }
     assert {a["name"] for a in info["recent"]} == {
         "demo-text",
         "demo-instructions",
         "demo-digits",
         "shakespeare",
         "digits",
+        "shakes-train",
+        "shakes",
+        "shakes-eval",
     }
     lineage = run_lamina("--workspace", "lamina-demo", "lineage", "shakespeare", cwd=tmp_path)
     assert lineage.returncode == 0 and "derived_from" in lineage.stdout and "demo-text@v1" in lineage.stdout
@@ -53,6 +62,7 @@ def test_run_quickstart_reports_each_step(tmp_path: Path) -> None:
     started, finished = [], []
     report = run_quickstart(
         tmp_path / "demo",
+        train_steps=10,
         on_start=lambda i, step: started.append(step.key),
         on_done=lambda i, step, result: finished.append((step.key, result.reused)),
     )
@@ -60,5 +70,5 @@ def test_run_quickstart_reports_each_step(tmp_path: Path) -> None:
     assert started == keys and [k for k, _ in finished] == keys
     assert not any(reused for _, reused in finished)
     assert report.workspace == (tmp_path / "demo").resolve()
-    again = run_quickstart(tmp_path / "demo")
+    again = run_quickstart(tmp_path / "demo", train_steps=10)
     assert all(result.reused for _, result in again.results)

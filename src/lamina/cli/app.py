@@ -15,7 +15,15 @@ import typer
 from rich.markup import escape
 
 from lamina import __version__
-from lamina.cli import data_cmds, lineage_cmd, quickstart_cmd, workspace_cmds
+from lamina.cli import (
+    data_cmds,
+    generate_cmds,
+    lineage_cmd,
+    models_cmds,
+    quickstart_cmd,
+    train_cmds,
+    workspace_cmds,
+)
 from lamina.cli.render import console, err_console
 from lamina.cli.state import CliState
 from lamina.core.errors import LaminaError
@@ -87,6 +95,9 @@ app.command("check")(workspace_cmds.check)
 app.command("gc")(workspace_cmds.gc)
 app.command("config")(workspace_cmds.config)
 app.add_typer(data_cmds.app, name="data")
+app.add_typer(train_cmds.app, name="train")
+app.add_typer(models_cmds.app, name="models")
+app.add_typer(generate_cmds.app, name="generate")
 
 
 def _render_error(exc: LaminaError) -> None:

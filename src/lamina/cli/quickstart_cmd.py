@@ -20,12 +20,22 @@ from rich.progress import (
 
 from lamina.cli.render import console
 from lamina.cli.state import get_state
-from lamina.quickstart import DEFAULT_DIR, QuickstartStep, StepResult, quickstart_steps, run_quickstart
+from lamina.quickstart import (
+    DEFAULT_DIR,
+    DEFAULT_TRAIN_STEPS,
+    QuickstartStep,
+    StepResult,
+    quickstart_steps,
+    run_quickstart,
+)
 
 
 def quickstart(
     ctx: typer.Context,
     directory: Path = typer.Option(DEFAULT_DIR, "--dir", help="Where to make the demo workspace."),
+    train_steps: int = typer.Option(
+        DEFAULT_TRAIN_STEPS, "--train-steps", min=1, help="Optimizer steps for the demo language model."
+    ),
 ) -> None:
     """Build a demo workspace on embedded defaults and run the platform's main path in it.
 
@@ -51,13 +61,16 @@ def quickstart(
             progress.console.print(f"[green]✓[/] {step.title}: {escape(result.detail)}", soft_wrap=True)
             progress.advance(task)
 
-        report = run_quickstart(directory, state.flags, on_start=on_start, on_done=on_done)
+        report = run_quickstart(directory, state.flags, train_steps, on_start=on_start, on_done=on_done)
         progress.update(task, description="Quickstart done")
 
     made = [a for _, r in report.results for a in r.artifacts if not r.reused]
     kept = [a for _, r in report.results for a in r.artifacts if r.reused]
     console.print(f"\n[bold]Demo workspace:[/] {escape(str(report.workspace))}")
     console.print(f"  {len(made)} new artifact(s), {len(kept)} reused from an earlier run")
+    if report.sample:
+        console.print("\n[bold]The champion model writes:[/]")
+        console.print(escape(report.sample.strip()[:400]), soft_wrap=True)
     console.print("\n[bold]Next, try:[/]")
     program = invocation()
     for args in report.next_commands:

@@ -77,6 +77,9 @@ class Settings(BaseSettings):
         default_factory=dict,
         description="fsspec storage options for the artifact store, e.g. {endpoint_url: ...} for S3.",
     )
+    tracking_uri: str | None = Field(
+        None, description="MLflow tracking URI. Default: sqlite:///<workspace>/mlflow.db"
+    )
     log_level: LogLevel = "WARNING"
     log_format: LogFormat = "human"
     server: ServerSettings = Field(default_factory=ServerSettings)

@@ -26,6 +26,7 @@ from lamina.core.catalog.models import (
     Model,
     ModelAlias,
     ModelVersion,
+    Run,
     utcnow,
 )
 from lamina.core.errors import CatalogUnavailable, InvalidReference, LaminaError, NotFound
@@ -153,6 +154,30 @@ class Catalog:
                 session.add(model)
                 session.flush()
             artifact.model_id = model.id
+
+    def update_run(
+        self,
+        run_id: str,
+        *,
+        status: str | None = None,
+        metrics: dict[str, Any] | None = None,
+        ended: bool = False,
+        tracking_run_id: str | None = None,
+    ) -> Run:
+        """Runs are the one record that changes after it is written: status, metrics, end time."""
+        with self.session() as session:
+            run = session.get(Run, run_id)
+            if run is None:
+                raise NotFound(f"no run with id {run_id}")
+            if status is not None:
+                run.status = status
+            if metrics is not None:
+                run.metrics = {**(run.metrics or {}), **metrics}
+            if ended:
+                run.ended_at = utcnow()
+            if tracking_run_id is not None:
+                run.tracking_run_id = tracking_run_id
+            return run
 
     def set_alias(
         self,

@@ -1,0 +1,129 @@
+"""``lamina train lm``: train, evaluate and register a causal LM."""
+
+from __future__ import annotations
+
+import typer
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from lamina.cli.render import console
+from lamina.cli.state import get_state
+from lamina.models.causal_lm import Preset
+from lamina.models.tokenizer import TokenizerKind
+from lamina.training.lm import train_lm
+from lamina.training.loop import TrainConfig
+
+app = typer.Typer(help="Train models from dataset versions and register them.", no_args_is_help=True)
+
+
+def lm(
+    ctx: typer.Context,
+    dataset: str = typer.Option(
+        ..., "--dataset", "-d", help="Dataset version to train on (NAME, NAME@vN, id)."
+    ),
+    name: str = typer.Option(..., "--name", "-n", help="Model name: the run registers NAME@vN."),
+    preset: Preset = typer.Option("tiny", "--preset", help="Model size: tiny, small or base (see docs)."),
+    max_steps: int = typer.Option(1000, "--max-steps", min=1, help="Optimizer steps."),
+    batch_size: int = typer.Option(16, "--batch-size", min=1, help="Sequences per step (per process)."),
+    grad_accum: int = typer.Option(1, "--grad-accum", min=1, help="Micro-batches per optimizer step."),
+    lr: float = typer.Option(1e-3, "--lr", help="Peak learning rate (after warmup)."),
+    warmup: int = typer.Option(50, "--warmup", min=0, help="Linear warmup steps."),
+    weight_decay: float = typer.Option(0.1, "--weight-decay", min=0.0, help="AdamW weight decay."),
+    dropout: float = typer.Option(0.0, "--dropout", min=0.0, max=0.99, help="Dropout probability."),
+    context: int | None = typer.Option(
+        None, "--context", min=4, help="Context length (default: the preset's)."
+    ),
+    eval_every: int = typer.Option(200, "--eval-every", min=1, help="Validate every N steps."),
+    checkpoint_every: int = typer.Option(500, "--checkpoint-every", min=1, help="Checkpoint every N steps."),
+    patience: int | None = typer.Option(
+        None, "--patience", min=1, help="Stop after N evaluations without improvement."
+    ),
+    tokenizer: TokenizerKind = typer.Option("char", "--tokenizer", help="char, or bpe (byte-level BPE)."),
+    vocab_size: int = typer.Option(2000, "--vocab-size", min=260, help="BPE vocabulary size."),
+    text_field: str = typer.Option("text", "--text-field", help="The dataset field holding the text."),
+    bf16: bool = typer.Option(True, "--bf16/--no-bf16", help="bf16 autocast where the CPU/GPU supports it."),
+    compile_model: bool = typer.Option(
+        False, "--compile", help="torch.compile the model (pays off on long runs)."
+    ),
+    seed: int = typer.Option(0, "--seed", help="Seed for initialisation, sampling and batches."),
+    alias: str | None = typer.Option(
+        None, "--alias", help="Point this alias (e.g. champion) at the new version."
+    ),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run of the same settings."),
+    no_track: bool = typer.Option(False, "--no-track", help="Do not log the run to MLflow."),
+) -> None:
+    """Train a decoder-only transformer LM on a dataset version, evaluate it, and register it.
+
+    Example: lamina train lm --dataset shakespeare --max-steps 2000 --name shakes --alias champion
+    """
+    cfg = TrainConfig(
+        max_steps=max_steps,
+        batch_size=batch_size,
+        grad_accum=grad_accum,
+        lr=lr,
+        warmup_steps=warmup,
+        weight_decay=weight_decay,
+        eval_every=eval_every,
+        checkpoint_every=checkpoint_every,
+        early_stopping_patience=patience,
+        bf16=bf16,
+        compile=compile_model,
+        seed=seed,
+    )
+    with (
+        get_state(ctx).open_workspace() as ws,
+        Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+        ) as progress,
+    ):
+        task = progress.add_task(f"training {name}", total=max_steps, info="")
+
+        def on_progress(point: dict[str, float]) -> None:
+            info = f"loss {point['loss']:.3f}  {point['tokens_per_s']:,.0f} tok/s"
+            if "val_loss" in point:
+                progress.console.print(f"  step {int(point['step'])}: val loss {point['val_loss']:.4f}")
+            progress.update(task, completed=int(point["step"]), info=info)
+
+        result = train_lm(
+            ws,
+            dataset,
+            name,
+            preset=preset,
+            train_cfg=cfg,
+            overrides={"dropout": dropout, "context_length": context},
+            tokenizer_kind=tokenizer,
+            vocab_size=vocab_size,
+            text_field=text_field,
+            alias=alias,
+            resume=resume,
+            track=not no_track,
+            on_progress=on_progress,
+        )
+    v, m = result.version, result.metrics
+    if result.reused:
+        console.print(f"[green]✓[/] Same data and settings as {v.ref} ({v.id}): reusing it")
+    else:
+        console.print(
+            f"[green]✓[/] Registered [bold]{v.ref}[/] ({v.id}): val loss {m['val_loss']:.4f}, "
+            f"perplexity {m['val_perplexity']:.2f}, {m['parameters']:,} parameters, "
+            f"{m['tokens_per_s']:,.0f} tok/s"
+        )
+    if alias:
+        console.print(f"  {name}@{alias} → {v.ref}")
+    console.print(f"[bold]sample:[/] {escape(result.sample[:300])}")
+
+
+app.command("lm")(lm)

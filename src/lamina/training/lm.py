@@ -1,0 +1,238 @@
+"""Train a causal LM from a dataset version and register it: ``lamina train lm``.
+
+dataset version → tokenizer (char or BPE) → model (preset + overrides) → the shared loop (tracked in
+MLflow) → saved HF folder + curves → perplexity and samples → a model version with lineage
+(trained_on the dataset, produced_by the run) and an eval report. The same inputs (dataset
+version, configs, seed) give back the version an earlier run registered instead of training again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import xxhash
+
+from lamina.core.catalog import DatasetVersion, ModelVersion, Run
+from lamina.core.catalog.models import utcnow
+from lamina.core.errors import LaminaError, NotFound
+from lamina.core.workspace import Workspace
+from lamina.evaluation.lm import DEFAULT_PROMPTS, generate, perplexity, record_eval
+from lamina.hub.registry import promote, register
+from lamina.models.causal_lm import LMConfig, Preset, build_model, param_count
+from lamina.models.tokenizer import TokenizerKind, train_tokenizer
+from lamina.training.lm_task import LMTask, encode_texts
+from lamina.training.loop import TrainConfig, latest_checkpoint, train
+from lamina.training.tracking import Tracker, plot_curves
+
+log = logging.getLogger(__name__)
+FAMILY = "causal_lm"
+
+
+@dataclass
+class LMTrainResult:
+    version: ModelVersion
+    reused: bool
+    metrics: dict[str, Any]
+    sample: str
+    run_id: str | None
+
+
+def _texts(ws: Workspace, version: DatasetVersion, split: str, field: str) -> list[str]:
+    from lamina.data.versions import iter_rows
+
+    texts = [r.get(field) for r in iter_rows(ws, version, split, columns=[field])]
+    return [t for t in texts if isinstance(t, str)]
+
+
+def _fingerprint(dataset_id: str, lm: LMConfig, cfg: TrainConfig, tokenizer: str, field: str) -> str:
+    canonical = json.dumps(
+        {
+            "dataset": dataset_id,
+            "lm": lm.model_dump(),
+            "train": cfg.model_dump(),
+            "tokenizer": tokenizer,
+            "field": field,
+        },
+        sort_keys=True,
+    )
+    return "xxh3:" + xxhash.xxh3_128(canonical.encode()).hexdigest()
+
+
+def train_lm(
+    ws: Workspace,
+    dataset_ref: str,
+    name: str,
+    *,
+    preset: Preset = "tiny",
+    train_cfg: TrainConfig | None = None,
+    overrides: dict[str, Any] | None = None,
+    tokenizer_kind: TokenizerKind = "char",
+    vocab_size: int = 2000,
+    text_field: str = "text",
+    alias: str | None = None,
+    resume: bool = False,
+    track: bool = True,
+    on_progress: Callable[[dict[str, float]], None] | None = None,
+) -> LMTrainResult:
+    from transformers.utils import logging as hf_logging
+
+    from lamina.core.refs import validate_name
+
+    validate_name(name, "model name")
+    hf_logging.disable_progress_bar()  # our own progress display is enough
+    cfg = train_cfg or TrainConfig()
+    dataset = ws.resolve(dataset_ref, kind="dataset_version")
+    if not isinstance(dataset, DatasetVersion):
+        raise NotFound(f"{dataset_ref} is not a dataset version")
+    train_texts = _texts(ws, dataset, "train", text_field)
+    if not train_texts:
+        raise LaminaError(
+            f"{dataset.ref} has no text in field {text_field!r} of its train split",
+            hint="pass --text-field with the field that holds the text",
+        )
+    val_split = next((s for s in ("val", "validation", "test") if s in dataset.splits), None)
+    tokenizer = train_tokenizer(train_texts, tokenizer_kind, vocab_size)
+    lm = LMConfig.from_preset(preset, vocab_size=len(tokenizer), **(overrides or {}))
+    fingerprint = _fingerprint(dataset.id, lm, cfg, f"{tokenizer_kind}:{vocab_size}", text_field)
+    if not resume:
+        for existing in ws.catalog.find("model_version", name):
+            if existing.meta.get("train_fingerprint") == fingerprint:
+                assert isinstance(existing, ModelVersion)
+                if alias:
+                    promote(ws, existing.id, alias)
+                return LMTrainResult(
+                    existing, True, existing.metrics, existing.meta.get("sample", ""), existing.run_id
+                )
+
+    train_ids = encode_texts(tokenizer, train_texts)
+    if val_split:
+        val_ids = encode_texts(tokenizer, _texts(ws, dataset, val_split, text_field))
+    else:  # no held-out split: hold out the last 10 % of the stream, as nanoGPT does
+        cut = int(len(train_ids) * 0.9)
+        train_ids, val_ids = train_ids[:cut], train_ids[cut:]
+    task = LMTask(train_ids, val_ids, lm.context_length)
+    model = build_model(lm, tokenizer, seed=cfg.seed)
+
+    run = _find_resumable(ws, name, fingerprint) if resume else None
+    if resume and run is None:
+        raise LaminaError(
+            f"--resume: no interrupted run of {name!r} with these settings has a checkpoint",
+            hint="run without --resume to start a new run",
+        )
+    if run is None:
+        run = ws.record(
+            Run(
+                name=f"{name}-train",
+                task="train-lm",
+                status="running",
+                started_at=utcnow(),
+                params={
+                    "lm": lm.model_dump(),
+                    "train": cfg.model_dump(),
+                    "tokenizer": tokenizer_kind,
+                    "dataset": dataset.ref,
+                    "fingerprint": fingerprint,
+                },
+            ),
+            [(dataset.id, "trained_on")],
+        )
+    run_dir = ws.root / "runs" / run.id
+    tracker = Tracker(ws.root, run.name, ws.settings.tracking_uri) if track else None
+    if tracker:
+        tracker.params(
+            {
+                "lm": lm.model_dump(),
+                "train": cfg.model_dump(),
+                "dataset": dataset.ref,
+                "parameters": param_count(model),
+            }
+        )
+        ws.catalog.update_run(run.id, tracking_run_id=tracker.run_id)
+
+    def on_eval(step: int, point: dict[str, float]) -> None:
+        if tracker:
+            tracker.metrics({k: v for k, v in point.items() if k != "step"}, step)
+
+    try:
+        result = train(model, task, cfg, run_dir, resume=resume, on_progress=on_progress, on_eval=on_eval)
+    except KeyboardInterrupt:
+        ws.catalog.update_run(run.id, status="interrupted", ended=True)
+        if tracker:
+            tracker.end("KILLED")
+        raise LaminaError(
+            f"training of {name!r} interrupted; checkpoints are in {run_dir}",
+            hint="continue with the same command plus --resume",
+        ) from None
+    except BaseException:
+        ws.catalog.update_run(run.id, status="failed", ended=True)
+        if tracker:
+            tracker.end("FAILED")
+        raise
+
+    with tempfile.TemporaryDirectory(dir=ws.root / ".cache") as tmp:
+        folder = Path(tmp) / "model"
+        model.save_pretrained(str(folder))
+        tokenizer.save_pretrained(str(folder))
+        plot_curves(result.history, folder, f"{name}: {preset}, {result.final_step} steps")
+        (folder / "history.json").write_text(json.dumps(result.history))
+        ppl = perplexity(model, val_ids, lm.context_length)
+        samples = [
+            {"prompt": p, "output": generate(model, tokenizer, p, max_new_tokens=120, seed=cfg.seed)}
+            for p in DEFAULT_PROMPTS
+        ]
+        metrics = {
+            "val_loss": ppl["loss"],
+            "val_perplexity": ppl["perplexity"],
+            "best_val_loss": result.best_val_loss,
+            "train_loss": result.history[-1]["loss"],
+            "steps": result.final_step,
+            "tokens_per_s": result.tokens_per_s,
+            "train_seconds": result.seconds,
+            "parameters": param_count(model),
+        }
+        if tracker:
+            tracker.metrics(
+                {"final_val_loss": ppl["loss"], "val_perplexity": ppl["perplexity"]}, result.final_step
+            )
+            tracker.artifact(folder / "training_curve.png")
+            tracker.artifact(folder / "training_curve.html")
+        version = register(
+            ws,
+            folder,
+            name,
+            FAMILY,
+            config={"lm": lm.model_dump(), "train": cfg.model_dump(), "tokenizer": tokenizer_kind},
+            metrics=metrics,
+            run_id=run.id,
+            parents=[(run.id, "produced_by"), (dataset.id, "trained_on")],
+            meta={"train_fingerprint": fingerprint, "sample": samples[0]["output"], "dataset": dataset.ref},
+        )
+    record_eval(
+        ws, version.id, f"{name}-eval", {k: metrics[k] for k in ("val_loss", "val_perplexity")}, samples
+    )
+    ws.catalog.update_run(run.id, status="completed", metrics=metrics, ended=True)
+    if tracker:
+        tracker.end()
+    if alias:
+        promote(ws, version.id, alias)
+    shutil.rmtree(run_dir, ignore_errors=True)  # the model version holds what the run made
+    return LMTrainResult(version, False, metrics, samples[0]["output"], run.id)
+
+
+def _find_resumable(ws: Workspace, name: str, fingerprint: str) -> Run | None:
+    for run in ws.catalog.find("run", f"{name}-train"):
+        if (
+            isinstance(run, Run)
+            and run.status in ("running", "interrupted", "failed")
+            and run.params.get("fingerprint") == fingerprint
+            and latest_checkpoint(ws.root / "runs" / run.id)
+        ):
+            return run
+    return None

@@ -1,0 +1,265 @@
+"""The training loop every family shares (text now; VAE, GAN and diffusion reuse it).
+
+It is written out here rather than hidden in a trainer class: AdamW with decoupled weight decay,
+linear warmup then cosine decay, gradient accumulation and clipping (accelerate), bf16 autocast on
+CPU where it pays (this CPU has AVX512-BF16), optional ``torch.compile``, periodic validation with
+early stopping, and checkpoints written atomically. ``resume`` continues exactly: weights,
+optimizer, scheduler, every RNG (Python, NumPy, torch, the batch sampler) and the step count.
+
+A family plugs in through ``TrainTask``: how to draw a batch and how to compute the loss.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from lamina.core.errors import LaminaError
+
+log = logging.getLogger(__name__)
+CHECKPOINT_PREFIX = "step-"
+# Tied input/output embeddings are saved once; accelerate warns about that on every checkpoint.
+logging.getLogger("accelerate.utils.other").setLevel(logging.ERROR)
+
+
+class TrainConfig(BaseModel):
+    """Optimisation settings; stored with the run so it can be reproduced."""
+
+    model_config = ConfigDict(extra="forbid")
+    max_steps: int = Field(1000, ge=1)
+    batch_size: int = Field(16, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    min_lr_ratio: float = Field(0.1, ge=0, le=1)
+    warmup_steps: int = Field(50, ge=0)
+    weight_decay: float = Field(0.1, ge=0)
+    betas: tuple[float, float] = (0.9, 0.99)
+    grad_clip: float = Field(1.0, ge=0)
+    eval_every: int = Field(200, ge=1)
+    eval_batches: int = Field(20, ge=1)
+    checkpoint_every: int = Field(500, ge=1)
+    keep_checkpoints: int = Field(2, ge=1)
+    early_stopping_patience: int | None = Field(None, ge=1)
+    bf16: bool = True
+    compile: bool = False
+    seed: int = 0
+
+
+class TrainTask(Protocol):
+    """What a model family provides to the loop."""
+
+    def batch(self, split: str, batch_size: int, generator: torch.Generator) -> dict[str, torch.Tensor]: ...
+
+    def loss(self, model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor: ...
+
+    def tokens(self, batch: dict[str, torch.Tensor]) -> int: ...
+
+
+@dataclass
+class TrainResult:
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_val_loss: float = math.inf
+    final_step: int = 0
+    stopped_early: bool = False
+    tokens_per_s: float = 0.0
+    seconds: float = 0.0
+
+
+ProgressFn = Callable[[dict[str, float]], None]
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warmup to ``lr``, then cosine decay to ``lr * min_lr_ratio`` at ``max_steps``."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps)
+    cosine = 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * cosine)
+
+
+def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    found = sorted(run_dir.glob(f"{CHECKPOINT_PREFIX}*"), key=lambda p: int(p.name[len(CHECKPOINT_PREFIX) :]))
+    return found[-1] if found else None
+
+
+def train(
+    model: torch.nn.Module,
+    task: TrainTask,
+    cfg: TrainConfig,
+    run_dir: Path,
+    *,
+    resume: bool = False,
+    on_progress: ProgressFn | None = None,
+    on_eval: Callable[[int, dict[str, float]], None] | None = None,
+) -> TrainResult:
+    """Train ``model`` in place; checkpoints go to ``run_dir/step-N``."""
+    from accelerate import Accelerator
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    use_bf16 = cfg.bf16 and (torch.cuda.is_available() or _cpu_has_bf16())
+    # bf16 autocast is applied here, not through Accelerator(mixed_precision=...): accelerate keeps
+    # that in process-wide state, so a second run in one process (HPO trials, tests) could not change it.
+    accelerator = Accelerator(gradient_accumulation_steps=cfg.grad_accum, cpu=not torch.cuda.is_available())
+
+    def autocast() -> Any:
+        return torch.autocast(device_type=accelerator.device.type, dtype=torch.bfloat16, enabled=use_bf16)
+
+    _seed_everything(cfg.seed + accelerator.process_index)
+    optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_at(s, cfg) / cfg.lr)
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    forward_model = torch.compile(model) if cfg.compile else model
+    sampler = torch.Generator().manual_seed(cfg.seed * 1000 + accelerator.process_index)
+    eval_generator_seed = cfg.seed + 12345
+
+    result = TrainResult()
+    start_step, bad_evals = 0, 0
+    if resume:
+        checkpoint = latest_checkpoint(run_dir)
+        if checkpoint is None:
+            raise LaminaError(f"--resume: no checkpoint in {run_dir}", hint="start without --resume")
+        try:
+            accelerator.load_state(str(checkpoint))
+            state = json.loads((checkpoint / "trainer_state.json").read_text())
+            sampler.set_state(torch.load(checkpoint / "sampler.pt", weights_only=True))
+        except (OSError, RuntimeError, ValueError, KeyError) as exc:
+            raise LaminaError(
+                f"checkpoint {checkpoint} is corrupt or incomplete: {exc}",
+                hint="delete it to resume from the one before, or start over",
+            ) from exc
+        start_step, bad_evals = state["step"], state["bad_evals"]
+        result.history, result.best_val_loss = state["history"], state["best_val_loss"]
+        log.info("resumed", extra={"step": start_step, "checkpoint": str(checkpoint)})
+
+    tokens_seen, started = 0, time.perf_counter()
+    step = start_step
+    for step in range(start_step, cfg.max_steps):
+        model.train()
+        loss_sum = 0.0
+        for _ in range(cfg.grad_accum):
+            batch = task.batch("train", cfg.batch_size, sampler)
+            with accelerator.accumulate(model):
+                with autocast():
+                    loss = task.loss(forward_model, batch)
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and cfg.grad_clip:
+                    accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+            loss_sum += loss.detach().float().item()
+            tokens_seen += task.tokens(batch) * accelerator.num_processes
+        elapsed = time.perf_counter() - started
+        point = {
+            "step": step + 1,
+            "loss": loss_sum / cfg.grad_accum,
+            "lr": scheduler.get_last_lr()[0],
+            "tokens_per_s": tokens_seen / elapsed if elapsed else 0.0,
+        }
+        done = step + 1
+        if done % cfg.eval_every == 0 or done == cfg.max_steps:
+            val = evaluate(forward_model, task, cfg, autocast, eval_generator_seed)
+            point["val_loss"] = val
+            if val < result.best_val_loss - 1e-4:
+                result.best_val_loss, bad_evals = val, 0
+            else:
+                bad_evals += 1
+            if on_eval:
+                on_eval(done, point)
+        result.history.append(point)
+        if on_progress and accelerator.is_main_process:
+            on_progress(point)
+        stop = cfg.early_stopping_patience is not None and bad_evals >= cfg.early_stopping_patience
+        if done % cfg.checkpoint_every == 0 or done == cfg.max_steps or stop:
+            _save_checkpoint(accelerator, run_dir, done, sampler, result, bad_evals, cfg.keep_checkpoints)
+        if stop:
+            result.stopped_early = True
+            log.info("early stop", extra={"step": done, "best_val_loss": result.best_val_loss})
+            break
+    result.final_step = step + 1 if cfg.max_steps > start_step else start_step
+    result.seconds = time.perf_counter() - started
+    result.tokens_per_s = tokens_seen / result.seconds if result.seconds else 0.0
+    accelerator.wait_for_everyone()
+    return result
+
+
+@torch.no_grad()
+def evaluate(model: Any, task: TrainTask, cfg: TrainConfig, autocast: Callable[[], Any], seed: int) -> float:
+    """Mean validation loss over ``eval_batches`` batches drawn with a fixed seed (comparable over time)."""
+    model.eval()
+    generator = torch.Generator().manual_seed(seed)
+    losses = []
+    for _ in range(cfg.eval_batches):
+        batch = task.batch("val", cfg.batch_size, generator)
+        with autocast():
+            losses.append(task.loss(model, batch).float().item())
+    model.train()
+    return float(np.mean(losses))
+
+
+def _save_checkpoint(
+    accelerator: Any,
+    run_dir: Path,
+    step: int,
+    sampler: torch.Generator,
+    result: TrainResult,
+    bad_evals: int,
+    keep: int,
+) -> None:
+    """Write ``step-N`` atomically: into a temporary folder, then one rename."""
+    if not accelerator.is_main_process:
+        accelerator.wait_for_everyone()
+        return
+    final = run_dir / f"{CHECKPOINT_PREFIX}{step}"
+    tmp = run_dir / f".tmp-{CHECKPOINT_PREFIX}{step}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    accelerator.save_state(str(tmp))
+    torch.save(sampler.get_state(), tmp / "sampler.pt")
+    state = {
+        "step": step,
+        "bad_evals": bad_evals,
+        "best_val_loss": result.best_val_loss,
+        "history": result.history,
+    }
+    (tmp / "trainer_state.json").write_text(json.dumps(state))
+    shutil.rmtree(final, ignore_errors=True)
+    os.rename(tmp, final)
+    for old in sorted(
+        run_dir.glob(f"{CHECKPOINT_PREFIX}*"), key=lambda p: int(p.name[len(CHECKPOINT_PREFIX) :])
+    )[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _cpu_has_bf16() -> bool:
+    """bf16 autocast is only faster on CPUs with native bf16 matrix instructions."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
