@@ -8,7 +8,7 @@ from lamina.cli.render import console
 from lamina.cli.state import get_state
 from lamina.evaluation.lm import generate
 from lamina.hub.registry import model_path
-from lamina.models.causal_lm import load_pretrained
+from lamina.training.sft import load_any
 
 app = typer.Typer(help="Generate with registered models.", no_args_is_help=True)
 
@@ -24,7 +24,7 @@ def text(
 ) -> None:
     """Continue PROMPT with a registered language model."""
     with get_state(ctx).open_workspace() as ws:
-        model, tokenizer = load_pretrained(model_path(ws, model_ref))
+        model, tokenizer = load_any(model_path(ws, model_ref))  # a full model or a LoRA adapter
     output = generate(
         model, tokenizer, prompt, max_new_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed
     )

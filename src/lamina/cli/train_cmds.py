@@ -127,3 +127,59 @@ def lm(
 
 
 app.command("lm")(lm)
+
+
+def finetune(
+    ctx: typer.Context,
+    model_ref: str = typer.Argument(..., help="The model to fine-tune (NAME@ALIAS, NAME@vN, id)."),
+    dataset: str = typer.Option(
+        ..., "--dataset", "-d", help="SFT dataset version (instruction/response, messages…)."
+    ),
+    name: str = typer.Option(..., "--name", "-n", help="Register the result as NAME@vN."),
+    method: str = typer.Option("lora", "--method", help="lora, full, or qlora (GPU only)."),
+    max_steps: int = typer.Option(200, "--max-steps", min=1, help="Optimizer steps."),
+    batch_size: int = typer.Option(8, "--batch-size", min=1, help="Examples per step."),
+    lr: float | None = typer.Option(None, "--lr", help="Peak learning rate (default 2e-4 LoRA, 5e-5 full)."),
+    rank: int = typer.Option(8, "--rank", min=1, help="LoRA rank."),
+    lora_alpha: int = typer.Option(16, "--lora-alpha", min=1, help="LoRA scaling numerator."),
+    merge: bool = typer.Option(
+        False, "--merge", help="Merge the LoRA adapter into the weights before saving."
+    ),
+    alias: str | None = typer.Option(None, "--alias", help="Point this alias at the new version."),
+    seed: int = typer.Option(0, "--seed", help="Seed."),
+) -> None:
+    """Fine-tune a registered causal LM on chat-formatted data (loss on the responses only).
+
+    Example: lamina finetune shakes@champion --dataset instructions --method lora --name shakes-chat
+    """
+    from lamina.training.sft import LoraSettings
+    from lamina.training.sft import finetune as run_finetune
+
+    if method not in ("lora", "full", "qlora"):
+        raise typer.BadParameter(f"--method must be lora, full or qlora, got {method!r}")
+    cfg = TrainConfig(
+        max_steps=max_steps,
+        batch_size=batch_size,
+        lr=lr or (5e-5 if method == "full" else 2e-4),
+        warmup_steps=min(20, max_steps // 5),
+        eval_every=max(1, max_steps // 4),
+        checkpoint_every=max(1, max_steps // 2),
+        seed=seed,
+    )
+    with get_state(ctx).open_workspace() as ws:
+        version = run_finetune(
+            ws,
+            model_ref,
+            dataset,
+            name,
+            method=method,  # type: ignore[arg-type]
+            train_cfg=cfg,
+            lora=LoraSettings(rank=rank, alpha=lora_alpha),
+            merge=merge,
+            alias=alias,
+        )
+    kind = "adapter" if version.meta.get("adapter") else "model"
+    console.print(
+        f"[green]✓[/] Registered {kind} [bold]{version.ref}[/] ({version.id}): "
+        f"val loss {version.metrics['val_loss']:.4f} after {version.metrics['steps']} steps"
+    )

@@ -1,0 +1,278 @@
+"""Supervised fine-tuning (SFT) of a registered causal LM, full or LoRA: ``lamina finetune``.
+
+Each example is rendered with the tokenizer's chat template; the template marks the assistant's
+words (``{% generation %}``), and only those tokens carry loss. LoRA (peft) trains low-rank
+adapters beside frozen weights::
+
+    x ─► W (frozen) ───────────────┐
+    └──► A (r×d) ─► B (d×r) ─► ×α/r ┴─► +  ─► y
+
+The adapter is saved on its own (with the absolute path of its base), loads back with peft, and
+merges into a plain model with ``--merge``. QLoRA needs a GPU (bitsandbytes); on CPU it is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import tempfile
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from lamina.core.catalog import DatasetVersion, ModelVersion, Run
+from lamina.core.catalog.models import utcnow
+from lamina.core.errors import ConfigError, LaminaError
+from lamina.core.workspace import Workspace
+from lamina.evaluation.lm import generate
+from lamina.hub.registry import model_path, promote, register, resolve_model
+from lamina.models.causal_lm import load_pretrained
+from lamina.models.tokenizer import CHAT_TEMPLATE, ROLE_TOKENS
+from lamina.training.loop import TrainConfig, train
+
+Method = Literal["full", "lora", "qlora"]
+# For tokenizers without Lamina's role tokens (imported checkpoints): plain-text role markers.
+PLAIN_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if message['role'] == 'assistant' %}{{ 'Assistant: ' }}{% generation %}"
+    "{{ message['content'] + eos_token }}{% endgeneration %}"
+    "{% else %}{{ message['role'] | capitalize + ': ' + message['content'] + '\\n' }}{% endif %}"
+    "{% endfor %}{% if add_generation_prompt %}{{ 'Assistant: ' }}{% endif %}"
+)
+
+
+class LoraSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    rank: int = Field(8, ge=1)
+    alpha: int = Field(16, ge=1)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+
+
+def to_messages(row: dict[str, Any]) -> list[dict[str, str]]:
+    """Accept ``messages``, ``instruction``/``response``, ``prompt``/``completion`` or ``question``/``answer``."""
+    if isinstance(row.get("messages"), list):
+        return [{"role": str(m["role"]), "content": str(m["content"])} for m in row["messages"]]
+    for prompt_key, answer_key in (
+        ("instruction", "response"),
+        ("prompt", "completion"),
+        ("question", "answer"),
+    ):
+        if isinstance(row.get(prompt_key), str) and isinstance(row.get(answer_key), str):
+            return [
+                {"role": "user", "content": row[prompt_key]},
+                {"role": "assistant", "content": row[answer_key]},
+            ]
+    raise LaminaError(
+        f"SFT row {row.get('_origin', '?')} has no messages, instruction/response, prompt/completion "
+        "or question/answer fields",
+        hint="build the dataset with one of those layouts",
+    )
+
+
+def ensure_chat_template(tokenizer: Any) -> None:
+    if tokenizer.chat_template:
+        return
+    has_roles = all(tokenizer.convert_tokens_to_ids(t) != tokenizer.unk_token_id for t in ROLE_TOKENS)
+    tokenizer.chat_template = CHAT_TEMPLATE if has_roles else PLAIN_CHAT_TEMPLATE
+
+
+def encode_example(
+    tokenizer: Any, messages: list[dict[str, str]], context: int
+) -> tuple[list[int], list[int]]:
+    """(input_ids, labels) with labels = -100 everywhere but the assistant's tokens."""
+    out = tokenizer.apply_chat_template(messages, return_assistant_tokens_mask=True, return_dict=True)
+    ids, mask = out["input_ids"][:context], out["assistant_masks"][:context]
+    labels = [t if m else -100 for t, m in zip(ids, mask, strict=True)]
+    return ids, labels
+
+
+class SFTTask:
+    """Random mini-batches of rendered examples, right-padded; loss only where labels != -100."""
+
+    def __init__(
+        self, train: list[tuple[list[int], list[int]]], val: list[tuple[list[int], list[int]]], pad_id: int
+    ) -> None:
+        usable = [e for e in train if any(label != -100 for label in e[1])]
+        if not usable:
+            raise LaminaError(
+                "no SFT example has a response left after truncation to the context",
+                hint="use a model with a longer context or shorter examples",
+            )
+        self.data = {
+            "train": usable,
+            "val": [e for e in val if any(label != -100 for label in e[1])] or usable,
+        }
+        self.pad_id = pad_id
+
+    def batch(self, split: str, batch_size: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        data = self.data[split]
+        picks = torch.randint(len(data), (batch_size,), generator=generator).tolist()
+        longest = max(len(data[i][0]) for i in picks)
+        ids = torch.full((batch_size, longest), self.pad_id, dtype=torch.long)
+        labels = torch.full((batch_size, longest), -100, dtype=torch.long)
+        attention = torch.zeros((batch_size, longest), dtype=torch.long)
+        for row, i in enumerate(picks):
+            n = len(data[i][0])
+            ids[row, :n] = torch.tensor(data[i][0])
+            labels[row, :n] = torch.tensor(data[i][1])
+            attention[row, :n] = 1
+        return {"input_ids": ids, "labels": labels, "attention_mask": attention}
+
+    def loss(self, model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return model(**batch).loss
+
+    def tokens(self, batch: dict[str, torch.Tensor]) -> int:
+        return int(batch["attention_mask"].sum())
+
+
+def load_any(folder: Path) -> tuple[Any, Any]:
+    """A registered model folder: a full model, or a LoRA adapter on its recorded base."""
+    adapter = folder / "adapter_config.json"
+    if not adapter.exists():
+        return load_pretrained(folder)
+    from peft import PeftModel
+
+    base_path = json.loads(adapter.read_text())["base_model_name_or_path"]
+    base, tokenizer = load_pretrained(base_path)
+    return PeftModel.from_pretrained(base, str(folder)), tokenizer
+
+
+def finetune(
+    ws: Workspace,
+    model_ref: str,
+    dataset_ref: str,
+    name: str,
+    *,
+    method: Method = "lora",
+    train_cfg: TrainConfig | None = None,
+    lora: LoraSettings | None = None,
+    merge: bool = False,
+    alias: str | None = None,
+    on_progress: Any = None,
+) -> ModelVersion:
+    if method == "qlora" and not torch.cuda.is_available():
+        raise ConfigError(
+            "QLoRA needs a CUDA GPU (4-bit weights via bitsandbytes); none is available here",
+            hint="use --method lora on CPU",
+        )
+    cfg = train_cfg or TrainConfig(
+        max_steps=200,
+        lr=2e-4 if method != "full" else 5e-5,
+        warmup_steps=10,
+        eval_every=50,
+        checkpoint_every=100,
+    )
+    base = resolve_model(ws, model_ref)
+    dataset = ws.resolve(dataset_ref, kind="dataset_version")
+    assert isinstance(dataset, DatasetVersion)
+    from lamina.data.versions import iter_rows
+
+    model, tokenizer = load_any(model_path(ws, base))
+    ensure_chat_template(tokenizer)
+    context = int(model.config.max_position_embeddings)
+    rows = {s: [to_messages(r) for r in iter_rows(ws, dataset, s)] for s in dataset.splits}
+    train_rows = rows.get("train") or next(iter(rows.values()))
+    val_rows = (
+        rows.get("val")
+        or rows.get("validation")
+        or random.Random(cfg.seed).sample(train_rows, max(1, len(train_rows) // 10))
+    )
+    task = SFTTask(
+        [encode_example(tokenizer, m, context) for m in train_rows],
+        [encode_example(tokenizer, m, context) for m in val_rows],
+        tokenizer.pad_token_id,
+    )
+    lora = lora or LoraSettings()
+    if method in ("lora", "qlora"):
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(
+            model,
+            LoraConfig(
+                r=lora.rank,
+                lora_alpha=lora.alpha,
+                lora_dropout=lora.dropout,
+                target_modules=lora.target_modules,
+                task_type="CAUSAL_LM",
+            ),
+        )
+    run = ws.record(
+        Run(
+            name=f"{name}-finetune",
+            task=f"sft-{method}",
+            status="running",
+            started_at=utcnow(),
+            params={
+                "train": cfg.model_dump(),
+                "method": method,
+                "lora": lora.model_dump(),
+                "base": base.ref,
+                "dataset": dataset.ref,
+            },
+        ),
+        [(base.id, "fine_tunes"), (dataset.id, "trained_on")],
+    )
+    try:
+        result = train(model, task, cfg, ws.root / "runs" / run.id, on_progress=on_progress)
+    except BaseException:
+        ws.catalog.update_run(run.id, status="failed", ended=True)
+        raise
+    sample = generate(
+        model,
+        tokenizer,
+        tokenizer.apply_chat_template(
+            [to_messages({"instruction": "What is 2 plus 3?", "response": ""})[0]],
+            tokenize=False,
+            add_generation_prompt=True,
+        ),
+        max_new_tokens=40,
+        temperature=0,
+        seed=cfg.seed,
+    )
+    metrics = {
+        "val_loss": result.best_val_loss,
+        "train_loss": result.history[-1]["loss"],
+        "steps": result.final_step,
+        "tokens_per_s": result.tokens_per_s,
+    }
+    with tempfile.TemporaryDirectory(dir=ws.root / ".cache") as tmp:
+        folder = Path(tmp) / "model"
+        if method == "full":
+            model.save_pretrained(str(folder))
+        elif merge:
+            model.merge_and_unload().save_pretrained(str(folder))
+        else:
+            model.save_pretrained(str(folder))  # the adapter alone
+            config_path = folder / "adapter_config.json"
+            adapter = json.loads(config_path.read_text())
+            adapter["base_model_name_or_path"] = str(
+                model_path(ws, base).resolve()
+            )  # absolute: see ENVIRONMENT
+            config_path.write_text(json.dumps(adapter, indent=1))
+        tokenizer.save_pretrained(str(folder))
+        (folder / "history.json").write_text(json.dumps(result.history))
+        version = register(
+            ws,
+            folder,
+            name,
+            "causal_lm",
+            config={
+                "method": method,
+                "lora": lora.model_dump() if method != "full" else None,
+                "train": cfg.model_dump(),
+                "merged": merge,
+            },
+            metrics=metrics,
+            run_id=run.id,
+            parents=[(run.id, "produced_by"), (base.id, "fine_tuned_from"), (dataset.id, "trained_on")],
+            meta={"adapter": method != "full" and not merge, "base": base.id, "sample": sample},
+        )
+    ws.catalog.update_run(run.id, status="completed", metrics=metrics, ended=True)
+    if alias:
+        promote(ws, version.id, alias)
+    return version

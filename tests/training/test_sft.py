@@ -1,0 +1,125 @@
+from pathlib import Path
+
+import pytest
+import torch
+
+from lamina.core.errors import ConfigError
+from lamina.core.workspace import Workspace
+from lamina.data.pipeline import build_dataset
+from lamina.data.recipe import Recipe
+from lamina.demo import DEMO_INSTRUCTIONS, DEMO_TEXT
+from lamina.hub.registry import import_model, model_path
+from lamina.training.lm import train_lm
+from lamina.training.loop import TrainConfig
+from lamina.training.sft import (
+    PLAIN_CHAT_TEMPLATE,
+    SFTTask,
+    encode_example,
+    ensure_chat_template,
+    finetune,
+    load_any,
+)
+
+STEPS = TrainConfig(max_steps=40, batch_size=8, lr=3e-3, warmup_steps=4, eval_every=20, eval_batches=2)
+
+
+@pytest.fixture
+def sft_ws(workspace: Workspace) -> Workspace:
+    build_dataset(workspace, "text", Recipe(source=str(DEMO_TEXT), split={"fractions": {"val": 0.1}}))
+    build_dataset(
+        workspace,
+        "inst",
+        Recipe(
+            source=str(DEMO_INSTRUCTIONS),
+            steps=["normalize"],
+            text_field="instruction",
+            split={"fractions": {"val": 0.1}},
+        ),
+    )
+    train_lm(
+        workspace,
+        "text",
+        "base",
+        train_cfg=TrainConfig(max_steps=20, batch_size=8, eval_every=10, eval_batches=2),
+        track=False,
+        overrides={"context_length": 128},
+    )
+    return workspace
+
+
+def test_loss_is_on_the_response_only(sft_ws: Workspace) -> None:
+    _, tok = load_any(model_path(sft_ws, "base"))
+    messages = [{"role": "user", "content": "Speak?"}, {"role": "assistant", "content": "Aye"}]
+    ids, labels = encode_example(tok, messages, context=128)
+    supervised = [t for t, label in zip(ids, labels, strict=True) if label != -100]
+    assert tok.decode(supervised) == "Aye<|endoftext|>"
+    assert labels[: len(ids) - 4] == [-100] * (len(ids) - 4)
+
+
+def test_lora_trains_adapters_only_and_merges_exactly(sft_ws: Workspace) -> None:
+    base_before = {k: v.clone() for k, v in load_any(model_path(sft_ws, "base"))[0].state_dict().items()}
+    adapter = finetune(sft_ws, "base", "inst", "chat", method="lora", train_cfg=STEPS)
+    assert adapter.meta["adapter"] and adapter.metrics["train_loss"] < 3.0
+    folder = sft_ws.artifact_path(adapter)
+    assert (folder / "adapter_config.json").exists() and not (folder / "model.safetensors").exists()
+    peft_model, tok = load_any(folder)
+    assert type(peft_model).__name__ == "PeftModelForCausalLM"
+    base_after = load_any(model_path(sft_ws, "base"))[0].state_dict()
+    assert all(torch.equal(base_before[k], base_after[k]) for k in base_before)  # the base is untouched
+    merged = peft_model.merge_and_unload()
+    ids = torch.tensor([tok("<|user|>What is 2 plus 3?<|assistant|>", add_special_tokens=False)["input_ids"]])
+    peft_model, _ = load_any(folder)
+    peft_model.eval()
+    merged.eval()
+    with torch.no_grad():
+        assert torch.allclose(peft_model(input_ids=ids).logits, merged(input_ids=ids).logits, atol=1e-5)
+    relations = {rel for _, rel in sft_ws.catalog.parents(adapter.id)}
+    assert relations == {"produced_by", "fine_tuned_from", "trained_on"}
+
+
+def test_full_finetune_and_merged_lora_are_plain_models(sft_ws: Workspace) -> None:
+    full = finetune(sft_ws, "base", "inst", "chat-full", method="full", train_cfg=STEPS)
+    merged = finetune(sft_ws, "base", "inst", "chat-merged", method="lora", merge=True, train_cfg=STEPS)
+    for version in (full, merged):
+        model, _ = load_any(sft_ws.artifact_path(version))
+        assert type(model).__name__ == "LlamaForCausalLM" and not version.meta["adapter"]
+    assert full.metrics["train_loss"] < 2.0  # 40 steps on 100 short answers: it memorises
+
+
+def test_qlora_needs_a_gpu(sft_ws: Workspace) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(ConfigError, match="QLoRA needs a CUDA GPU"):
+        finetune(sft_ws, "base", "inst", "q", method="qlora", train_cfg=STEPS)
+
+
+def test_chat_template_for_tokenizers_without_one(sft_ws: Workspace, tmp_path: Path) -> None:
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    raw = Tokenizer(models.WordLevel({"<unk>": 0, "</s>": 1, "hi": 2}, unk_token="<unk>"))
+    raw.pre_tokenizer = pre_tokenizers.Whitespace()
+    outside = PreTrainedTokenizerFast(tokenizer_object=raw, unk_token="<unk>", eos_token="</s>")
+    ensure_chat_template(outside)  # no role tokens in its vocabulary: plain-text role markers
+    assert outside.chat_template == PLAIN_CHAT_TEMPLATE
+    rendered = outside.apply_chat_template(
+        [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hi"}], tokenize=False
+    )
+    assert rendered == "User: hi\nAssistant: hi</s>"
+    _, ours = load_any(model_path(sft_ws, "base"))
+    ours.chat_template = None
+    ensure_chat_template(ours)
+    assert "<|assistant|>" in ours.chat_template
+    # and a model imported from outside fine-tunes like one trained here
+    model, tok = load_any(model_path(sft_ws, "base"))
+    model.save_pretrained(tmp_path / "outside")
+    tok.save_pretrained(tmp_path / "outside")
+    import_model(sft_ws, tmp_path / "outside", "outside")
+    assert finetune(sft_ws, "outside", "inst", "outside-chat", method="lora", train_cfg=STEPS).meta["adapter"]
+
+
+def test_task_refuses_examples_with_nothing_to_learn() -> None:
+    from lamina.core.errors import LaminaError
+
+    with pytest.raises(LaminaError, match="no SFT example has a response"):
+        SFTTask([([1, 2, 3], [-100, -100, -100])], [], pad_id=0)
