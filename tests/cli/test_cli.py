@@ -185,7 +185,7 @@ def test_newer_catalog_is_refused_by_every_command(cli, tmp_path: Path) -> None:
     ws_dir = tmp_path / "w"
     Workspace.init(ws_dir)[0].close()
     with sqlite3.connect(ws_dir / "lamina.db") as conn:
-        conn.execute("UPDATE alembic_version SET version_num = '0099'")
+        conn.execute("UPDATE lamina_alembic_version SET version_num = '0099'")
     for args in (["status"], ["upgrade"], ["check"], ["lineage", "x"]):
         result = cli("-w", str(ws_dir), *args)
         assert result.code == 4, args

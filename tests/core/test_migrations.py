@@ -10,6 +10,7 @@ from alembic.runtime.migration import MigrationContext
 
 from lamina.core.catalog import Catalog, Source
 from lamina.core.catalog.db import (
+    VERSION_TABLE,
     alembic_config,
     check_schema,
     create_catalog_engine,
@@ -41,7 +42,10 @@ def test_one_head_and_models_match_migrations(db_url: str) -> None:
     engine = create_catalog_engine(db_url)
     assert upgrade_schema(engine) == (None, head_revision())
     with engine.connect() as conn:
-        diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata)
+        context = MigrationContext.configure(
+            conn, opts={"compare_type": True, "version_table": VERSION_TABLE}
+        )
+        diff = compare_metadata(context, Base.metadata)
     engine.dispose()
     assert diff == [], f"models.py and the migrations disagree; write a migration for: {diff}"
 
@@ -71,7 +75,7 @@ def test_newer_catalog_is_refused(db_url: str) -> None:
     engine = create_catalog_engine(db_url)
     upgrade_schema(engine)
     with engine.begin() as conn:
-        conn.execute(sa.text("UPDATE alembic_version SET version_num = '9999_future'"))
+        conn.execute(sa.text("UPDATE lamina_alembic_version SET version_num = '9999_future'"))
     with pytest.raises(SchemaMismatch, match="newer than this Lamina knows") as info:
         check_schema(engine)
     assert "upgrade Lamina" in (info.value.hint or "")

@@ -97,6 +97,8 @@ app.command("config")(workspace_cmds.config)
 app.add_typer(data_cmds.app, name="data")
 app.add_typer(train_cmds.app, name="train")
 app.command("finetune")(train_cmds.finetune)
+app.command("distill")(train_cmds.distill)
+app.command("tune")(train_cmds.tune)
 app.add_typer(models_cmds.app, name="models")
 app.add_typer(generate_cmds.app, name="generate")
 

@@ -183,3 +183,106 @@ def finetune(
         f"[green]✓[/] Registered {kind} [bold]{version.ref}[/] ({version.id}): "
         f"val loss {version.metrics['val_loss']:.4f} after {version.metrics['steps']} steps"
     )
+
+
+def distill(
+    ctx: typer.Context,
+    teacher: str = typer.Argument(..., help="The teacher model (NAME@ALIAS, NAME@vN, id)."),
+    dataset: str = typer.Option(..., "--dataset", "-d", help="Text dataset version to distil on."),
+    name: str = typer.Option(..., "--name", "-n", help="Register the student as NAME@vN."),
+    preset: Preset = typer.Option("tiny", "--preset", help="Student size preset."),
+    layers: int | None = typer.Option(None, "--layers", min=1, help="Override the student's layer count."),
+    width: int | None = typer.Option(None, "--width", min=8, help="Override the student's hidden size."),
+    max_steps: int = typer.Option(1000, "--max-steps", min=1, help="Optimizer steps."),
+    batch_size: int = typer.Option(16, "--batch-size", min=1, help="Sequences per step."),
+    lr: float = typer.Option(2e-3, "--lr", help="Peak learning rate."),
+    temperature: float = typer.Option(2.0, "--temperature", help="Softening of both distributions."),
+    alpha: float = typer.Option(0.5, "--alpha", help="Weight of the KL term (the rest is cross-entropy)."),
+    alias: str | None = typer.Option(None, "--alias", help="Point this alias at the student."),
+) -> None:
+    """Train a smaller student from a teacher's logits (KL + cross-entropy)."""
+    from lamina.training.distill import distill as run_distill
+
+    overrides = {"num_layers": layers, "hidden_size": width}
+    cfg = TrainConfig(
+        max_steps=max_steps,
+        batch_size=batch_size,
+        lr=lr,
+        warmup_steps=min(50, max_steps // 5),
+        eval_every=max(1, max_steps // 4),
+        checkpoint_every=max(1, max_steps // 2),
+    )
+    with get_state(ctx).open_workspace() as ws:
+        version = run_distill(
+            ws,
+            teacher,
+            dataset,
+            name,
+            preset=preset,
+            overrides=overrides,
+            train_cfg=cfg,
+            temperature=temperature,
+            alpha=alpha,
+            alias=alias,
+        )
+    m = version.metrics
+    console.print(
+        f"[green]✓[/] Registered student [bold]{version.ref}[/]: {m['parameters']:,} parameters "
+        f"(teacher {m['teacher_parameters']:,}), perplexity {m['val_perplexity']:.2f} "
+        f"(teacher {m['teacher_val_perplexity']:.2f})"
+    )
+
+
+def tune(
+    ctx: typer.Context,
+    dataset: str = typer.Option(
+        ..., "--dataset", "-d", help="Dataset version (text for lm, SFT rows for lora)."
+    ),
+    name: str = typer.Option(..., "--name", "-n", help="Register the best trial's model as NAME@vN."),
+    objective: str = typer.Option(
+        "lm", "--objective", help="lm (pre-train a preset) or lora (fine-tune --base)."
+    ),
+    base: str | None = typer.Option(None, "--base", help="The model to fine-tune when --objective lora."),
+    trials: int = typer.Option(10, "--trials", min=1, help="Trials this process runs (others may join)."),
+    max_steps: int = typer.Option(300, "--max-steps", min=2, help="Steps per trial."),
+    preset: Preset = typer.Option("tiny", "--preset", help="Model size for --objective lm."),
+    study: str | None = typer.Option(
+        None, "--study", help="Study name (default NAME-OBJECTIVE); reuse to resume."
+    ),
+    seed: int = typer.Option(0, "--seed", help="Sampler seed."),
+) -> None:
+    """Search learning rate, batch size, warmup, weight decay (and LoRA rank) with Optuna.
+
+    The study is stored in the catalog database, so more processes running the same command share it.
+    """
+    from lamina.training.tune import tune as run_tune
+
+    if objective not in ("lm", "lora"):
+        raise typer.BadParameter(f"--objective must be lm or lora, got {objective!r}")
+
+    def on_trial(number: int, params: dict, value: float) -> None:
+        shown = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
+        console.print(f"  trial {number}: val loss {value:.4f}  ({shown})")
+
+    with get_state(ctx).open_workspace() as ws:
+        result = run_tune(
+            ws,
+            dataset,
+            name,
+            objective=objective,
+            base_model=base,
+            trials=trials,  # type: ignore[arg-type]
+            max_steps=max_steps,
+            preset=preset,
+            study_name=study,
+            seed=seed,
+            on_trial=on_trial,
+        )
+    console.print(
+        f"[green]✓[/] Study {result.study_name}: {result.trials} trials ({result.pruned} pruned); best val "
+        f"loss {result.best_value:.4f} with {result.best_params}"
+    )
+    if result.version is None:
+        console.print("  every trial of this process was pruned; the study's best came from another worker")
+    else:
+        console.print(f"  registered [bold]{result.version.ref}[/]; history plot: {escape(str(result.plot))}")

@@ -54,7 +54,7 @@ class LoraSettings(BaseModel):
 
 
 def to_messages(row: dict[str, Any]) -> list[dict[str, str]]:
-    """Accept ``messages``, ``instruction``/``response``, ``prompt``/``completion`` or ``question``/``answer``."""
+    """Rows with ``messages``, or instruction/response, prompt/completion or question/answer fields."""
     if isinstance(row.get("messages"), list):
         return [{"role": str(m["role"]), "content": str(m["content"])} for m in row["messages"]]
     for prompt_key, answer_key in (

@@ -27,6 +27,7 @@ from lamina.core.settings import redact_url
 log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+VERSION_TABLE = "lamina_alembic_version"  # also set in migrations/env.py
 CONNECT_TIMEOUT_S = 5
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
@@ -117,8 +118,10 @@ def schema_state(engine: Engine) -> SchemaState:
     url = engine.url.render_as_string(hide_password=False)
     try:
         with engine.connect() as conn:
-            current = MigrationContext.configure(conn).get_current_revision()
-            has_tables = bool(set(sa.inspect(conn).get_table_names()) - {"alembic_version"})
+            current = MigrationContext.configure(
+                conn, opts={"version_table": VERSION_TABLE}
+            ).get_current_revision()
+            has_tables = bool(set(sa.inspect(conn).get_table_names()) - {VERSION_TABLE, "alembic_version"})
     except OperationalError as exc:
         raise _connect_error(url, exc) from exc
     except DatabaseError as exc:  # e.g. "file is not a database"

@@ -11,6 +11,9 @@ if connection is None:  # pragma: no cover - only reachable by running the alemb
 
 context.configure(
     connection=connection,
+    # Our own version table: tools that share the catalog database (Optuna's study storage) keep
+    # theirs in Alembic's default ``alembic_version``.
+    version_table="lamina_alembic_version",
     target_metadata=Base.metadata,
     render_as_batch=True,  # SQLite cannot ALTER most things; batch mode copies the table instead
     compare_type=True,
