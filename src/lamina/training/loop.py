@@ -97,7 +97,7 @@ def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str,
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
-    found = sorted(run_dir.glob(f"{CHECKPOINT_PREFIX}*"), key=lambda p: int(p.name[len(CHECKPOINT_PREFIX) :]))
+    found = sorted(run_dir.glob(f"{CHECKPOINT_PREFIX}*"), key=_step_of)
     return found[-1] if found else None
 
 
@@ -140,7 +140,7 @@ def train(
         try:
             accelerator.load_state(str(checkpoint))
             state = json.loads((checkpoint / "trainer_state.json").read_text())
-            sampler.set_state(torch.load(checkpoint / "sampler.pt", weights_only=True))
+            sampler.set_state(torch.load(checkpoint / f"sampler_{accelerator.process_index}.pt", weights_only=True))
         except (OSError, RuntimeError, ValueError, KeyError) as exc:
             raise LaminaError(
                 f"checkpoint {checkpoint} is corrupt or incomplete: {exc}",
@@ -216,38 +216,34 @@ def evaluate(model: Any, task: TrainTask, cfg: TrainConfig, autocast: Callable[[
     return float(np.mean(losses))
 
 
-def _save_checkpoint(
-    accelerator: Any,
-    run_dir: Path,
-    step: int,
-    sampler: torch.Generator,
-    result: TrainResult,
-    bad_evals: int,
-    keep: int,
-) -> None:
-    """Write ``step-N`` atomically: into a temporary folder, then one rename."""
-    if not accelerator.is_main_process:
-        accelerator.wait_for_everyone()
-        return
+def _save_checkpoint(accelerator: Any, run_dir: Path, step: int, sampler: torch.Generator, result: TrainResult,
+                     bad_evals: int, keep: int) -> None:
+    """Write ``step-N`` atomically: every process saves into a temporary folder, then one rename.
+
+    Each process saves its own RNG and batch-sampler state (they differ by rank), so a data-parallel
+    run resumes exactly too.
+    """
     final = run_dir / f"{CHECKPOINT_PREFIX}{step}"
     tmp = run_dir / f".tmp-{CHECKPOINT_PREFIX}{step}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    accelerator.save_state(str(tmp))
-    torch.save(sampler.get_state(), tmp / "sampler.pt")
-    state = {
-        "step": step,
-        "bad_evals": bad_evals,
-        "best_val_loss": result.best_val_loss,
-        "history": result.history,
-    }
-    (tmp / "trainer_state.json").write_text(json.dumps(state))
-    shutil.rmtree(final, ignore_errors=True)
-    os.rename(tmp, final)
-    for old in sorted(
-        run_dir.glob(f"{CHECKPOINT_PREFIX}*"), key=lambda p: int(p.name[len(CHECKPOINT_PREFIX) :])
-    )[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
     accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    torch.save(sampler.get_state(), tmp / f"sampler_{accelerator.process_index}.pt")
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        state = {"step": step, "bad_evals": bad_evals, "best_val_loss": result.best_val_loss,
+                 "history": result.history, "num_processes": accelerator.num_processes}
+        (tmp / "trainer_state.json").write_text(json.dumps(state))
+        shutil.rmtree(final, ignore_errors=True)
+        os.rename(tmp, final)  # the commit point
+        for old in sorted(run_dir.glob(f"{CHECKPOINT_PREFIX}*"), key=_step_of)[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+
+
+def _step_of(path: Path) -> int:
+    return int(path.name[len(CHECKPOINT_PREFIX) :])
 
 
 def _seed_everything(seed: int) -> None:
