@@ -188,9 +188,16 @@ def test_synthetic_rows_stay_in_train_and_under_the_cap(workspace: Workspace, tm
 
 def test_recipes_validate_and_the_template_example_builds(tmp_path: Path) -> None:
     text = YAML_TEMPLATE.format(catalog_line="", artifact_line="")
-    block = text[text.index("# datasets:") :]
-    example = yaml.safe_load("\n".join(line[2:] for line in block.splitlines()))  # uncomment the example
-    recipe = parse_recipe("shakes", example["datasets"]["shakes"])
+
+    def example(key: str) -> dict:
+        """Uncomment the example block that starts at '# KEY:' and runs to the next blank line."""
+        block = text[text.index(f"# {key}:") :].split("\n\n")[0]
+        return yaml.safe_load("\n".join(line[2:] for line in block.splitlines()))[key]
+
+    recipe = parse_recipe("shakes", example("datasets")["shakes"])
+    from lamina.training.lm import parse_lm_recipe
+
+    assert parse_lm_recipe("shakes", example("models")["shakes"]).train.max_steps == 2000
     assert recipe.split.fractions == {"val": 0.1}
     with pytest.raises(ConfigError, match=r"datasets.x.split.fractions"):
         parse_recipe("x", {"source": "a.txt", "split": {"fractions": {"val": 2}}})

@@ -49,3 +49,55 @@ def test_two_cpu_processes_train_in_step_and_resume(tmp_path: Path) -> None:
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     after = [json.loads((tmp_path / f"rank{r}-resumed.json").read_text()) for r in (0, 1)]
     assert after[0]["final_step"] == 30 and after[0]["params"] == after[1]["params"]
+
+
+@pytest.mark.slow
+def test_lamina_train_lm_under_accelerate_launch_registers_once(tmp_path: Path) -> None:
+    from lamina.core.workspace import Workspace
+    from lamina.data.pipeline import build_dataset
+    from lamina.data.recipe import Recipe
+    from lamina.demo import DEMO_TEXT
+
+    ws, _ = Workspace.init(tmp_path / "ws")
+    build_dataset(ws, "text", Recipe(source=str(DEMO_TEXT), split={"fractions": {"val": 0.1}}))
+    ws.close()
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "-m",
+        "lamina",
+        "-w",
+        str(tmp_path / "ws"),
+        "train",
+        "lm",
+        "--dataset",
+        "text",
+        "--name",
+        "ddp",
+        "--max-steps",
+        "8",
+        "--batch-size",
+        "4",
+        "--eval-every",
+        "4",
+        "--alias",
+        "champion",
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ws = Workspace.open(tmp_path / "ws")
+    assert [v.ref for v in ws.catalog.find("model_version")] == ["ddp@v1"]
+    runs = ws.catalog.find("run")
+    assert len(runs) == 1 and runs[0].status == "completed"  # type: ignore[attr-defined]
+    assert ws.resolve("ddp@champion").ref == "ddp@v1"
+    ws.close()

@@ -17,6 +17,7 @@ from rich.markup import escape
 from lamina import __version__
 from lamina.cli import (
     data_cmds,
+    eval_cmds,
     generate_cmds,
     lineage_cmd,
     models_cmds,
@@ -100,6 +101,7 @@ app.command("finetune")(train_cmds.finetune)
 app.command("distill")(train_cmds.distill)
 app.command("tune")(train_cmds.tune)
 app.add_typer(models_cmds.app, name="models")
+app.add_typer(eval_cmds.app, name="eval")
 app.add_typer(generate_cmds.app, name="generate")
 
 

@@ -15,9 +15,10 @@ from rich.progress import (
 
 from lamina.cli.render import console
 from lamina.cli.state import get_state
+from lamina.core.errors import ConfigError
 from lamina.models.causal_lm import Preset
 from lamina.models.tokenizer import TokenizerKind
-from lamina.training.lm import train_lm
+from lamina.training.lm import parse_lm_recipe, train_lm
 from lamina.training.loop import TrainConfig
 
 app = typer.Typer(help="Train models from dataset versions and register them.", no_args_is_help=True)
@@ -25,10 +26,13 @@ app = typer.Typer(help="Train models from dataset versions and register them.", 
 
 def lm(
     ctx: typer.Context,
-    dataset: str = typer.Option(
-        ..., "--dataset", "-d", help="Dataset version to train on (NAME, NAME@vN, id)."
+    dataset: str | None = typer.Option(
+        None, "--dataset", "-d", help="Dataset version to train on (NAME@vN, id)."
     ),
-    name: str = typer.Option(..., "--name", "-n", help="Model name: the run registers NAME@vN."),
+    name: str | None = typer.Option(None, "--name", "-n", help="Model name: the run registers NAME@vN."),
+    recipe: str | None = typer.Option(
+        None, "--recipe", help="Train recipe NAME from 'models:' in lamina.yaml."
+    ),
     preset: Preset = typer.Option("tiny", "--preset", help="Model size: tiny, small or base (see docs)."),
     max_steps: int = typer.Option(1000, "--max-steps", min=1, help="Optimizer steps."),
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="Sequences per step (per process)."),
@@ -43,15 +47,13 @@ def lm(
     eval_every: int = typer.Option(200, "--eval-every", min=1, help="Validate every N steps."),
     checkpoint_every: int = typer.Option(500, "--checkpoint-every", min=1, help="Checkpoint every N steps."),
     patience: int | None = typer.Option(
-        None, "--patience", min=1, help="Stop after N evaluations without improvement."
+        None, "--patience", min=1, help="Stop after N evaluations without gain."
     ),
     tokenizer: TokenizerKind = typer.Option("char", "--tokenizer", help="char, or bpe (byte-level BPE)."),
     vocab_size: int = typer.Option(2000, "--vocab-size", min=260, help="BPE vocabulary size."),
     text_field: str = typer.Option("text", "--text-field", help="The dataset field holding the text."),
     bf16: bool = typer.Option(True, "--bf16/--no-bf16", help="bf16 autocast where the CPU/GPU supports it."),
-    compile_model: bool = typer.Option(
-        False, "--compile", help="torch.compile the model (pays off on long runs)."
-    ),
+    compile_model: bool = typer.Option(False, "--compile", help="torch.compile the model."),
     seed: int = typer.Option(0, "--seed", help="Seed for initialisation, sampling and batches."),
     alias: str | None = typer.Option(
         None, "--alias", help="Point this alias (e.g. champion) at the new version."
@@ -77,8 +79,29 @@ def lm(
         compile=compile_model,
         seed=seed,
     )
+    overrides: dict = {"dropout": dropout, "context_length": context}
+    state = get_state(ctx)
+    if recipe is not None:
+        with state.open_workspace() as ws:
+            recipes = ws.settings.models
+        if recipe not in recipes:
+            raise ConfigError(
+                f"no recipe named {recipe!r} under 'models:' in lamina.yaml "
+                f"(recipes: {', '.join(sorted(recipes)) or 'none yet'})"
+            )
+        spec = parse_lm_recipe(recipe, recipes[recipe])
+        dataset, name, preset, tokenizer = (
+            dataset or spec.dataset,
+            name or recipe,
+            spec.preset,
+            spec.tokenizer,
+        )
+        cfg, overrides, vocab_size, text_field = spec.train, spec.overrides, spec.vocab_size, spec.text_field
+        alias = alias or spec.alias
+    if dataset is None or name is None:
+        raise ConfigError("give --dataset and --name, or --recipe NAME from lamina.yaml")
     with (
-        get_state(ctx).open_workspace() as ws,
+        state.open_workspace() as ws,
         Progress(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -89,7 +112,7 @@ def lm(
             console=console,
         ) as progress,
     ):
-        task = progress.add_task(f"training {name}", total=max_steps, info="")
+        task = progress.add_task(f"training {name}", total=cfg.max_steps, info="")
 
         def on_progress(point: dict[str, float]) -> None:
             info = f"loss {point['loss']:.3f}  {point['tokens_per_s']:,.0f} tok/s"
@@ -103,7 +126,7 @@ def lm(
             name,
             preset=preset,
             train_cfg=cfg,
-            overrides={"dropout": dropout, "context_length": context},
+            overrides=overrides,
             tokenizer_kind=tokenizer,
             vocab_size=vocab_size,
             text_field=text_field,

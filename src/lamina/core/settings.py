@@ -86,6 +86,8 @@ class Settings(BaseSettings):
     # Recipes by dataset name. Core keeps them as plain mappings; lamina.data validates each one
     # (core must not import the layers above it).
     datasets: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    # Training recipes by model name (validated by lamina.training).
+    models: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
     @field_validator("log_level", mode="before")
     @classmethod

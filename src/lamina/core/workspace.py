@@ -65,6 +65,14 @@ server:
 #       - filter: {{min_chars: 20}}
 #     split: {{fractions: {{val: 0.1}}, seed: 0}}
 #     checks: {{max_dup_rate: 0.3}}
+
+# Training recipes: 'lamina train lm --recipe NAME'.
+# models:
+#   shakes:
+#     dataset: shakes
+#     preset: tiny                          # tiny, small or base
+#     alias: champion
+#     train: {{max_steps: 2000, batch_size: 32, lr: 0.003}}
 """
 
 

@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import xxhash
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from lamina.core.catalog import DatasetVersion, ModelVersion, Run
 from lamina.core.catalog.models import utcnow
-from lamina.core.errors import LaminaError, NotFound
+from lamina.core.errors import ConfigError, LaminaError, NotFound
 from lamina.core.workspace import Workspace
 from lamina.evaluation.lm import DEFAULT_PROMPTS, generate, perplexity, record_eval
 from lamina.hub.registry import promote, register
@@ -33,6 +34,32 @@ from lamina.training.tracking import Tracker, plot_curves
 
 log = logging.getLogger(__name__)
 FAMILY = "causal_lm"
+
+
+class LMRecipe(BaseModel):
+    """A training recipe under ``models:`` in lamina.yaml (``lamina train lm --recipe NAME``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    dataset: str
+    preset: Preset = "tiny"
+    tokenizer: TokenizerKind = "char"
+    vocab_size: int = Field(2000, ge=260)
+    text_field: str = "text"
+    alias: str | None = None
+    overrides: dict[str, Any] = Field(default_factory=dict)  # LMConfig fields, e.g. context_length, dropout
+    train: TrainConfig = Field(default_factory=TrainConfig)
+
+
+def parse_lm_recipe(name: str, data: Any) -> LMRecipe:
+    if not isinstance(data, dict):
+        raise ConfigError(f"lamina.yaml: models.{name} must be a mapping with at least 'dataset'")
+    try:
+        return LMRecipe.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"models.{name}.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()
+        )
+        raise ConfigError(f"lamina.yaml: {problems}") from None
 
 
 @dataclass
@@ -120,31 +147,38 @@ def train_lm(
     task = LMTask(train_ids, val_ids, lm.context_length)
     model = build_model(lm, tokenizer, seed=cfg.seed)
 
-    run = _find_resumable(ws, name, fingerprint) if resume else None
-    if resume and run is None:
-        raise LaminaError(
-            f"--resume: no interrupted run of {name!r} with these settings has a checkpoint",
-            hint="run without --resume to start a new run",
-        )
-    if run is None:
-        run = ws.record(
-            Run(
-                name=f"{name}-train",
-                task="train-lm",
-                status="running",
-                started_at=utcnow(),
-                params={
-                    "lm": lm.model_dump(),
-                    "train": cfg.model_dump(),
-                    "tokenizer": tokenizer_kind,
-                    "dataset": dataset.ref,
-                    "fingerprint": fingerprint,
-                },
-            ),
-            [(dataset.id, "trained_on")],
-        )
+    # Under `accelerate launch` every process runs this function; rank 0 alone writes the catalog and
+    # MLflow, and hands the run (and later the version) to the others.
+    main = _process_state().is_main_process
+    run = None
+    if main:
+        run = _find_resumable(ws, name, fingerprint) if resume else None
+        if resume and run is None:
+            raise LaminaError(
+                f"--resume: no interrupted run of {name!r} with these settings has a checkpoint",
+                hint="run without --resume to start a new run",
+            )
+        if run is None:
+            run = ws.record(
+                Run(
+                    name=f"{name}-train",
+                    task="train-lm",
+                    status="running",
+                    started_at=utcnow(),
+                    params={
+                        "lm": lm.model_dump(),
+                        "train": cfg.model_dump(),
+                        "tokenizer": tokenizer_kind,
+                        "dataset": dataset.ref,
+                        "fingerprint": fingerprint,
+                    },
+                ),
+                [(dataset.id, "trained_on")],
+            )
+    run = ws.catalog.get(_broadcast(run.id if run else None))  # type: ignore[assignment]
+    assert isinstance(run, Run)
     run_dir = ws.root / "runs" / run.id
-    tracker = Tracker(ws.root, run.name, ws.settings.tracking_uri) if track else None
+    tracker = Tracker(ws.root, run.name, ws.settings.tracking_uri) if track and main else None
     if tracker:
         tracker.params(
             {
@@ -163,7 +197,8 @@ def train_lm(
     try:
         result = train(model, task, cfg, run_dir, resume=resume, on_progress=on_progress, on_eval=on_eval)
     except KeyboardInterrupt:
-        ws.catalog.update_run(run.id, status="interrupted", ended=True)
+        if main:
+            ws.catalog.update_run(run.id, status="interrupted", ended=True)
         if tracker:
             tracker.end("KILLED")
         raise LaminaError(
@@ -171,11 +206,18 @@ def train_lm(
             hint="continue with the same command plus --resume",
         ) from None
     except BaseException:
-        ws.catalog.update_run(run.id, status="failed", ended=True)
+        if main:
+            ws.catalog.update_run(run.id, status="failed", ended=True)
         if tracker:
             tracker.end("FAILED")
         raise
 
+    if not main:  # the other ranks wait for rank 0 to register, then return the same version
+        registered = ws.catalog.get(_broadcast(None))
+        assert isinstance(registered, ModelVersion)
+        return LMTrainResult(registered, False, registered.metrics, registered.meta.get("sample", ""), run.id)
+
+    (ws.root / ".cache").mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(dir=ws.root / ".cache") as tmp:
         folder = Path(tmp) / "model"
         model.save_pretrained(str(folder))
@@ -223,7 +265,30 @@ def train_lm(
     if alias:
         promote(ws, version.id, alias)
     shutil.rmtree(run_dir, ignore_errors=True)  # the model version holds what the run made
+    _broadcast(version.id)
     return LMTrainResult(version, False, metrics, samples[0]["output"], run.id)
+
+
+def _process_state() -> Any:
+    """accelerate's view of this process (single-process unless started by a launcher)."""
+    import torch
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
+def _broadcast(value: str | None) -> str:
+    """Rank 0's ``value`` on every process (a no-op without a launcher)."""
+    state = _process_state()
+    if state.num_processes == 1:
+        assert value is not None
+        return value
+    from accelerate.utils import broadcast_object_list
+
+    box = [value]
+    broadcast_object_list(box, from_process=0)
+    assert box[0] is not None
+    return box[0]
 
 
 def _find_resumable(ws: Workspace, name: str, fingerprint: str) -> Run | None:

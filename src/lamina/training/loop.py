@@ -140,7 +140,9 @@ def train(
         try:
             accelerator.load_state(str(checkpoint))
             state = json.loads((checkpoint / "trainer_state.json").read_text())
-            sampler.set_state(torch.load(checkpoint / f"sampler_{accelerator.process_index}.pt", weights_only=True))
+            sampler.set_state(
+                torch.load(checkpoint / f"sampler_{accelerator.process_index}.pt", weights_only=True)
+            )
         except (OSError, RuntimeError, ValueError, KeyError) as exc:
             raise LaminaError(
                 f"checkpoint {checkpoint} is corrupt or incomplete: {exc}",
@@ -216,8 +218,15 @@ def evaluate(model: Any, task: TrainTask, cfg: TrainConfig, autocast: Callable[[
     return float(np.mean(losses))
 
 
-def _save_checkpoint(accelerator: Any, run_dir: Path, step: int, sampler: torch.Generator, result: TrainResult,
-                     bad_evals: int, keep: int) -> None:
+def _save_checkpoint(
+    accelerator: Any,
+    run_dir: Path,
+    step: int,
+    sampler: torch.Generator,
+    result: TrainResult,
+    bad_evals: int,
+    keep: int,
+) -> None:
     """Write ``step-N`` atomically: every process saves into a temporary folder, then one rename.
 
     Each process saves its own RNG and batch-sampler state (they differ by rank), so a data-parallel
@@ -232,8 +241,13 @@ def _save_checkpoint(accelerator: Any, run_dir: Path, step: int, sampler: torch.
     torch.save(sampler.get_state(), tmp / f"sampler_{accelerator.process_index}.pt")
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        state = {"step": step, "bad_evals": bad_evals, "best_val_loss": result.best_val_loss,
-                 "history": result.history, "num_processes": accelerator.num_processes}
+        state = {
+            "step": step,
+            "bad_evals": bad_evals,
+            "best_val_loss": result.best_val_loss,
+            "history": result.history,
+            "num_processes": accelerator.num_processes,
+        }
         (tmp / "trainer_state.json").write_text(json.dumps(state))
         shutil.rmtree(final, ignore_errors=True)
         os.rename(tmp, final)  # the commit point

@@ -5,8 +5,6 @@ import json
 import sys
 from pathlib import Path
 
-import torch
-
 from lamina.models.causal_lm import LMConfig, build_model
 from lamina.models.tokenizer import train_tokenizer
 from lamina.training.lm_task import LMTask, encode_texts
