@@ -6,9 +6,6 @@ import typer
 
 from lamina.cli.render import console
 from lamina.cli.state import get_state
-from lamina.evaluation.lm import generate
-from lamina.hub.registry import model_path
-from lamina.training.sft import load_any
 
 app = typer.Typer(help="Generate with registered models.", no_args_is_help=True)
 
@@ -23,6 +20,10 @@ def text(
     seed: int | None = typer.Option(None, "--seed", help="Seed, for reproducible samples."),
 ) -> None:
     """Continue PROMPT with a registered language model."""
+    from lamina.evaluation.lm import generate
+    from lamina.hub.registry import model_path
+    from lamina.training.sft import load_any
+
     with get_state(ctx).open_workspace() as ws:
         model, tokenizer = load_any(model_path(ws, model_ref))  # a full model or a LoRA adapter
     output = generate(

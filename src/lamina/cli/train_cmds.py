@@ -18,8 +18,6 @@ from lamina.cli.state import get_state
 from lamina.core.errors import ConfigError
 from lamina.models.causal_lm import Preset
 from lamina.models.tokenizer import TokenizerKind
-from lamina.training.lm import parse_lm_recipe, train_lm
-from lamina.training.loop import TrainConfig
 
 app = typer.Typer(help="Train models from dataset versions and register them.", no_args_is_help=True)
 
@@ -65,6 +63,9 @@ def lm(
 
     Example: lamina train lm --dataset shakespeare --max-steps 2000 --name shakes --alias champion
     """
+    from lamina.training.lm import parse_lm_recipe, train_lm
+    from lamina.training.loop import TrainConfig
+
     cfg = TrainConfig(
         max_steps=max_steps,
         batch_size=batch_size,
@@ -175,6 +176,7 @@ def finetune(
 
     Example: lamina finetune shakes@champion --dataset instructions --method lora --name shakes-chat
     """
+    from lamina.training.loop import TrainConfig
     from lamina.training.sft import LoraSettings
     from lamina.training.sft import finetune as run_finetune
 
@@ -225,6 +227,7 @@ def distill(
 ) -> None:
     """Train a smaller student from a teacher's logits (KL + cross-entropy)."""
     from lamina.training.distill import distill as run_distill
+    from lamina.training.loop import TrainConfig
 
     overrides = {"num_layers": layers, "hidden_size": width}
     cfg = TrainConfig(
