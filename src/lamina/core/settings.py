@@ -137,6 +137,11 @@ class Settings(BaseSettings):
         return data
 
 
+def validation_summary(exc: ValidationError, prefix: str = "") -> str:
+    """A pydantic ValidationError as one line: ``prefix.field: message; …`` (for ConfigError messages)."""
+    return "; ".join(f"{prefix}{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in exc.errors())
+
+
 def _looks_secret(key: str) -> bool:
     return any(word in key.lower() for word in ("secret", "password", "token", "key"))
 

@@ -10,6 +10,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from lamina.core.errors import ConfigError
+from lamina.core.settings import validation_summary
 from lamina.data.records import OnError
 
 DEFAULT_STEPS: list[str | dict[str, Any]] = ["normalize", "missing", {"dedup": {"method": "exact"}}]
@@ -88,7 +89,5 @@ def parse_recipe(name: str, data: Any, where: str = "lamina.yaml") -> Recipe:
     try:
         return Recipe.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"datasets.{name}.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()
-        )
+        problems = validation_summary(exc, f"datasets.{name}.")
         raise ConfigError(f"{where}: {problems}") from None

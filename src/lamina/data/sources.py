@@ -25,6 +25,7 @@ import xxhash
 from pydantic import BaseModel, ConfigDict, Field
 
 from lamina.core.errors import ConfigError
+from lamina.core.settings import validation_summary
 from lamina.core.store import MANIFEST_NAME
 from lamina.data.records import Batch, DataError, ErrorLog, Record
 
@@ -711,7 +712,7 @@ def make_source(spec: dict[str, Any] | str, base: Path | None = None) -> SourceS
     try:
         source = cls.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        problems = validation_summary(exc)
         raise ConfigError(f"invalid {data['type']} source: {problems}") from None
     return source.resolved(base) if base is not None else source
 

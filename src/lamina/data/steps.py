@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from lamina.core.errors import ConfigError
+from lamina.core.settings import validation_summary
 from lamina.data.records import Batch, Record
 
 MAX_DROP_EXAMPLES = 5
@@ -97,5 +98,5 @@ def make_step(spec: str | dict[str, Any]) -> Step:
     try:
         return cls.model_validate(options)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        problems = validation_summary(exc)
         raise ConfigError(f"step {name!r}: {problems}") from None

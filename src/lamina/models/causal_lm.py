@@ -21,6 +21,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from lamina.core.errors import ConfigError
+from lamina.core.settings import validation_summary
 
 Preset = Literal["tiny", "small", "base"]
 
@@ -95,9 +96,7 @@ class LMConfig(BaseModel):
                 **{**PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}},
             )
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']}" for e in exc.errors()
-            )
+            problems = validation_summary(exc)
             raise ConfigError(f"model config does not fit: {problems}") from None
 
     def to_hf(self, tokenizer: Any) -> Any:

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from lamina.core.catalog import DatasetVersion, ModelVersion, Run
 from lamina.core.catalog.models import utcnow
 from lamina.core.errors import ConfigError, LaminaError, NotFound
+from lamina.core.settings import validation_summary
 from lamina.core.workspace import Workspace
 from lamina.evaluation.lm import DEFAULT_PROMPTS, generate, perplexity, record_eval
 from lamina.hub.registry import promote, register
@@ -56,9 +57,7 @@ def parse_lm_recipe(name: str, data: Any) -> LMRecipe:
     try:
         return LMRecipe.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"models.{name}.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()
-        )
+        problems = validation_summary(exc, f"models.{name}.")
         raise ConfigError(f"lamina.yaml: {problems}") from None
 
 
