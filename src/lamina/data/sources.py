@@ -116,6 +116,20 @@ class FileSource(SourceSpec):
             raise DataError(f"source {self.path!r} has no {'/'.join(sorted(self.extensions))} files")
         return found
 
+    def records(self, errors: ErrorLog) -> Iterator[Record]:
+        """One record at a time; ``batches`` groups them."""
+        raise NotImplementedError  # abstract: each file source reads records (parquet batches natively)
+
+    def batches(self, errors: ErrorLog, batch_size: int = DEFAULT_BATCH) -> Iterator[Batch]:
+        batch: Batch = []
+        for record in self.records(errors):
+            batch.append(record)
+            if len(batch) >= batch_size:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
     def open(self, path: str) -> Any:
         fs, _ = self._fs()
         handle = fs.open(path, "rb")
@@ -155,8 +169,7 @@ class TextSource(FileSource):
     field: str = "text"
     extensions: ClassVar[set[str]] = TEXT_EXTENSIONS
 
-    def batches(self, errors: ErrorLog, batch_size: int = DEFAULT_BATCH) -> Iterator[Batch]:
-        batch: Batch = []
+    def records(self, errors: ErrorLog) -> Iterator[Record]:
         for path in self.files():
             with self.open(path) as fh:
                 raw = fh.read()
@@ -168,12 +181,7 @@ class TextSource(FileSource):
             if _suffix(path) in {".html", ".htm"}:
                 text = html_to_text(text)
             for line_no, chunk in self._chunks(text):
-                batch.append({self.field: chunk, "_origin": f"{_name(path)}:{line_no}"})
-                if len(batch) >= batch_size:
-                    yield batch
-                    batch = []
-        if batch:
-            yield batch
+                yield {self.field: chunk, "_origin": f"{_name(path)}:{line_no}"}
 
     def _chunks(self, text: str) -> Iterator[tuple[int, str]]:
         if self.split_by == "file":
@@ -218,8 +226,7 @@ class JsonlSource(FileSource):
     type: Literal["jsonl"] = "jsonl"
     extensions: ClassVar[set[str]] = {".jsonl", ".ndjson"}
 
-    def batches(self, errors: ErrorLog, batch_size: int = DEFAULT_BATCH) -> Iterator[Batch]:
-        batch: Batch = []
+    def records(self, errors: ErrorLog) -> Iterator[Record]:
         for path in self.files():
             file_name = _name(path)
             with self.open(path) as fh:
@@ -241,12 +248,7 @@ class JsonlSource(FileSource):
                         )
                         continue
                     record["_origin"] = f"{file_name}:{line_no}"
-                    batch.append(record)
-                    if len(batch) >= batch_size:
-                        yield batch
-                        batch = []
-        if batch:
-            yield batch
+                    yield record
 
 
 @register_source
@@ -261,7 +263,7 @@ class JsonSource(FileSource):
     records_path: str = ""
     extensions: ClassVar[set[str]] = {".json"}
 
-    def batches(self, errors: ErrorLog, batch_size: int = DEFAULT_BATCH) -> Iterator[Batch]:
+    def records(self, errors: ErrorLog) -> Iterator[Record]:
         for path in self.files():
             with self.open(path) as fh:
                 try:
@@ -274,17 +276,11 @@ class JsonSource(FileSource):
             if not isinstance(data, list):
                 errors.bad(_name(path), "wrong schema", f"records_path {self.records_path!r} is not a list")
                 continue
-            batch: Batch = []
             for index, record in enumerate(data):
                 if not isinstance(record, dict):
                     errors.bad(f"{_name(path)} item {index}", "wrong schema", "expected an object")
                     continue
-                batch.append({**record, "_origin": f"{_name(path)}#{index}"})
-                if len(batch) >= batch_size:
-                    yield batch
-                    batch = []
-            if batch:
-                yield batch
+                yield {**record, "_origin": f"{_name(path)}#{index}"}
 
 
 @register_source
@@ -295,8 +291,7 @@ class CsvSource(FileSource):
     delimiter: str = ","
     extensions: ClassVar[set[str]] = {".csv", ".tsv"}
 
-    def batches(self, errors: ErrorLog, batch_size: int = DEFAULT_BATCH) -> Iterator[Batch]:
-        batch: Batch = []
+    def records(self, errors: ErrorLog) -> Iterator[Record]:
         for path in self.files():
             delimiter = "\t" if _suffix(path) == ".tsv" and self.delimiter == "," else self.delimiter
             with self.open(path) as raw:
@@ -333,12 +328,7 @@ class CsvSource(FileSource):
                         continue
                     record: Record = {k: (v if v != "" else None) for k, v in zip(header, row, strict=True)}
                     record["_origin"] = f"{_name(path)}:{reader.line_num}"
-                    batch.append(record)
-                    if len(batch) >= batch_size:
-                        yield batch
-                        batch = []
-        if batch:
-            yield batch
+                    yield record
 
 
 @register_source
@@ -378,8 +368,7 @@ class MediaFileSource(FileSource):
 
     error_kind: ClassVar[str] = "unreadable file"
 
-    def batches(self, errors: ErrorLog, batch_size: int = DEFAULT_BATCH) -> Iterator[Batch]:
-        batch: Batch = []
+    def records(self, errors: ErrorLog) -> Iterator[Record]:
         for path in self.files():
             with self.open(path) as fh:
                 data = fh.read()
@@ -391,12 +380,7 @@ class MediaFileSource(FileSource):
             record["_origin"] = _name(path)
             if self.label_from == "folder":
                 record["label"] = PurePosixPath(path).parent.name
-            batch.append(record)
-            if len(batch) >= batch_size:
-                yield batch
-                batch = []
-        if batch:
-            yield batch
+            yield record
 
 
 @register_source
@@ -434,7 +418,7 @@ class IdxSource(FileSource):
             digest.update(FileSource(type="idx", path=self.labels).fingerprint().encode())
         return "xxh3:" + digest.hexdigest()
 
-    def batches(self, errors: ErrorLog, batch_size: int = DEFAULT_BATCH) -> Iterator[Batch]:
+    def records(self, errors: ErrorLog) -> Iterator[Record]:
         import numpy as np
         from PIL import Image
 
@@ -457,7 +441,6 @@ class IdxSource(FileSource):
                         f"{_name(path)} has {count} images but the label file has {lcount} labels"
                     )
             size = rows * cols
-            batch: Batch = []
             for index in range(count):
                 pixels = images.read(size)
                 if len(pixels) < size:
@@ -486,12 +469,7 @@ class IdxSource(FileSource):
                         )
                         break
                     record["label"] = raw[0]
-                batch.append(record)
-                if len(batch) >= batch_size:
-                    yield batch
-                    batch = []
-            if batch:
-                yield batch
+                yield record
         except struct.error as exc:
             raise DataError(f"{_name(path)}: truncated IDX header ({exc})") from exc
         finally:
