@@ -18,26 +18,31 @@ def test_demo_data_ships_in_the_package() -> None:
 
 @pytest.mark.slow
 def test_quickstart_command_is_idempotent(tmp_path: Path) -> None:
-    first = run_lamina("quickstart", "--train-steps", "20", cwd=tmp_path)
+    first = run_lamina("quickstart", "--train-steps", "20", "--image-steps", "30", cwd=tmp_path, timeout=300)
     assert first.returncode == 0, first.stderr
-    assert "6 new artifact(s)" in first.stdout and "The champion model writes:" in first.stdout
+    assert "7 new artifact(s)" in first.stdout and "The champion model writes:" in first.stdout
+    grid = Path(first.stdout.split("The digit diffusion model draws: open ")[1].split()[0])
+    assert grid.exists() and grid.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     printed = [line for line in first.stdout.split("Next, try:")[1].strip().splitlines() if line.strip()]
-    assert len(printed) == 5
+    assert len(printed) == 6
     for line in printed:  # the suggested commands work exactly as printed
         done = subprocess.run(line, shell=True, cwd=tmp_path, capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, f"{line!r} failed: {done.stderr}"
-    second = run_lamina("quickstart", "--train-steps", "20", cwd=tmp_path)
+    second = run_lamina("quickstart", "--train-steps", "20", "--image-steps", "30", cwd=tmp_path, timeout=300)
     assert second.returncode == 0, second.stderr
-    assert "0 new artifact(s), 6 reused" in second.stdout
+    assert "0 new artifact(s), 7 reused" in second.stdout
+    assert (
+        len(list((tmp_path / "sevens").glob("image-*.png"))) == 16
+    )  # the printed generate-image command ran
 
     status = run_lamina("--workspace", "lamina-demo", "status", "--json", cwd=tmp_path)
     info = json.loads(status.stdout)
     assert info["counts"] == {
         "source": 3,
         "dataset_version": 2,
-        "run": 1,
-        "model_version": 1,
-        "eval_report": 1,
+        "run": 2,
+        "model_version": 3,  # the LM, the diffusion model, and the fid_clf feature classifier
+        "eval_report": 2,
     }
     assert {a["name"] for a in info["recent"]} == {
         "demo-text",
@@ -48,6 +53,10 @@ def test_quickstart_command_is_idempotent(tmp_path: Path) -> None:
         "shakes-train",
         "shakes",
         "shakes-eval",
+        "digits-fid-clf",
+        "digits-diffusion-train",
+        "digits-diffusion",
+        "digits-diffusion-eval",
     }
     lineage = run_lamina("--workspace", "lamina-demo", "lineage", "shakespeare", cwd=tmp_path)
     assert lineage.returncode == 0 and "derived_from" in lineage.stdout and "demo-text@v1" in lineage.stdout
@@ -63,6 +72,7 @@ def test_run_quickstart_reports_each_step(tmp_path: Path) -> None:
     report = run_quickstart(
         tmp_path / "demo",
         train_steps=10,
+        image_steps=10,
         on_start=lambda i, step: started.append(step.key),
         on_done=lambda i, step, result: finished.append((step.key, result.reused)),
     )
@@ -70,5 +80,5 @@ def test_run_quickstart_reports_each_step(tmp_path: Path) -> None:
     assert started == keys and [k for k, _ in finished] == keys
     assert not any(reused for _, reused in finished)
     assert report.workspace == (tmp_path / "demo").resolve()
-    again = run_quickstart(tmp_path / "demo", train_steps=10)
+    again = run_quickstart(tmp_path / "demo", train_steps=10, image_steps=10)
     assert all(result.reused for _, result in again.results)

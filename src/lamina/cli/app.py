@@ -19,6 +19,7 @@ from lamina.cli import (
     data_cmds,
     eval_cmds,
     generate_cmds,
+    latent_cmds,
     lineage_cmd,
     models_cmds,
     quickstart_cmd,
@@ -103,6 +104,7 @@ app.command("tune")(train_cmds.tune)
 app.add_typer(models_cmds.app, name="models")
 app.add_typer(eval_cmds.app, name="eval")
 app.add_typer(generate_cmds.app, name="generate")
+app.add_typer(latent_cmds.app, name="latent")
 
 
 def _render_error(exc: LaminaError) -> None:

@@ -23,18 +23,26 @@ def list_cmd(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", h
         print_json(rows)
         return
     table = Table(show_edge=False, header_style="bold")
-    for col in ("ref", "family", "aliases", "val loss", "id"):
+    for col in ("ref", "family", "aliases", "score", "id"):
         table.add_column(col)
     for r in rows:
-        val = r["metrics"].get("val_loss")
         table.add_row(
-            r["ref"],
-            r["family"] or "-",
-            ", ".join(r["aliases"]) or "-",
-            f"{val:.4f}" if isinstance(val, float) else "-",
-            r["id"],
+            r["ref"], r["family"] or "-", ", ".join(r["aliases"]) or "-", _score(r["metrics"]), r["id"]
         )
     console.print(table if rows else "No models yet. Try 'lamina train lm --dataset NAME --name MODEL'.")
+
+
+def _score(metrics: dict) -> str:
+    """The headline metric of each family: validation loss for LMs, fid_clf for image generators."""
+    for key, label, fmt in (
+        ("val_loss", "val loss", ".4f"),
+        ("fid_clf", "fid_clf", ".1f"),
+        ("val_accuracy", "acc", ".3f"),
+    ):
+        value = metrics.get(key)
+        if isinstance(value, float):
+            return f"{label} {value:{fmt}}"
+    return "-"
 
 
 def show(

@@ -22,6 +22,7 @@ from lamina.cli.render import console
 from lamina.cli.state import get_state
 from lamina.quickstart import (
     DEFAULT_DIR,
+    DEFAULT_IMAGE_STEPS,
     DEFAULT_TRAIN_STEPS,
     QuickstartStep,
     StepResult,
@@ -35,6 +36,9 @@ def quickstart(
     directory: Path = typer.Option(DEFAULT_DIR, "--dir", help="Where to make the demo workspace."),
     train_steps: int = typer.Option(
         DEFAULT_TRAIN_STEPS, "--train-steps", min=1, help="Optimizer steps for the demo language model."
+    ),
+    image_steps: int = typer.Option(
+        DEFAULT_IMAGE_STEPS, "--image-steps", min=1, help="Optimizer steps for the demo diffusion model."
     ),
 ) -> None:
     """Build a demo workspace on embedded defaults and run the platform's main path in it.
@@ -61,7 +65,9 @@ def quickstart(
             progress.console.print(f"[green]✓[/] {step.title}: {escape(result.detail)}", soft_wrap=True)
             progress.advance(task)
 
-        report = run_quickstart(directory, state.flags, train_steps, on_start=on_start, on_done=on_done)
+        report = run_quickstart(
+            directory, state.flags, train_steps, image_steps, on_start=on_start, on_done=on_done
+        )
         progress.update(task, description="Quickstart done")
 
     made = [a for _, r in report.results for a in r.artifacts if not r.reused]
@@ -71,6 +77,8 @@ def quickstart(
     if report.sample:
         console.print("\n[bold]The champion model writes:[/]")
         console.print(escape(report.sample.strip()[:400]), soft_wrap=True)
+    if report.image_grid:
+        console.print(f"\n[bold]The digit diffusion model draws:[/] open {escape(str(report.image_grid))}")
     console.print("\n[bold]Next, try:[/]")
     program = invocation()
     for args in report.next_commands:

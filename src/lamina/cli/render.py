@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -71,3 +73,39 @@ def lineage_rich_tree(node: LineageNode) -> Tree:
     root = Tree(label(node))
     add(root, node)
     return root
+
+
+@contextmanager
+def step_progress(
+    description: str, total: int, rate_unit: str
+) -> Iterator[Callable[[dict[str, float]], None]]:
+    """A progress bar for the shared training loop: loss and speed on the bar, validation lines above it."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = (BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"), TimeElapsedColumn())
+    with Progress(
+        TextColumn("{task.description}"), *columns, TimeRemainingColumn(), console=console
+    ) as progress:
+        task = progress.add_task(description, total=total, info="")
+
+        def on_progress(point: dict[str, float]) -> None:
+            info = f"loss {point['loss']:.3f}  {point['tokens_per_s']:,.0f} {rate_unit}"
+            if "val_loss" in point:
+                extra = "".join(
+                    f", {k} {point[k]:.3f}"
+                    for k in ("recon", "kl", "d_loss", "g_loss", "diversity_ratio")
+                    if k in point
+                )
+                progress.console.print(
+                    f"  step {int(point['step'])}: val loss {point['val_loss']:.4f}{extra}"
+                )
+            progress.update(task, completed=int(point["step"]), info=info)
+
+        yield on_progress

@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
+from pathlib import Path
+
 import typer
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
-from lamina.cli.render import console
+from lamina.cli.render import console, step_progress
 from lamina.cli.state import get_state
 from lamina.core.errors import ConfigError
 from lamina.models.causal_lm import Preset
@@ -103,24 +98,8 @@ def lm(
         raise ConfigError("give --dataset and --name, or --recipe NAME from lamina.yaml")
     with (
         state.open_workspace() as ws,
-        Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[info]}"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=console,
-        ) as progress,
+        step_progress(f"training {name}", cfg.max_steps, "tok/s") as on_progress,
     ):
-        task = progress.add_task(f"training {name}", total=cfg.max_steps, info="")
-
-        def on_progress(point: dict[str, float]) -> None:
-            info = f"loss {point['loss']:.3f}  {point['tokens_per_s']:,.0f} tok/s"
-            if "val_loss" in point:
-                progress.console.print(f"  step {int(point['step'])}: val loss {point['val_loss']:.4f}")
-            progress.update(task, completed=int(point["step"]), info=info)
-
         result = train_lm(
             ws,
             dataset,
@@ -151,6 +130,122 @@ def lm(
 
 
 app.command("lm")(lm)
+
+
+class ImageFamily(StrEnum):
+    vae = "vae"
+    gan = "gan"
+    diffusion = "diffusion"
+
+
+class ImageCondition(StrEnum):
+    none = "none"
+    class_ = "class"
+    text = "text"
+
+
+class GanLossKind(StrEnum):
+    nonsaturating = "nonsaturating"
+    hinge = "hinge"
+
+
+def image(
+    ctx: typer.Context,
+    family: ImageFamily = typer.Option(..., "--family", "-f", help="vae, gan or diffusion."),
+    dataset: str = typer.Option(..., "--dataset", "-d", help="Image dataset version (NAME, NAME@vN, id)."),
+    name: str = typer.Option(..., "--name", "-n", help="Model name: the run registers NAME@vN."),
+    condition: ImageCondition = typer.Option(
+        ImageCondition.none, "--condition", help="none; class (labels, with guidance); text (diffusion only)."
+    ),
+    max_steps: int = typer.Option(2000, "--max-steps", min=1, help="Optimizer steps."),
+    batch_size: int | None = typer.Option(None, "--batch-size", min=1, help="Images per step (default 64)."),
+    lr: float | None = typer.Option(None, "--lr", help="Peak learning rate (default per family)."),
+    image_size: int | None = typer.Option(
+        None, "--image-size", min=4, help="Resize every image to N×N (needed for mixed sizes)."
+    ),
+    class_names: str | None = typer.Option(
+        None, "--class-names", help="Preset (fashion-mnist, mnist, digits) or a comma list, for captions."
+    ),
+    image_field: str = typer.Option("image", "--image-field", help="Field with the image bytes."),
+    label_field: str = typer.Option("label", "--label-field", help="Field with the class labels."),
+    gan_loss: GanLossKind = typer.Option(
+        GanLossKind.nonsaturating, "--gan-loss", help="nonsaturating, or hinge (+ spectral norm)."
+    ),
+    eval_every: int = typer.Option(200, "--eval-every", min=1, help="Validate every N steps."),
+    checkpoint_every: int = typer.Option(
+        500, "--checkpoint-every", min=1, help="Checkpoint (and save a sample grid) every N steps."
+    ),
+    eval_samples: int = typer.Option(
+        500, "--eval-samples", min=10, help="Images generated for fid_clf / precision / recall."
+    ),
+    inception: Path | None = typer.Option(
+        None, "--inception", help="Local TorchScript Inception checkpoint: also report Inception FID."
+    ),
+    seed: int = typer.Option(0, "--seed", help="Seed for initialisation, noise and batches."),
+    alias: str | None = typer.Option(None, "--alias", help="Point this alias at the new version."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run of the same settings."),
+    no_track: bool = typer.Option(False, "--no-track", help="Do not log the run to MLflow."),
+) -> None:
+    """Train a VAE, GAN or diffusion model on an image dataset version, evaluate it, and register it.
+
+    Sample grids are saved at every checkpoint; the version's fid_clf, precision and recall use a
+    classifier trained on the same dataset (see docs/images.md).
+
+    Example: lamina train image --family diffusion --dataset digits --condition class --name digit-diff
+    """
+    from lamina.training.image import image_train_config, parse_class_names, train_image
+
+    cfg = image_train_config(
+        family.value,  # type: ignore[arg-type]
+        max_steps=max_steps,
+        batch_size=batch_size,
+        lr=lr,
+        eval_every=eval_every,
+        checkpoint_every=checkpoint_every,
+        seed=seed,
+    )
+    names = parse_class_names(class_names)
+    with (
+        get_state(ctx).open_workspace() as ws,
+        step_progress(f"training {name}", cfg.max_steps, "img/s") as on_progress,
+    ):
+        result = train_image(
+            ws,
+            dataset,
+            name,
+            family=family.value,  # type: ignore[arg-type]
+            condition=condition.value,  # type: ignore[arg-type]
+            train_cfg=cfg,
+            image_size=image_size,
+            class_names=names,
+            image_field=image_field,
+            label_field=label_field,
+            gan_loss=gan_loss.value,
+            eval_samples=eval_samples,
+            inception=inception,
+            alias=alias,
+            resume=resume,
+            track=not no_track,
+            on_progress=on_progress,
+        )
+    v, m = result.version, result.metrics
+    for warning in result.warnings:
+        console.print(f"[yellow]![/] {escape(warning)}")
+    if result.reused:
+        console.print(f"[green]✓[/] Same data and settings as {v.ref} ({v.id}): reusing it")
+    else:
+        scores = ", ".join(f"{k} {m[k]:.3f}" for k in ("fid_clf", "precision", "recall") if k in m)
+        console.print(
+            f"[green]✓[/] Registered [bold]{v.ref}[/] ({v.id}): {scores or 'no fid_clf (no labels)'}; "
+            f"{m['parameters']:,} parameters, {m['images_per_s']:,.0f} img/s"
+        )
+    if alias:
+        console.print(f"  {name}@{alias} → {v.ref}")
+    if result.grid:
+        console.print(f"  samples: {result.grid}")
+
+
+app.command("image")(image)
 
 
 def finetune(

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import xxhash
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from lamina.core.catalog import DatasetVersion, ModelVersion, Run
@@ -29,8 +28,9 @@ from lamina.evaluation.lm import DEFAULT_PROMPTS, generate, perplexity, record_e
 from lamina.hub.registry import promote, register
 from lamina.models.causal_lm import LMConfig, Preset, build_model, param_count
 from lamina.models.tokenizer import TokenizerKind, train_tokenizer
+from lamina.training import runs
 from lamina.training.lm_task import LMTask, encode_texts
-from lamina.training.loop import TrainConfig, latest_checkpoint, train
+from lamina.training.loop import TrainConfig, train
 from lamina.training.tracking import Tracker, plot_curves
 
 log = logging.getLogger(__name__)
@@ -77,20 +77,6 @@ def _texts(ws: Workspace, version: DatasetVersion, split: str, field: str) -> li
     return [t for t in texts if isinstance(t, str)]
 
 
-def _fingerprint(dataset_id: str, lm: LMConfig, cfg: TrainConfig, tokenizer: str, field: str) -> str:
-    canonical = json.dumps(
-        {
-            "dataset": dataset_id,
-            "lm": lm.model_dump(),
-            "train": cfg.model_dump(),
-            "tokenizer": tokenizer,
-            "field": field,
-        },
-        sort_keys=True,
-    )
-    return "xxh3:" + xxhash.xxh3_128(canonical.encode()).hexdigest()
-
-
 def train_lm(
     ws: Workspace,
     dataset_ref: str,
@@ -126,16 +112,22 @@ def train_lm(
     val_split = next((s for s in ("val", "validation", "test") if s in dataset.splits), None)
     tokenizer = train_tokenizer(train_texts, tokenizer_kind, vocab_size)
     lm = LMConfig.from_preset(preset, vocab_size=len(tokenizer), **(overrides or {}))
-    fingerprint = _fingerprint(dataset.id, lm, cfg, f"{tokenizer_kind}:{vocab_size}", text_field)
-    if not resume:
-        for existing in ws.catalog.find("model_version", name):
-            if existing.meta.get("train_fingerprint") == fingerprint:
-                assert isinstance(existing, ModelVersion)
-                if alias:
-                    promote(ws, existing.id, alias)
-                return LMTrainResult(
-                    existing, True, existing.metrics, existing.meta.get("sample", ""), existing.run_id
-                )
+    fingerprint = runs.fingerprint(
+        {
+            "dataset": dataset.id,
+            "lm": lm.model_dump(),
+            "train": cfg.model_dump(),
+            "tokenizer": f"{tokenizer_kind}:{vocab_size}",
+            "field": text_field,
+        }
+    )
+    existing = None if resume else runs.existing_version(ws, name, fingerprint)
+    if existing is not None:
+        if alias:
+            promote(ws, existing.id, alias)
+        return LMTrainResult(
+            existing, True, existing.metrics, existing.meta.get("sample", ""), existing.run_id
+        )
 
     train_ids = encode_texts(tokenizer, train_texts)
     if val_split:
@@ -151,7 +143,7 @@ def train_lm(
     main = _process_state().is_main_process
     run = None
     if main:
-        run = _find_resumable(ws, name, fingerprint) if resume else None
+        run = runs.find_resumable(ws, f"{name}-train", fingerprint) if resume else None
         if resume and run is None:
             raise LaminaError(
                 f"--resume: no interrupted run of {name!r} with these settings has a checkpoint",
@@ -193,23 +185,8 @@ def train_lm(
         if tracker:
             tracker.metrics({k: v for k, v in point.items() if k != "step"}, step)
 
-    try:
+    with runs.run_guard(ws if main else None, run, tracker, name, run_dir):
         result = train(model, task, cfg, run_dir, resume=resume, on_progress=on_progress, on_eval=on_eval)
-    except KeyboardInterrupt:
-        if main:
-            ws.catalog.update_run(run.id, status="interrupted", ended=True)
-        if tracker:
-            tracker.end("KILLED")
-        raise LaminaError(
-            f"training of {name!r} interrupted; checkpoints are in {run_dir}",
-            hint="continue with the same command plus --resume",
-        ) from None
-    except BaseException:
-        if main:
-            ws.catalog.update_run(run.id, status="failed", ended=True)
-        if tracker:
-            tracker.end("FAILED")
-        raise
 
     if not main:  # the other ranks wait for rank 0 to register, then return the same version
         registered = ws.catalog.get(_broadcast(None))
@@ -288,15 +265,3 @@ def _broadcast(value: str | None) -> str:
     broadcast_object_list(box, from_process=0)
     assert box[0] is not None
     return box[0]
-
-
-def _find_resumable(ws: Workspace, name: str, fingerprint: str) -> Run | None:
-    for run in ws.catalog.find("run", f"{name}-train"):
-        if (
-            isinstance(run, Run)
-            and run.status in ("running", "interrupted", "failed")
-            and run.params.get("fingerprint") == fingerprint
-            and latest_checkpoint(ws.root / "runs" / run.id)
-        ):
-            return run
-    return None

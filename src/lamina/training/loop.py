@@ -6,7 +6,10 @@ CPU where it pays (this CPU has AVX512-BF16), optional ``torch.compile``, period
 early stopping, and checkpoints written atomically. ``resume`` continues exactly: weights,
 optimizer, scheduler, every RNG (Python, NumPy, torch, the batch sampler) and the step count.
 
-A family plugs in through ``TrainTask``: how to draw a batch and how to compute the loss.
+A family plugs in through ``TrainTask``: how to draw a batch and how to compute the loss. A task
+may also define ``after_step(model)`` (run after each optimizer step: EMA weights) and
+``checkpoint_objects()`` (extra state with ``state_dict``/``load_state_dict`` saved in every
+checkpoint, so resume stays exact).
 """
 
 from __future__ import annotations
@@ -65,7 +68,7 @@ class TrainTask(Protocol):
 
     def loss(self, model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor: ...
 
-    def tokens(self, batch: dict[str, torch.Tensor]) -> int: ...
+    def tokens(self, batch: dict[str, torch.Tensor]) -> int: ...  # tokens, or images, in the batch
 
 
 @dataclass
@@ -110,6 +113,7 @@ def train(
     resume: bool = False,
     on_progress: ProgressFn | None = None,
     on_eval: Callable[[int, dict[str, float]], None] | None = None,
+    on_checkpoint: Callable[[int, Path], None] | None = None,
 ) -> TrainResult:
     """Train ``model`` in place; checkpoints go to ``run_dir/step-N``."""
     from accelerate import Accelerator
@@ -127,6 +131,9 @@ def train(
     optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_at(s, cfg) / cfg.lr)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    for extra in getattr(task, "checkpoint_objects", lambda: [])():
+        accelerator.register_for_checkpointing(extra)
+    after_step = getattr(task, "after_step", None)
     forward_model = torch.compile(model) if cfg.compile else model
     sampler = torch.Generator().manual_seed(cfg.seed * 1000 + accelerator.process_index)
     eval_generator_seed = cfg.seed + 12345
@@ -168,6 +175,8 @@ def train(
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
+                if after_step is not None and accelerator.sync_gradients:
+                    after_step(model)
             loss_sum += loss.detach().float().item()
             tokens_seen += task.tokens(batch) * accelerator.num_processes
         elapsed = time.perf_counter() - started
@@ -193,6 +202,8 @@ def train(
         stop = cfg.early_stopping_patience is not None and bad_evals >= cfg.early_stopping_patience
         if done % cfg.checkpoint_every == 0 or done == cfg.max_steps or stop:
             _save_checkpoint(accelerator, run_dir, done, sampler, result, bad_evals, cfg.keep_checkpoints)
+            if on_checkpoint and accelerator.is_main_process:
+                on_checkpoint(done, run_dir / f"{CHECKPOINT_PREFIX}{done}")
         if stop:
             result.stopped_early = True
             log.info("early stop", extra={"step": done, "best_val_loss": result.best_val_loss})

@@ -1,0 +1,225 @@
+"""Image-model benchmark: training speed, quality after a fixed CPU budget, and sampler speed/quality.
+
+On MNIST (../shared/data/images/mnist, the first 20,000 training images; 20 % held out as test):
+
+1. Training images/s and steps/s per family (VAE, GAN, diffusion; class-conditional, batch 64),
+   measured on a short calibration run that also sizes each family's step count to the budget.
+2. Quality: each family trains for ``--budget-min`` minutes, then ``fid_clf`` / precision / recall /
+   class accuracy of N samples against N test images, next to two references measured the same way
+   in the same run: real-vs-real (two halves of the test set: the floor) and clipped Gaussian noise.
+3. Sampling: images/s and ``fid_clf`` for DDPM-1000 (the baseline), DDIM-50 and DPM-Solver-20 on
+   the diffusion model from part 2.
+
+    .venv/bin/python bench/images.py [--budget-min 10] [--samples 2000] [--sampler-samples 128]
+
+Peak RSS is reported. Writes bench/results/images.json, images.md and sample grids under
+bench/results/images/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+MNIST = ROOT.parent / "shared" / "data" / "images" / "mnist"
+RESULTS = ROOT / "bench" / "results"
+
+from lamina.core.workspace import Workspace  # noqa: E402
+from lamina.data.pipeline import build_dataset  # noqa: E402
+from lamina.data.recipe import parse_recipe  # noqa: E402
+from lamina.evaluation.images import feature_classifier, feature_metrics, noise_images  # noqa: E402
+from lamina.hub.registry import model_path  # noqa: E402
+from lamina.models import diffusion  # noqa: E402
+from lamina.models.grid import save_grid  # noqa: E402
+from lamina.models.image_generator import ImageGenerator  # noqa: E402
+from lamina.training.image import image_train_config, load_image_data, train_image  # noqa: E402
+
+FAMILIES = ("vae", "gan", "diffusion")
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def mnist_dataset(ws: Workspace):
+    recipe = {
+        "source": {
+            "type": "idx",
+            "path": str(MNIST / "train-first20000-images-idx3-ubyte.gz"),
+            "labels": str(MNIST / "train-first20000-labels-idx1-ubyte.gz"),
+        },
+        "split": {"fractions": {"test": 0.2}, "by": "stratified", "field": "label", "seed": 0},
+    }
+    return build_dataset(ws, "mnist", parse_recipe("mnist", recipe, "the benchmark")).version
+
+
+def calibrate(ws: Workspace, family: str, steps: int = 12) -> float:
+    """Seconds per step at batch 64 (after one warm-up step), from a short run of the real trainer."""
+    cfg = image_train_config(family, max_steps=steps, eval_every=10_000, checkpoint_every=10_000)
+    result = train_image(
+        ws, "mnist", f"calib-{family}", family=family, condition="class", train_cfg=cfg, eval_samples=10,
+        track=False, eval_steps=2,
+    )  # fmt: skip
+    return result.metrics["train_seconds"] / steps
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--budget-min", type=float, default=10.0, help="training minutes per family")
+    parser.add_argument("--samples", type=int, default=2000, help="images per side for fid_clf (part 2)")
+    parser.add_argument("--sampler-samples", type=int, default=128, help="images per sampler (part 3)")
+    parser.add_argument("--workspace", type=Path, default=None, help="reuse a workspace (default: temporary)")
+    args = parser.parse_args()
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    work = args.workspace or Path(tempfile.mkdtemp(prefix="lamina-bench-images-"))
+    ws, _ = Workspace.init(work)
+    grids = RESULTS / "images"
+    grids.mkdir(parents=True, exist_ok=True)
+    dataset = mnist_dataset(ws)
+    data = load_image_data(ws, dataset, class_names=None)
+    test, test_labels = data.images["test"], data.labels["test"]
+    n = min(args.samples, len(test) // 2)
+    clf, clf_version = feature_classifier(
+        ws, dataset, (data.images["train"], data.labels["train"]), (test, test_labels)
+    )
+    print(f"fid_clf classifier {clf_version.ref}: test accuracy {clf_version.metrics['val_accuracy']:.4f}")
+
+    # Part 1 + 2: calibrate, then train each family for the budget.
+    rows, speed = [], []
+    references = {
+        "real vs real (floor)": feature_metrics(clf, test[:n], test[n : 2 * n]),
+        "Gaussian noise": feature_metrics(clf, test[:n], noise_images(test[:n])),
+    }
+    for family in FAMILIES:
+        s_per_step = calibrate(ws, family)
+        steps = max(50, int(args.budget_min * 60 / s_per_step * 0.93))  # leave room for evals and grids
+        speed.append({"family": family, "steps_per_s": 1 / s_per_step, "images_per_s": 64 / s_per_step})
+        print(
+            f"{family}: {1 / s_per_step:.2f} steps/s ({64 / s_per_step:,.0f} img/s) -> {steps} steps",
+            flush=True,
+        )
+        cfg = image_train_config(
+            family, max_steps=steps, eval_every=max(1, steps // 5), checkpoint_every=max(1, steps // 3)
+        )
+        started = time.perf_counter()
+        result = train_image(
+            ws, "mnist", f"mnist-{family}", family=family, condition="class", train_cfg=cfg,
+            eval_samples=n, track=False,
+        )  # fmt: skip
+        wall = time.perf_counter() - started
+        m = result.metrics
+        rows.append(
+            {
+                "family": family, "steps": m["steps"], "train_s": m["train_seconds"], "wall_s": wall,
+                "fid_clf": m["fid_clf"], "precision": m["precision"], "recall": m["recall"],
+                "class_accuracy": m.get("class_accuracy"), "parameters": m["parameters"],
+                "sampler": m["eval_sampler"], "warnings": result.warnings,
+            }
+        )  # fmt: skip
+        shutil.copyfile(model_path(ws, result.version) / "samples.png", grids / f"mnist-{family}.png")
+        print(json.dumps(rows[-1]), flush=True)
+
+    # Part 3: samplers on the diffusion model (same noise seed, same N for each).
+    gen = ImageGenerator.load(model_path(ws, "mnist-diffusion"))
+    k = args.sampler_samples
+    samplers = []
+    for kind, steps in (("ddpm", 1000), ("ddim", 50), ("dpm", 20)):
+        cond = gen.balanced(k)
+        started = time.perf_counter()
+        images = diffusion.sample(
+            gen.modules["unet"], diffusion.sampler(kind, gen.modules["scheduler_config"]), k, steps=steps,
+            generator=torch.Generator().manual_seed(0), **cond,
+        )  # fmt: skip
+        seconds = time.perf_counter() - started
+        asked = torch.arange(k) % len(gen.info.class_names)
+        metrics = feature_metrics(clf, test[:k], images, asked)
+        samplers.append(
+            {"sampler": f"{kind}-{steps}", "images_per_s": k / seconds, "seconds": seconds, **metrics}
+        )
+        save_grid(images[:64], grids / f"sampler-{kind}-{steps}.png", nrow=8)
+        print(json.dumps(samplers[-1]), flush=True)
+    sampler_floor = feature_metrics(clf, test[:k], test[k : 2 * k])
+
+    report = {
+        "machine": {
+            "platform": platform.platform(), "threads": torch.get_num_threads(), "torch": torch.__version__,
+        },
+        "budget_min": args.budget_min, "samples": n, "classifier": clf_version.ref,
+        "classifier_accuracy": clf_version.metrics["val_accuracy"], "speed": speed, "quality": rows,
+        "references": references, "samplers": samplers, "sampler_samples": k, "sampler_floor": sampler_floor,
+        "peak_rss_mb": peak_rss_mb(),
+    }  # fmt: skip
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "images.json").write_text(json.dumps(report, indent=1))
+    md = render(report)
+    (RESULTS / "images.md").write_text(md)
+    print(md)
+    if args.workspace is None:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def render(r: dict) -> str:
+    def f(v: float | None, fmt: str = ".3f") -> str:
+        return "-" if v is None else format(v, fmt)
+
+    lines = [
+        "# Image models benchmark (MNIST, class-conditional, batch 64)",
+        "",
+        f"Machine: {r['machine']['platform']}, {r['machine']['threads']} threads, "
+        f"torch {r['machine']['torch']}. "
+        f"fid_clf features: `{r['classifier']}` (test accuracy {r['classifier_accuracy']:.4f}). "
+        f"Peak RSS {r['peak_rss_mb']:,.0f} MB.",
+        "",
+        "## Training speed",
+        "| family | steps/s | images/s |",
+        "|---|---|---|",
+        *[f"| {s['family']} | {s['steps_per_s']:.2f} | {s['images_per_s']:,.0f} |" for s in r["speed"]],
+        "",
+        f"## Quality after {r['budget_min']:g} CPU minutes per family "
+        f"({r['samples']} samples vs {r['samples']} test images)",
+        "| model | steps | fid_clf ↓ | precision | recall | class accuracy | sampler |",
+        "|---|---|---|---|---|---|---|",
+        *[
+            f"| {q['family']} | {q['steps']} | {q['fid_clf']:.2f} | {q['precision']:.3f} | "
+            f"{q['recall']:.3f} | "
+            f"{f(q['class_accuracy'])} | {q['sampler']} |"
+            for q in r["quality"]
+        ],
+        *[
+            f"| *{name}* | - | {m['fid_clf']:.2f} | {m['precision']:.3f} | {m['recall']:.3f} | - | - |"
+            for name, m in r["references"].items()
+        ],
+        "",
+        f"## Samplers on the diffusion model ({r['sampler_samples']} images each; DDPM-1000 is the baseline)",
+        "| sampler | images/s | speed-up | fid_clf ↓ | precision | recall | class accuracy |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    base = r["samplers"][0]["images_per_s"]
+    for s in r["samplers"]:
+        lines.append(
+            f"| {s['sampler']} | {s['images_per_s']:.2f} | {s['images_per_s'] / base:.0f}× | "
+            f"{s['fid_clf']:.2f} | "
+            f"{s['precision']:.3f} | {s['recall']:.3f} | {f(s.get('class_accuracy'))} |"
+        )
+    fl = r["sampler_floor"]
+    lines.append(
+        f"| *real vs real* | - | - | {fl['fid_clf']:.2f} | {fl['precision']:.3f} | {fl['recall']:.3f} | - |"
+    )
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
