@@ -64,8 +64,8 @@ def mnist_dataset(ws: Workspace):
     return build_dataset(ws, "mnist", parse_recipe("mnist", recipe, "the benchmark")).version
 
 
-def calibrate(ws: Workspace, family: str, steps: int = 12) -> float:
-    """Seconds per step at batch 64 (after one warm-up step), from a short run of the real trainer."""
+def calibrate(ws: Workspace, family: str, steps: int = 30) -> float:
+    """Seconds per step at batch 64 from a short run of the real trainer (start-up included: errs long)."""
     cfg = image_train_config(family, max_steps=steps, eval_every=10_000, checkpoint_every=10_000)
     result = train_image(
         ws, "mnist", f"calib-{family}", family=family, condition="class", train_cfg=cfg, eval_samples=10,
@@ -82,6 +82,10 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=2000, help="images per side for fid_clf (part 2)")
     parser.add_argument("--sampler-samples", type=int, default=128, help="images per sampler (part 3)")
     parser.add_argument("--workspace", type=Path, default=None, help="reuse a workspace (default: temporary)")
+    parser.add_argument("--families", default=",".join(FAMILIES), help="comma list of families to run")
+    parser.add_argument(
+        "--steps", default="", help="fixed step counts instead of calibrating, e.g. diffusion=1000,vae=20000"
+    )
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     work = args.workspace or Path(tempfile.mkdtemp(prefix="lamina-bench-images-"))
@@ -103,9 +107,10 @@ def main() -> None:
         "real vs real (floor)": feature_metrics(clf, test[:n], test[n : 2 * n]),
         "Gaussian noise": feature_metrics(clf, test[:n], noise_images(test[:n])),
     }
-    for family in FAMILIES:
+    fixed = {k: int(v) for k, v in (item.split("=") for item in args.steps.split(",") if item)}
+    for family in args.families.split(","):
         s_per_step = calibrate(ws, family)
-        steps = max(50, int(args.budget_min * 60 / s_per_step * 0.93))  # leave room for evals and grids
+        steps = fixed.get(family) or max(50, int(args.budget_min * 60 / s_per_step * 0.93))  # room for evals
         speed.append({"family": family, "steps_per_s": 1 / s_per_step, "images_per_s": 64 / s_per_step})
         print(
             f"{family}: {1 / s_per_step:.2f} steps/s ({64 / s_per_step:,.0f} img/s) -> {steps} steps",
@@ -133,6 +138,8 @@ def main() -> None:
         print(json.dumps(rows[-1]), flush=True)
 
     # Part 3: samplers on the diffusion model (same noise seed, same N for each).
+    if "diffusion" not in args.families:
+        return
     gen = ImageGenerator.load(model_path(ws, "mnist-diffusion"))
     k = args.sampler_samples
     samplers = []
