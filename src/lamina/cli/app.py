@@ -19,6 +19,7 @@ from lamina.cli import (
     data_cmds,
     eval_cmds,
     generate_cmds,
+    keys_cmds,
     latent_cmds,
     lineage_cmd,
     models_cmds,
@@ -105,6 +106,7 @@ app.add_typer(models_cmds.app, name="models")
 app.add_typer(eval_cmds.app, name="eval")
 app.add_typer(generate_cmds.app, name="generate")
 app.add_typer(latent_cmds.app, name="latent")
+app.add_typer(keys_cmds.app, name="keys")
 
 
 def _render_error(exc: LaminaError) -> None:

@@ -1,0 +1,1 @@
+"""Layer 4: inference (sampling, batching, streaming) and the OpenAI-compatible API."""

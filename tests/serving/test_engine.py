@@ -1,0 +1,91 @@
+"""The engine's continuous batching gives exactly what one-at-a-time greedy decoding gives."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+
+from lamina.models.causal_lm import LMConfig, build_model
+from lamina.models.tokenizer import train_tokenizer
+from lamina.serving.engine import ContextTooLong, Engine
+from lamina.serving.sampling import SamplingParams
+
+TEXT = "To be, or not to be, that is the question: whether 'tis nobler in the mind to suffer.\n" * 5
+
+
+@pytest.fixture(scope="module")
+def lm():
+    tokenizer = train_tokenizer([TEXT], "char")
+    model = build_model(
+        LMConfig.from_preset("tiny", vocab_size=len(tokenizer), context_length=64), tokenizer, seed=0
+    )
+    return model.eval(), tokenizer
+
+
+def reference(model, tokenizer, prompt: str, n: int) -> list[int]:
+    """transformers' own greedy decoding, one request at a time."""
+    ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"]
+    out = model.generate(
+        input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, do_sample=False,
+        pad_token_id=tokenizer.pad_token_id,
+    )  # fmt: skip
+    return out[0, ids.shape[1] :].tolist()
+
+
+def test_concurrent_requests_match_solo_greedy_decoding(lm) -> None:
+    model, tokenizer = lm
+    engine = Engine(model, tokenizer, max_batch=8)
+    prompts = ["To be", "whether 'tis nobler in", "q", "the mind to suffer and"]
+    expected = [reference(model, tokenizer, p, 12) for p in prompts]
+    greedy = SamplingParams(temperature=0, max_tokens=12)
+    requests = [engine.submit(p, greedy) for p in prompts]  # all waiting before the loop starts
+    engine.start()
+    late = None
+    for i, request in enumerate(requests):
+        events = list(request.events(timeout=60))
+        if i == 0:  # joins a batch that is already running, with a different cache length
+            late = engine.submit("that is the question", greedy)
+        assert request.generated == expected[i][: len(request.generated)]
+        assert len(request.generated) == len(expected[i]) and events[-1].finish_reason in ("length", "stop")
+    assert late is not None
+    list(late.events(timeout=60))
+    assert late.generated == reference(model, tokenizer, "that is the question", 12)
+    assert engine.stats["max_batch_seen"] >= 3
+    engine.close()
+
+
+def test_stop_sequences_lengths_seeds_and_context(lm) -> None:
+    model, tokenizer = lm
+    engine = Engine(model, tokenizer).start()
+    free = SamplingParams(temperature=0, max_tokens=30)
+    text, reason = engine.generate("To be", free)
+    assert reason == "length" and len(text) > 0
+    stop_at = text[5:7]
+    cut, reason = engine.generate("To be", SamplingParams(temperature=0, max_tokens=30, stop=[stop_at]))
+    assert reason == "stop" and cut == text[: text.index(stop_at)]
+    seeded = SamplingParams(temperature=1.0, max_tokens=20, seed=3)
+    assert engine.generate("To", seeded) == engine.generate("To", seeded)
+    with pytest.raises(ContextTooLong, match="context is 64 tokens"):
+        engine.submit("x" * 64, free)
+    near_end, reason = engine.generate("t" * 60, SamplingParams(temperature=0, max_tokens=50))
+    assert reason == "length" and len(near_end) <= 4  # stops at the context, not at max_tokens
+    engine.close()
+
+
+def test_cancelled_request_leaves_the_others_running(lm) -> None:
+    model, tokenizer = lm
+    engine = Engine(model, tokenizer)
+    long = SamplingParams(temperature=0, max_tokens=40)
+    a, b = engine.submit("To be", long), engine.submit("whether", long)
+    engine.start()
+    seen = threading.Event()
+    for event in a.events(timeout=60):
+        if event.token_id is not None and not seen.is_set():
+            seen.set()
+            a.cancel()
+        last = event
+    assert last.finish_reason == "cancelled" and len(a.generated) < 40
+    assert [e.finish_reason for e in b.events(timeout=60)][-1] == "length" and len(b.generated) == 40
+    engine.close()
