@@ -24,6 +24,7 @@ from lamina.cli import (
     lineage_cmd,
     models_cmds,
     quickstart_cmd,
+    serve_cmd,
     train_cmds,
     workspace_cmds,
 )
@@ -107,6 +108,7 @@ app.add_typer(eval_cmds.app, name="eval")
 app.add_typer(generate_cmds.app, name="generate")
 app.add_typer(latent_cmds.app, name="latent")
 app.add_typer(keys_cmds.app, name="keys")
+app.command("serve")(serve_cmd.serve)
 
 
 def _render_error(exc: LaminaError) -> None:

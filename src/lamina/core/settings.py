@@ -41,6 +41,11 @@ class ServerSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     admin_key: SecretStr | None = None
+    max_body_bytes: int = Field(1_000_000, ge=1024)  # larger requests get 413 before being read
+    request_timeout_s: float = Field(120.0, gt=0)  # a generation running longer is cancelled (504)
+    max_batch: int = Field(32, ge=1)  # sequences decoded together per model
+    max_waiting: int = Field(256, ge=1)  # queued requests per model; beyond it 429 + Retry-After
+    audit_text: bool = False  # store request and response text in the audit log
 
     def require_secure_bind(self) -> None:
         """Refuse to expose the server beyond this machine without an admin key."""

@@ -1,0 +1,77 @@
+"""Prometheus metrics for ``GET /metrics``: latency, TTFT, time per output token, tokens, queue
+depth, batch size and errors by status code. One registry per app, so tests and several servers
+in one process do not collide."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+FAST = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+class Metrics:
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "lamina_requests", "Requests by route and status", ["route", "status"], registry=r
+        )
+        self.errors = Counter("lamina_errors", "Error responses by status code", ["code"], registry=r)
+        self.latency = Histogram(
+            "lamina_request_seconds", "Request latency", ["route"], buckets=FAST, registry=r
+        )
+        self.ttft = Histogram(
+            "lamina_time_to_first_token_seconds", "Time to first token", buckets=FAST, registry=r
+        )
+        self.tpot = Histogram(
+            "lamina_time_per_output_token_seconds",
+            "Time per output token after the first",
+            buckets=FAST,
+            registry=r,
+        )
+        self.tokens = Counter("lamina_output_tokens", "Generated tokens", registry=r)
+        self.tokens_per_s = Gauge(
+            "lamina_tokens_per_second", "Output tokens/s of the last finished request", registry=r
+        )
+        self.queue = Gauge(
+            "lamina_queue_depth", "Requests waiting per model version", ["version"], registry=r
+        )
+        self.batch = Gauge(
+            "lamina_batch_size", "Sequences decoding together per model version", ["version"], registry=r
+        )
+
+    def observe_request(self, route: str, status: int, seconds: float) -> None:
+        self.requests.labels(route, str(status)).inc()
+        self.latency.labels(route).observe(seconds)
+        if status >= 400:
+            self.errors.labels(str(status)).inc()
+
+    def observe_generation(self, job: Any) -> None:
+        n = len(job.generated)
+        if not n or job.first_token_at is None:
+            return
+        now = time.perf_counter()
+        self.ttft.observe(job.first_token_at - job.submitted)
+        if n > 1:
+            self.tpot.observe((now - job.first_token_at) / (n - 1))
+        self.tokens.inc(n)
+        self.tokens_per_s.set(n / max(now - job.submitted, 1e-9))
+
+    def observe_engines(self, pool: Any) -> None:
+        for loaded in pool.engines():
+            self.queue.labels(loaded.version.ref).set(loaded.engine.queue_depth)
+            self.batch.labels(loaded.version.ref).set(loaded.engine.running)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,194 @@
+"""The gateway: one ASGI middleware in front of every route.
+
+In order, for each HTTP request: a request id; the body read up to ``server.max_body_bytes`` (413
+beyond it, before anything else runs); the route's permission (public, or a key whose role the
+matrix allows: 401 without a valid key, 403 without the permission); the key's limits (429 with
+``Retry-After``); then the app. When the response has been sent in full (streams included) it
+writes the audit row and the metrics, and charges the tokens to the key's per-minute budget.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import re
+import time
+from typing import Any
+
+from lamina.core.logging import new_id, request_id_var
+from lamina.core.settings import Settings
+from lamina.core.workspace import Workspace
+from lamina.gateway.audit import AuditWriter
+from lamina.gateway.keys import verify_key
+from lamina.gateway.limits import KeyLimiter, retry_after_header
+from lamina.gateway.metrics import Metrics
+from lamina.gateway.permissions import PERMISSIONS, allowed, is_public
+
+DOCS = {"/docs", "/openapi.json", "/redoc", "/docs/oauth2-redirect"}
+ADMIN = {"id": None, "role": "admin", "limits": {}, "name": "admin key"}
+
+
+def _patterns() -> list[tuple[str, re.Pattern[str], str]]:
+    out = []
+    for method, route in PERMISSIONS:
+        regex = "^" + re.sub(r"\{[^/]+\}", "[^/]+", route) + "$"
+        out.append((method, re.compile(regex), route))
+    return out
+
+
+class Gateway:
+    def __init__(self, app: Any, *, settings: Settings, workspace: Workspace, metrics: Metrics) -> None:
+        self.app, self.settings, self.ws, self.metrics = app, settings, workspace, metrics
+        self.limiter = KeyLimiter()
+        self.audit = AuditWriter(workspace)
+        self.routes = _patterns()
+        admin = settings.server.admin_key
+        self.admin_secret = admin.get_secret_value() if admin is not None else None
+
+    def route_of(self, method: str, path: str) -> str | None:
+        for m, pattern, route in self.routes:
+            if m == method and pattern.match(path):
+                return route
+        return None
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        rid = headers.get("x-request-id") or new_id("req")
+        token = request_id_var.set(rid)
+        state = scope.setdefault("state", {})
+        state["request_id"] = rid
+        method, path = scope["method"], scope["path"]
+        route = self.route_of(method, path)
+        label = route or ("docs" if path in DOCS else "unmatched")
+        status = {"code": 500}
+        key: dict[str, Any] | None = None
+        body: bytes | None = b""
+
+        async def send_wrapped(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+                message.setdefault("headers", []).append((b"x-request-id", rid.encode()))
+            await send(message)
+
+        try:
+            body = await self._read_body(receive, headers)
+            if body is None:
+                await self._reject(
+                    send_wrapped,
+                    413,
+                    f"the request body is larger than {self.settings.server.max_body_bytes} bytes",
+                    "request_too_large",
+                )
+                return
+            if route is not None and not is_public(method, route):
+                key = await self._authenticate(headers.get("authorization", ""))
+                if key is None:
+                    await self._reject(
+                        send_wrapped,
+                        401,
+                        "a valid API key is required (Authorization: Bearer lam-…)",
+                        "invalid_api_key",
+                    )
+                    return
+                if not allowed(key["role"], method, route):
+                    await self._reject(
+                        send_wrapped,
+                        403,
+                        f"the {key['role']} role may not call {method} {route}",
+                        "permission_denied",
+                    )
+                    return
+                state["key"] = key
+                if key["id"] is not None:
+                    refusal = self.limiter.acquire(key["id"], key["limits"])
+                    if refusal is not None:
+                        await self._reject(
+                            send_wrapped, 429, refusal.reason, "rate_limit_exceeded",
+                            [(b"retry-after", retry_after_header(refusal.retry_after).encode())],
+                        )  # fmt: skip
+                        key = {**key, "id_refused": True}
+                        return
+            await self.app(scope, _replay(body, receive), send_wrapped)
+        finally:
+            request_id_var.reset(token)
+            seconds = time.perf_counter() - started
+            audit_text = self.settings.server.audit_text
+            prompt_tokens, completion_tokens = state.get("usage", (None, None))
+            if key is not None and key.get("id") and not key.get("id_refused"):
+                self.limiter.release(key["id"], (prompt_tokens or 0) + (completion_tokens or 0))
+            self.metrics.observe_request(label, status["code"], seconds)
+            if label != "docs":
+                self.audit.record(
+                    request_id=rid, key_id=key.get("id") if key else None, method=method,
+                    route=route or path[:255],
+                    model_version_id=state.get("model_version"), status_code=status["code"],
+                    tokens_in=prompt_tokens, tokens_out=completion_tokens, latency_ms=seconds * 1000,
+                    request_text=_clip(body.decode("utf-8", "replace")) if body and audit_text else None,
+                    response_text=_clip(state.get("response_text")) if audit_text else None,
+                    detail={"role": key["role"]} if key else {},
+                )  # fmt: skip
+
+    async def _read_body(self, receive: Any, headers: dict[str, str]) -> bytes | None:
+        limit = self.settings.server.max_body_bytes
+        declared = headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > limit:
+            return None
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body"):
+                break
+        return b"".join(chunks)
+
+    async def _authenticate(self, header: str) -> dict[str, Any] | None:
+        scheme, _, secret = header.partition(" ")
+        if scheme.lower() != "bearer" or not secret:
+            return None
+        secret = secret.strip()
+        if self.admin_secret and hmac.compare_digest(secret.encode(), self.admin_secret.encode()):
+            return dict(ADMIN)
+        row = await asyncio.to_thread(verify_key, self.ws, secret)
+        if row is None:
+            return None
+        return {"id": row.id, "role": row.role, "limits": row.limits or {}, "name": row.name}
+
+    @staticmethod
+    async def _reject(
+        send: Any, status: int, message: str, code: str, extra: list[tuple[bytes, bytes]] | None = None
+    ) -> None:
+        from lamina.serving.api import error_body
+
+        payload = json.dumps(error_body(status, message, code)).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+        await send({"type": "http.response.start", "status": status, "headers": headers + (extra or [])})
+        await send({"type": "http.response.body", "body": payload})
+
+
+def _replay(body: bytes, receive: Any) -> Any:
+    """A ``receive`` that hands the app the body already read, then passes on (disconnects)."""
+    sent = False
+
+    async def replay() -> dict[str, Any]:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+def _clip(value: Any) -> str | None:
+    return None if value is None else str(value)[:20_000]

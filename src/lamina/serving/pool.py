@@ -1,0 +1,135 @@
+"""The models a server holds, found by hub reference, following aliases as they move.
+
+Every request names a ref (``shakes@champion``). The pool resolves it on each request (one indexed
+catalog query) and keeps one engine per *version*: when ``champion`` moves, new requests go to an
+engine for the new version at once, while requests already running finish on the old engine, which
+is closed once it has nothing left to do. No restart, no dropped streams.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from lamina.core.catalog import ModelVersion
+from lamina.core.errors import LaminaError, NotFound
+from lamina.core.workspace import Workspace
+from lamina.serving.engine import Engine
+
+log = logging.getLogger(__name__)
+TEXT_FAMILIES = {"causal_lm"}
+IMAGE_FAMILIES = {"vae", "gan", "diffusion"}
+EMBEDDING_MODEL = "all-MiniLM-L6-v2"
+
+
+class ModelNotFound(NotFound):
+    http_status = 404
+    code = "model_not_found"
+
+
+class WrongModelKind(LaminaError):
+    exit_code = 2
+    http_status = 400
+    code = "invalid_model"
+
+
+@dataclass
+class Loaded:
+    version: ModelVersion
+    engine: Engine
+    last_used: float
+
+
+class ModelPool:
+    def __init__(self, ws: Workspace, *, max_batch: int = 32, max_waiting: int = 256) -> None:
+        self.ws, self.max_batch, self.max_waiting = ws, max_batch, max_waiting
+        self._engines: dict[str, Loaded] = {}
+        self._images: dict[str, Any] = {}
+        self._current: dict[str, str] = {}  # ref → version id it resolved to last
+        self._lock = threading.Lock()
+
+    def resolve(self, ref: str, families: set[str]) -> ModelVersion:
+        try:
+            version = self.ws.resolve(ref, kind="model_version")
+        except NotFound as exc:
+            raise ModelNotFound(
+                f"the model {ref!r} does not exist", hint=exc.hint or "see GET /v1/models"
+            ) from None
+        except LaminaError as exc:
+            raise ModelNotFound(
+                f"the model {ref!r} does not exist: {exc.message}", hint="see GET /v1/models"
+            ) from None
+        if not isinstance(version, ModelVersion) or version.family not in families:
+            family = getattr(version, "family", version.kind)
+            raise WrongModelKind(
+                f"{ref} is a {family} model; this endpoint needs a {' or '.join(sorted(families))} model"
+            )
+        return version
+
+    def engine(self, ref: str) -> tuple[Engine, ModelVersion]:
+        """The engine serving what ``ref`` names now (loading it on first use)."""
+        from lamina.hub.registry import model_path
+        from lamina.training.sft import load_any
+
+        version = self.resolve(ref, TEXT_FAMILIES)
+        with self._lock:
+            previous = self._current.get(ref)
+            self._current[ref] = version.id
+            loaded = self._engines.get(version.id)
+            if loaded is None:
+                model, tokenizer = load_any(model_path(self.ws, version))
+                engine = Engine(
+                    model, tokenizer, max_batch=self.max_batch, max_waiting=self.max_waiting
+                ).start()
+                loaded = self._engines[version.id] = Loaded(version, engine, time.monotonic())
+                if previous and previous != version.id:
+                    log.info("alias moved", extra={"ref": ref, "from": previous, "to": version.id})
+            loaded.last_used = time.monotonic()
+            self._retire_idle()
+            return loaded.engine, loaded.version
+
+    def image(self, ref: str) -> tuple[Any, ModelVersion]:
+        from lamina.hub.registry import model_path
+        from lamina.models.image_generator import ImageGenerator
+
+        version = self.resolve(ref, IMAGE_FAMILIES)
+        with self._lock:
+            if version.id not in self._images:
+                self._images[version.id] = ImageGenerator.load(model_path(self.ws, version))
+            return self._images[version.id], version
+
+    def _retire_idle(self) -> None:
+        """Close engines no ref points at any more once they have finished their requests."""
+        live = set(self._current.values())
+        for vid, loaded in list(self._engines.items()):
+            if vid not in live and loaded.engine.running == 0 and loaded.engine.queue_depth == 0:
+                loaded.engine.close()
+                del self._engines[vid]
+
+    def engines(self) -> list[Loaded]:
+        with self._lock:
+            return list(self._engines.values())
+
+    def listing(self) -> list[dict[str, Any]]:
+        """Every servable ref: aliases and versions of text and image models, and the embedder."""
+        from lamina.hub.registry import list_models
+
+        rows = []
+        for m in list_models(self.ws):
+            if m["family"] not in TEXT_FAMILIES | IMAGE_FAMILIES:
+                continue
+            stamp = int(datetime.fromisoformat(m["created_at"]).timestamp())
+            refs = [m["ref"], *(f"{m['name']}@{a}" for a in m["aliases"])]
+            rows.extend({"id": r, "family": m["family"], "created": stamp, "version": m["id"]} for r in refs)
+        rows.append({"id": EMBEDDING_MODEL, "family": "embedding", "created": 0, "version": None})
+        return rows
+
+    def close(self) -> None:
+        with self._lock:
+            for loaded in self._engines.values():
+                loaded.engine.close()
+            self._engines.clear()

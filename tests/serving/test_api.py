@@ -1,0 +1,232 @@
+"""A real ``lamina serve`` process, called by the official ``openai`` client and by raw httpx."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from lamina.quickstart import run_quickstart
+from tests.conftest import run_lamina
+
+ADMIN = "admin-secret-for-tests"
+
+
+@dataclass
+class Server:
+    url: str
+    workspace: Path
+    user_key: str
+    process: subprocess.Popen
+
+    def headers(self, key: str | None = None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {key or self.user_key}"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    root = tmp_path_factory.mktemp("serve") / "demo"
+    run_quickstart(root, train_steps=30, image_steps=10)
+    made = run_lamina(
+        "--workspace", str(root), "keys", "create", "--role", "user", "--name", "tests", "--json"
+    )
+    assert made.returncode == 0, made.stderr
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LAMINA_")}
+    env["LAMINA_SERVER__ADMIN_KEY"] = ADMIN
+    process = subprocess.Popen(
+        [sys.executable, "-m", "lamina", "--workspace", str(root), "serve", "--port", str(port), "-m", "shakes@champion"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.3)
+        if process.poll() is not None:
+            raise AssertionError(f"server exited: {process.stderr.read()}")  # type: ignore[union-attr]
+    yield Server(url, root, json.loads(made.stdout)["key"], process)
+    process.terminate()
+    process.wait(timeout=20)
+
+
+def client(server: Server, key: str | None = None):
+    from openai import OpenAI
+
+    return OpenAI(base_url=f"{server.url}/v1", api_key=key or server.user_key, max_retries=0)
+
+
+def test_openai_client_chat_completions_embeddings_images_models(server: Server) -> None:
+    oa = client(server)
+    ids = {m.id for m in oa.models.list().data}
+    assert {"shakes@champion", "digits-diffusion@champion", "all-MiniLM-L6-v2"} <= ids
+
+    chat = oa.chat.completions.create(
+        model="shakes@champion", messages=[{"role": "user", "content": "Speak"}], max_tokens=12, seed=1
+    )
+    assert chat.choices[0].message.role == "assistant" and chat.choices[0].finish_reason in ("stop", "length")
+    assert chat.usage.completion_tokens >= 1 and chat.usage.prompt_tokens > 0
+
+    pieces, finish = [], None
+    stream = oa.chat.completions.create(
+        model="shakes@champion",
+        messages=[{"role": "user", "content": "Speak"}],
+        max_tokens=12,
+        seed=1,
+        stream=True,
+    )
+    for chunk in stream:
+        if chunk.choices:
+            pieces.append(chunk.choices[0].delta.content or "")
+            finish = chunk.choices[0].finish_reason or finish
+    assert "".join(pieces) == chat.choices[0].message.content and finish == chat.choices[0].finish_reason
+
+    done = oa.completions.create(
+        model="shakes@champion", prompt="ROMEO:", max_tokens=8, temperature=0, logprobs=2, n=2
+    )
+    assert len(done.choices) == 2 and done.choices[0].text == done.choices[1].text  # greedy twice
+    assert len(done.choices[0].logprobs.tokens) == done.usage.completion_tokens // 2
+    assert all(lp <= 0 for lp in done.choices[0].logprobs.token_logprobs)
+
+    emb = oa.embeddings.create(model="all-MiniLM-L6-v2", input=["a sneaker", "a shoe"])
+    assert len(emb.data) == 2 and len(emb.data[0].embedding) == 384
+    floats = oa.embeddings.create(model="all-MiniLM-L6-v2", input="a sneaker", encoding_format="float")
+    assert floats.data[0].embedding == pytest.approx(emb.data[0].embedding, abs=1e-6)
+
+    img = oa.images.generate(model="digits-diffusion@champion", prompt="seven", n=2, extra_body={"steps": 3})
+    from PIL import Image
+
+    pictures = [Image.open(io.BytesIO(base64.b64decode(d.b64_json))) for d in img.data]
+    assert len(pictures) == 2 and pictures[0].size == (8, 8)
+
+
+def test_sse_format_for_raw_clients(server: Server) -> None:
+    body = {"model": "shakes@champion", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5,
+            "stream": True, "stream_options": {"include_usage": True}}  # fmt: skip
+    with httpx.stream(
+        "POST", f"{server.url}/v1/chat/completions", json=body, headers=server.headers(), timeout=30
+    ) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        lines = [line for line in r.iter_lines() if line]
+    assert all(line.startswith("data: ") for line in lines) and lines[-1] == "data: [DONE]"
+    chunks = [json.loads(line[6:]) for line in lines[:-1]]
+    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    assert chunks[-2]["choices"][0]["finish_reason"] in ("stop", "length")
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] >= 1
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "status", "code"),
+    [
+        ({"content": b"{not json"}, 400, "invalid_request"),
+        ({"content": b'{"model": "shakes@champion", "prompt": "\xff\xfe"}'}, 400, "invalid_request"),
+        ({"json": {"model": "shakes@champion", "prompt": 42}}, 400, "invalid_request"),
+        ({"json": {"model": "nope@champion", "prompt": "x"}}, 404, "model_not_found"),
+        ({"json": {"model": "shakes@champion", "prompt": "x", "n": 99}}, 400, "invalid_request"),
+        ({"json": {"model": "shakes@champion", "prompt": "x", "max_tokens": 0}}, 400, "invalid_request"),
+        ({"json": {"model": "shakes@champion", "prompt": "x", "temperature": 7}}, 400, "invalid_request"),
+        ({"json": {"model": "shakes@champion", "prompt": "x", "bogus": 1}}, 400, "invalid_request"),
+        ({"json": {"model": "shakes@champion", "prompt": "x" * 500}}, 400, "context_length_exceeded"),
+        ({"json": {"model": "digits-diffusion@champion", "prompt": "x"}}, 400, "invalid_model"),
+        ({"content": b"{" + b" " * 2_000_000 + b"}"}, 413, "request_too_large"),
+    ],
+)
+def test_bad_requests_get_openai_errors_never_5xx(
+    server: Server, kwargs: dict, status: int, code: str
+) -> None:
+    headers = {**server.headers(), "content-type": "application/json"}
+    r = httpx.post(f"{server.url}/v1/completions", headers=headers, timeout=30, **kwargs)
+    assert r.status_code == status, r.text
+    error = r.json()["error"]
+    assert error["code"] == code and error["message"] and "type" in error
+
+
+def test_keys_and_roles(server: Server) -> None:
+    url = server.url
+    assert httpx.get(f"{url}/health").status_code == 200  # public
+    missing = httpx.get(f"{url}/v1/models")
+    assert missing.status_code == 401 and missing.json()["error"]["type"] == "authentication_error"
+    assert httpx.get(f"{url}/v1/models", headers=server.headers("lam-wrong")).status_code == 401
+    forbidden = httpx.get(f"{url}/metrics", headers=server.headers())
+    assert forbidden.status_code == 403 and forbidden.json()["error"]["type"] == "permission_error"
+    metrics = httpx.get(f"{url}/metrics", headers=server.headers(ADMIN))
+    assert metrics.status_code == 200 and "lamina_time_to_first_token_seconds" in metrics.text
+    made = run_lamina(
+        "--workspace", str(server.workspace), "keys", "create", "--role", "user", "--name", "tmp", "--json"
+    )
+    info = json.loads(made.stdout)
+    assert httpx.get(f"{url}/v1/models", headers=server.headers(info["key"])).status_code == 200
+    run_lamina("--workspace", str(server.workspace), "keys", "revoke", info["id"])
+    assert httpx.get(f"{url}/v1/models", headers=server.headers(info["key"])).status_code == 401
+
+
+def test_rate_limit_answers_429_with_retry_after(server: Server) -> None:
+    made = run_lamina(
+        "--workspace", str(server.workspace), "keys", "create", "--role", "user", "--name", "slow", "--rpm", "2",
+        "--json",
+    )  # fmt: skip
+    key = json.loads(made.stdout)["key"]
+    codes = [httpx.get(f"{server.url}/v1/models", headers=server.headers(key)).status_code for _ in range(3)]
+    assert codes == [200, 200, 429]
+    refused = httpx.get(f"{server.url}/v1/models", headers=server.headers(key))
+    assert (
+        int(refused.headers["retry-after"]) >= 1 and refused.json()["error"]["code"] == "rate_limit_exceeded"
+    )
+
+
+def test_every_request_is_audited(server: Server) -> None:
+    r = httpx.post(
+        f"{server.url}/v1/completions", headers=server.headers(),
+        json={"model": "shakes@champion", "prompt": "KING", "max_tokens": 3}, timeout=30,
+    )  # fmt: skip
+    rid = r.headers["x-request-id"]
+    row = None
+    for _ in range(50):
+        with sqlite3.connect(server.workspace / "lamina.db") as db:
+            row = db.execute(
+                "SELECT route, status_code, tokens_out, model_version_id, key_id, request_text FROM audit_events "
+                "WHERE request_id = ?", (rid,),
+            ).fetchone()  # fmt: skip
+        if row:
+            break
+        time.sleep(0.1)
+    assert row is not None
+    route, status, tokens_out, version, key_id, text = row
+    used = r.json()["usage"]["completion_tokens"]
+    assert (
+        (route, status, tokens_out) == ("/v1/completions", 200, used) and version.startswith("mv-") and key_id
+    )
+    assert text is None  # request text is stored only when server.audit_text is on
+
+
+def test_alias_move_switches_version_without_restart(server: Server) -> None:
+    oa = client(server)
+    before = oa.completions.create(model="shakes@champion", prompt="A", max_tokens=2).system_fingerprint
+    trained = run_lamina(
+        "--workspace", str(server.workspace), "train", "lm", "--dataset", "shakespeare", "--name", "shakes",
+        "--max-steps", "3", "--seed", "7", "--alias", "champion", "--no-track", timeout=300,
+    )  # fmt: skip
+    assert trained.returncode == 0, trained.stderr
+    after = oa.completions.create(model="shakes@champion", prompt="A", max_tokens=2).system_fingerprint
+    assert before != after and after.startswith("mv-")
