@@ -53,7 +53,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LAMINA_")}
     env["LAMINA_SERVER__ADMIN_KEY"] = ADMIN
     process = subprocess.Popen(
-        [sys.executable, "-m", "lamina", "--workspace", str(root), "serve", "--port", str(port), "-m", "shakes@champion"],
+        [sys.executable, "-m", "lamina", "--workspace", str(root), "serve", "--port", str(port),
+         "-m", "shakes@champion"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
@@ -183,8 +184,8 @@ def test_keys_and_roles(server: Server) -> None:
 
 def test_rate_limit_answers_429_with_retry_after(server: Server) -> None:
     made = run_lamina(
-        "--workspace", str(server.workspace), "keys", "create", "--role", "user", "--name", "slow", "--rpm", "2",
-        "--json",
+        "--workspace", str(server.workspace), "keys", "create", "--role", "user", "--name", "slow",
+        "--rpm", "2", "--json",
     )  # fmt: skip
     key = json.loads(made.stdout)["key"]
     codes = [httpx.get(f"{server.url}/v1/models", headers=server.headers(key)).status_code for _ in range(3)]
@@ -205,8 +206,8 @@ def test_every_request_is_audited(server: Server) -> None:
     for _ in range(50):
         with sqlite3.connect(server.workspace / "lamina.db") as db:
             row = db.execute(
-                "SELECT route, status_code, tokens_out, model_version_id, key_id, request_text FROM audit_events "
-                "WHERE request_id = ?", (rid,),
+                "SELECT route, status_code, tokens_out, model_version_id, key_id, request_text "
+                "FROM audit_events WHERE request_id = ?", (rid,),
             ).fetchone()  # fmt: skip
         if row:
             break

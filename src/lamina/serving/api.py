@@ -260,8 +260,8 @@ def create_app(ws: Workspace, settings: Settings | None = None, pool: ModelPool 
         if body.size not in (None, "auto", f"{size}x{size}"):
             return error_response(400, f"{body.model} makes {size}x{size} images", "invalid_size")  # type: ignore[return-value]
         prompt, class_id = _image_condition(gen, body.prompt)
-        from lamina.models.grid import to_uint8
         from lamina.data.media import encode_png
+        from lamina.models.grid import to_uint8
 
         images = await asyncio.to_thread(
             gen.generate, body.n, seed=body.seed, prompt=prompt, class_id=class_id, steps=body.steps,
