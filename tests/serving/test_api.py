@@ -231,3 +231,54 @@ def test_alias_move_switches_version_without_restart(server: Server) -> None:
     assert trained.returncode == 0, trained.stderr
     after = oa.completions.create(model="shakes@champion", prompt="A", max_tokens=2).system_fingerprint
     assert before != after and after.startswith("mv-")
+
+
+def test_batch_generation_from_jsonl(server: Server, tmp_path: Path) -> None:
+    prompts = tmp_path / "prompts.jsonl"
+    rows = [{"prompt": "ROMEO:", "max_tokens": 5, "temperature": 0}, {"prompt": "KING", "max_tokens": 3}]
+    prompts.write_text("\n".join(json.dumps(r) for r in rows * 3) + "\n")
+    out = tmp_path / "out.jsonl"
+    done = run_lamina(
+        "--workspace", str(server.workspace), "generate", "text", "shakes@champion", "--input", str(prompts),
+        "--output", str(out), "--seed", "0",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    results = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["prompt"] for r in results] == [r["prompt"] for r in rows * 3]
+    assert all(r["completion_tokens"] <= (5 if r["prompt"] == "ROMEO:" else 3) for r in results)
+    assert results[0]["text"] == results[2]["text"]  # greedy rows agree
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "ok"}\n{"prompt": "x", "temperature": 9}\n')
+    refused = run_lamina(
+        "--workspace", str(server.workspace), "generate", "text", "shakes@champion", "--input", str(bad),
+        "--output", str(tmp_path / "never.jsonl"),
+    )  # fmt: skip
+    assert (
+        refused.returncode == 2
+        and "bad.jsonl:2" in refused.stderr
+        and not (tmp_path / "never.jsonl").exists()
+    )
+
+
+def test_terminal_chat_local_and_through_the_server(server: Server) -> None:
+    for extra in ([], ["--url", server.url, "--key", server.user_key]):
+        done = subprocess.run(
+            [sys.executable, "-m", "lamina", "--workspace", str(server.workspace), "chat", "shakes@champion",
+             "--max-tokens", "5", *extra],
+            input="hello\n/reset\nagain\n/exit\n", capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.count("shakes@champion> ") == 2, done.stdout
+    wrong = subprocess.run(
+        [sys.executable, "-m", "lamina", "chat", "shakes@champion", "--url", server.url, "--key", "lam-bad"],
+        input="hello\n", capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert wrong.returncode != 0 and "401" in wrong.stderr
+
+
+def test_serving_beyond_localhost_needs_an_admin_key(tmp_path: Path) -> None:
+    from lamina.core.workspace import Workspace
+
+    Workspace.init(tmp_path / "ws")[0].close()
+    refused = run_lamina("--workspace", str(tmp_path / "ws"), "serve", "--host", "0.0.0.0")
+    assert refused.returncode == 2 and "admin key" in refused.stderr

@@ -89,3 +89,15 @@ def test_cancelled_request_leaves_the_others_running(lm) -> None:
     assert last.finish_reason == "cancelled" and len(a.generated) < 40
     assert [e.finish_reason for e in b.events(timeout=60)][-1] == "length" and len(b.generated) == 40
     engine.close()
+
+
+def test_a_full_queue_is_refused_not_grown(lm) -> None:
+    from lamina.serving.engine import EngineBusy
+
+    model, tokenizer = lm
+    engine = Engine(model, tokenizer, max_waiting=2)  # not started: nothing drains the queue
+    for _ in range(2):
+        engine.submit("To be", SamplingParams(max_tokens=2))
+    with pytest.raises(EngineBusy) as refused:
+        engine.submit("To be", SamplingParams(max_tokens=2))
+    assert refused.value.http_status == 429 and engine.queue_depth == 2

@@ -16,6 +16,7 @@ from rich.markup import escape
 
 from lamina import __version__
 from lamina.cli import (
+    chat_cmd,
     data_cmds,
     eval_cmds,
     generate_cmds,
@@ -109,6 +110,7 @@ app.add_typer(generate_cmds.app, name="generate")
 app.add_typer(latent_cmds.app, name="latent")
 app.add_typer(keys_cmds.app, name="keys")
 app.command("serve")(serve_cmd.serve)
+app.command("chat")(chat_cmd.chat)
 
 
 def _render_error(exc: LaminaError) -> None:

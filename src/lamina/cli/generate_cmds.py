@@ -22,14 +22,41 @@ def text(
     temperature: float = typer.Option(0.8, "--temperature", help="0 for greedy decoding."),
     top_p: float = typer.Option(0.95, "--top-p", help="Nucleus sampling mass."),
     seed: int | None = typer.Option(None, "--seed", help="Seed, for reproducible samples."),
+    input_path: Path | None = typer.Option(
+        None, "--input", help='Batch mode: a JSONL file of {"prompt": ...} lines (per-line settings allowed).'
+    ),
+    output_path: Path | None = typer.Option(
+        None, "--output", help="Batch mode: where to write the JSONL results."
+    ),
 ) -> None:
-    """Continue PROMPT with a registered language model."""
-    from lamina.evaluation.lm import generate
+    """Continue PROMPT with a registered language model, or a whole JSONL file of prompts.
+
+    Batch mode runs every prompt through the serving engine with continuous batching:
+      lamina generate text shakes@champion --input prompts.jsonl --output out.jsonl
+    """
     from lamina.hub.registry import model_path
     from lamina.training.sft import load_any
 
+    if (input_path is None) != (output_path is None):
+        from lamina.core.errors import ConfigError
+
+        raise ConfigError("batch mode needs both --input and --output")
     with get_state(ctx).open_workspace() as ws:
         model, tokenizer = load_any(model_path(ws, model_ref))  # a full model or a LoRA adapter
+    if input_path is not None and output_path is not None:
+        from lamina.serving.batch import run_batch
+
+        defaults = {"max_tokens": max_tokens, "temperature": temperature, "top_p": top_p, "seed": seed}
+        with Progress(TextColumn("generating"), BarColumn(), MofNCompleteColumn(), console=console) as bar:
+            task = bar.add_task("", total=None)
+            done = run_batch(
+                model, tokenizer, input_path, output_path, defaults,
+                on_total=lambda n: bar.update(task, total=n), on_done=lambda: bar.advance(task),
+            )  # fmt: skip
+        console.print(f"[green]✓[/] {done['prompts']} prompts, {done['tokens']:,} tokens → {output_path}")
+        return
+    from lamina.evaluation.lm import generate
+
     output = generate(
         model, tokenizer, prompt, max_new_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed
     )

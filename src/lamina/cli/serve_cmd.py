@@ -15,7 +15,10 @@ def serve(
         None, "--port", min=1, max=65535, help="Port (default server.port: 8000)."
     ),
     preload: list[str] = typer.Option(
-        [], "--model", "-m", help="Load these text model refs at start (others load on first use)."
+        [], "--model", "-m", help="Deploy REF or REF:PRECISION at start, e.g. shakes@champion:int8."
+    ),
+    precision: str = typer.Option(
+        "fp32", "--precision", help="Default weights: fp32, bf16 or int8 (Linear)."
     ),
 ) -> None:
     """Serve registered models at /v1 (completions, chat, embeddings, images), keys required.
@@ -32,10 +35,18 @@ def serve(
     server = ws.settings.server.model_copy(update={k: v for k, v in (("host", host), ("port", port)) if v})
     server.require_secure_bind()
     settings = ws.settings.model_copy(update={"server": server})
-    app = create_app(ws, settings)
-    for ref in preload:
-        engine, version = app.state.pool.engine(ref)
-        console.print(f"loaded {ref} → {version.ref} ({version.id})")
+    from lamina.core.errors import ConfigError
+    from lamina.serving.pool import ModelPool
+    from lamina.serving.quantize import PRECISIONS, parse_deployment
+
+    if precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision {precision!r}", hint=f"use one of {', '.join(PRECISIONS)}")
+    pool = ModelPool(ws, max_batch=server.max_batch, max_waiting=server.max_waiting, precision=precision)
+    app = create_app(ws, settings, pool)
+    for spec in preload:
+        ref, chosen = parse_deployment(spec)
+        _, version = pool.deploy(ref, chosen)
+        console.print(f"loaded {ref} → {version.ref} ({version.id}, {chosen or precision})")
     url = f"http://{server.host}:{server.port}"
     console.print(
         f"[green]✓[/] Serving {ws.root} at {url}/v1  (health: {url}/health, metrics: {url}/metrics)"

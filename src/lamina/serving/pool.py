@@ -42,11 +42,16 @@ class Loaded:
     version: ModelVersion
     engine: Engine
     last_used: float
+    precision: str = "fp32"
 
 
 class ModelPool:
-    def __init__(self, ws: Workspace, *, max_batch: int = 32, max_waiting: int = 256) -> None:
+    def __init__(
+        self, ws: Workspace, *, max_batch: int = 32, max_waiting: int = 256, precision: str = "fp32"
+    ) -> None:
         self.ws, self.max_batch, self.max_waiting = ws, max_batch, max_waiting
+        self.precision = precision  # the default; deploy() sets it per ref
+        self._precisions: dict[str, str] = {}
         self._engines: dict[str, Loaded] = {}
         self._images: dict[str, Any] = {}
         self._current: dict[str, str] = {}  # ref → version id it resolved to last
@@ -70,24 +75,40 @@ class ModelPool:
             )
         return version
 
+    def deploy(self, ref: str, precision: str | None = None) -> tuple[Engine, ModelVersion]:
+        """Serve ``ref`` at ``precision`` (fp32, bf16 or int8) from now on, and load it."""
+        if precision:
+            from lamina.serving.quantize import PRECISIONS
+
+            if precision not in PRECISIONS:
+                from lamina.core.errors import ConfigError
+
+                raise ConfigError(
+                    f"unknown precision {precision!r}", hint=f"use one of {', '.join(PRECISIONS)}"
+                )
+            self._precisions[ref] = precision
+        return self.engine(ref)
+
     def engine(self, ref: str) -> tuple[Engine, ModelVersion]:
         """The engine serving what ``ref`` names now (loading it on first use)."""
         from lamina.hub.registry import model_path
+        from lamina.serving.quantize import with_precision
         from lamina.training.sft import load_any
 
         version = self.resolve(ref, TEXT_FAMILIES)
+        precision = self._precisions.get(ref, self.precision)
+        key = f"{version.id}:{precision}"
         with self._lock:
             previous = self._current.get(ref)
-            self._current[ref] = version.id
-            loaded = self._engines.get(version.id)
+            self._current[ref] = key
+            loaded = self._engines.get(key)
             if loaded is None:
                 model, tokenizer = load_any(model_path(self.ws, version))
-                engine = Engine(
-                    model, tokenizer, max_batch=self.max_batch, max_waiting=self.max_waiting
-                ).start()
-                loaded = self._engines[version.id] = Loaded(version, engine, time.monotonic())
-                if previous and previous != version.id:
-                    log.info("alias moved", extra={"ref": ref, "from": previous, "to": version.id})
+                model = with_precision(model, precision)
+                engine = Engine(model, tokenizer, max_batch=self.max_batch, max_waiting=self.max_waiting)
+                loaded = self._engines[key] = Loaded(version, engine.start(), time.monotonic(), precision)
+                if previous and previous != key:
+                    log.info("alias moved", extra={"ref": ref, "from": previous, "to": key})
             loaded.last_used = time.monotonic()
             self._retire_idle()
             return loaded.engine, loaded.version
