@@ -1,4 +1,5 @@
 import json
+import shlex
 import subprocess
 from pathlib import Path
 
@@ -18,7 +19,9 @@ def test_demo_data_ships_in_the_package() -> None:
 
 @pytest.mark.slow
 def test_quickstart_command_is_idempotent(tmp_path: Path) -> None:
-    first = run_lamina("quickstart", "--train-steps", "20", "--image-steps", "30", cwd=tmp_path, timeout=300)
+    first = run_lamina(
+        "quickstart", "--train-steps", "20", "--image-steps", "30", "--no-serve", cwd=tmp_path, timeout=300
+    )
     assert first.returncode == 0, first.stderr
     assert "7 new artifact(s)" in first.stdout and "The champion model writes:" in first.stdout
     grid = Path(first.stdout.split("The digit diffusion model draws: open ")[1].split()[0])
@@ -28,7 +31,9 @@ def test_quickstart_command_is_idempotent(tmp_path: Path) -> None:
     for line in printed:  # the suggested commands work exactly as printed
         done = subprocess.run(line, shell=True, cwd=tmp_path, capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, f"{line!r} failed: {done.stderr}"
-    second = run_lamina("quickstart", "--train-steps", "20", "--image-steps", "30", cwd=tmp_path, timeout=300)
+    second = run_lamina(
+        "quickstart", "--train-steps", "20", "--image-steps", "30", "--no-serve", cwd=tmp_path, timeout=300
+    )
     assert second.returncode == 0, second.stderr
     assert "0 new artifact(s), 7 reused" in second.stdout
     assert (
@@ -82,3 +87,50 @@ def test_run_quickstart_reports_each_step(tmp_path: Path) -> None:
     assert report.workspace == (tmp_path / "demo").resolve()
     again = run_quickstart(tmp_path / "demo", train_steps=10, image_steps=10)
     assert all(result.reused for _, result in again.results)
+
+
+@pytest.mark.slow
+def test_quickstart_ends_serving_with_snippets_that_work(tmp_path: Path) -> None:
+    import os
+    import socket
+    import sys
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LAMINA_")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "lamina", "quickstart", "--train-steps", "20", "--image-steps", "10",
+         "--port", str(port)],
+        cwd=tmp_path, env={**env, "COLUMNS": "400"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True,
+    )  # fmt: skip
+    lines: list[str] = []
+    try:
+        deadline = time.time() + 400
+        while time.time() < deadline:
+            line = process.stdout.readline()  # type: ignore[union-attr]
+            if not line:
+                break
+            lines.append(line)
+            if line.strip().startswith("python -c"):
+                break
+        out = "".join(lines)
+        assert "Admin API key (shown once" in out, out
+        curl = next(line.strip() for line in lines if line.strip().startswith("curl -s"))
+        snippet = next(line.strip() for line in lines if line.strip().startswith("python -c"))
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.3)
+        done = subprocess.run(curl, shell=True, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0 and '"chat.completion"' in done.stdout, done.stdout + done.stderr
+        snippet = snippet.replace("python -c", f"{shlex.quote(sys.executable)} -c", 1)
+        done = subprocess.run(snippet, shell=True, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+    finally:
+        process.terminate()
+        process.wait(timeout=30)

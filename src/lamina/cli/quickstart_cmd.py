@@ -40,10 +40,13 @@ def quickstart(
     image_steps: int = typer.Option(
         DEFAULT_IMAGE_STEPS, "--image-steps", min=1, help="Optimizer steps for the demo diffusion model."
     ),
+    serve: bool = typer.Option(True, "--serve/--no-serve", help="Finish by serving the champion models."),
+    port: int = typer.Option(8000, "--port", min=1, max=65535, help="Port for the demo server (127.0.0.1)."),
 ) -> None:
     """Build a demo workspace on embedded defaults and run the platform's main path in it.
 
-    Idempotent: running it again reuses everything an earlier run made.
+    Idempotent: running it again reuses everything an earlier run made. It ends by serving the
+    champion text and image models at http://127.0.0.1:8000 (Ctrl-C stops the server).
     """
     state = get_state(ctx)
     total = len(quickstart_steps())
@@ -83,6 +86,51 @@ def quickstart(
     program = invocation()
     for args in report.next_commands:
         console.print(f"  {escape(shlex.join([*program, *args]))}", soft_wrap=True)
+    if serve:
+        _serve_demo(report.workspace, state.flags, port)
+
+
+def _serve_demo(root: Path, flags: dict, port: int) -> None:
+    """Serve the champions on localhost with a fresh admin key, printed once with working snippets."""
+    import uvicorn
+
+    from lamina.core.workspace import Workspace
+    from lamina.gateway.keys import create_key, list_keys, revoke_key
+    from lamina.serving.api import create_app
+
+    ws = Workspace.open(root, flags)
+    for old in list_keys(ws, include_revoked=False):  # one live demo key at a time
+        if old["name"] == "quickstart-admin":
+            revoke_key(ws, old["id"])
+    key = create_key(ws, "quickstart-admin", "admin").secret
+    server = ws.settings.server.model_copy(update={"host": "127.0.0.1", "port": port})
+    app = create_app(ws, ws.settings.model_copy(update={"server": server}))
+    app.state.pool.engine("shakes@champion")  # warm: the first request should not wait for loading
+    url = f"http://127.0.0.1:{port}"
+    body = (
+        '{"model": "shakes@champion", "messages": [{"role": "user", "content": "ROMEO:"}], "max_tokens": 60}'
+    )
+    console.print(f"\n[bold]Serving the champion models at {url}/v1[/] (Ctrl-C to stop)")
+    console.print(f"Admin API key (shown once, stored only as a hash): [bold]{key}[/]\n")
+    console.print("curl:", soft_wrap=True)
+    console.print(
+        escape(f"  curl -s {url}/v1/chat/completions -H 'Authorization: Bearer {key}' "
+               f"-H 'Content-Type: application/json' -d '{body}'"),
+        soft_wrap=True,
+    )  # fmt: skip
+    console.print("python (pip install openai):", soft_wrap=True)
+    snippet = (
+        f"python -c \"from openai import OpenAI; c = OpenAI(base_url='{url}/v1', api_key='{key}'); "
+        "print(c.completions.create(model='shakes@champion', prompt='ROMEO:', max_tokens=60)"
+        '.choices[0].text)"'
+    )
+    console.print(escape(f"  {snippet}"), soft_wrap=True)
+    console.file.flush()
+    try:
+        uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=5)
+    finally:
+        app.state.pool.close()
+        ws.close()
 
 
 def invocation() -> list[str]:
