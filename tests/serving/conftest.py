@@ -1,0 +1,69 @@
+"""A real ``lamina serve`` process over a quickstart workspace, shared by the serving tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from lamina.quickstart import run_quickstart
+from tests.conftest import run_lamina
+
+ADMIN = "admin-secret-for-tests"
+
+
+@dataclass
+class Server:
+    url: str
+    workspace: Path
+    user_key: str
+    process: subprocess.Popen
+
+    def headers(self, key: str | None = None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {key or self.user_key}"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    root = tmp_path_factory.mktemp("serve") / "demo"
+    run_quickstart(root, train_steps=30, image_steps=10)
+    made = run_lamina(
+        "--workspace", str(root), "keys", "create", "--role", "user", "--name", "tests", "--json"
+    )
+    assert made.returncode == 0, made.stderr
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LAMINA_")}
+    env["LAMINA_SERVER__ADMIN_KEY"] = ADMIN
+    process = subprocess.Popen(
+        [sys.executable, "-m", "lamina", "--workspace", str(root), "serve", "--port", str(port),
+         "-m", "shakes@champion"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.3)
+        if process.poll() is not None:
+            raise AssertionError(f"server exited: {process.stderr.read()}")  # type: ignore[union-attr]
+    yield Server(url, root, json.loads(made.stdout)["key"], process)
+    process.terminate()
+    process.wait(timeout=20)
