@@ -228,3 +228,35 @@ def test_serving_beyond_localhost_needs_an_admin_key(tmp_path: Path) -> None:
     Workspace.init(tmp_path / "ws")[0].close()
     refused = run_lamina("--workspace", str(tmp_path / "ws"), "serve", "--host", "0.0.0.0")
     assert refused.returncode == 2 and "admin key" in refused.stderr
+
+
+def test_vllm_backend_refuses_clearly_without_a_gpu(tmp_path: Path) -> None:
+    from lamina.core.workspace import Workspace
+    from lamina.serving.vllm_backend import unavailable_reason
+
+    reason = unavailable_reason()
+    if reason is None:
+        pytest.skip("a GPU with vLLM is present: covered by the gpu test")
+    Workspace.init(tmp_path / "ws")[0].close()
+    refused = run_lamina("--workspace", str(tmp_path / "ws"), "serve", "--backend", "vllm")
+    assert refused.returncode == 2 and reason in refused.stderr
+
+
+@pytest.mark.gpu
+def test_vllm_backend_generates(server: Server) -> None:  # runs only where CUDA exists
+    from lamina.serving.vllm_backend import unavailable_reason
+
+    if unavailable_reason():
+        pytest.skip(unavailable_reason())
+    from lamina.core.workspace import Workspace
+    from lamina.hub.registry import model_path
+    from lamina.serving.sampling import SamplingParams
+    from lamina.serving.vllm_backend import VLLMEngine
+    from lamina.training.sft import load_any
+
+    ws = Workspace.open(server.workspace)
+    folder = model_path(ws, "shakes@champion")
+    _, tokenizer = load_any(folder)
+    engine = VLLMEngine(str(folder), tokenizer)
+    events = list(engine.submit("ROMEO:", SamplingParams(max_tokens=8, temperature=0)).events(timeout=120))
+    assert events[-1].finish_reason in ("length", "stop")

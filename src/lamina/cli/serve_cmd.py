@@ -20,6 +20,9 @@ def serve(
     precision: str = typer.Option(
         "fp32", "--precision", help="Default weights: fp32, bf16 or int8 (Linear)."
     ),
+    backend: str = typer.Option(
+        "lamina", "--backend", help="lamina (in-process engine) or vllm (GPU, optional)."
+    ),
 ) -> None:
     """Serve registered models at /v1 (completions, chat, embeddings, images), keys required.
 
@@ -39,9 +42,21 @@ def serve(
     from lamina.serving.pool import ModelPool
     from lamina.serving.quantize import PRECISIONS, parse_deployment
 
+    if backend not in ("lamina", "vllm"):
+        raise ConfigError(f"unknown backend {backend!r}", hint="use lamina or vllm")
+    if backend == "vllm":
+        from lamina.serving.vllm_backend import unavailable_reason
+
+        reason = unavailable_reason()
+        if reason:
+            raise ConfigError(
+                f"the vLLM backend cannot start: {reason}", hint="use --backend lamina (the default)"
+            )
     if precision not in PRECISIONS:
         raise ConfigError(f"unknown precision {precision!r}", hint=f"use one of {', '.join(PRECISIONS)}")
-    pool = ModelPool(ws, max_batch=server.max_batch, max_waiting=server.max_waiting, precision=precision)
+    pool = ModelPool(
+        ws, max_batch=server.max_batch, max_waiting=server.max_waiting, precision=precision, backend=backend
+    )
     app = create_app(ws, settings, pool)
     for spec in preload:
         ref, chosen = parse_deployment(spec)

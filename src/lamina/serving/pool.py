@@ -47,9 +47,15 @@ class Loaded:
 
 class ModelPool:
     def __init__(
-        self, ws: Workspace, *, max_batch: int = 32, max_waiting: int = 256, precision: str = "fp32"
+        self,
+        ws: Workspace,
+        *,
+        max_batch: int = 32,
+        max_waiting: int = 256,
+        precision: str = "fp32",
+        backend: str = "lamina",
     ) -> None:
-        self.ws, self.max_batch, self.max_waiting = ws, max_batch, max_waiting
+        self.ws, self.max_batch, self.max_waiting, self.backend = ws, max_batch, max_waiting, backend
         self.precision = precision  # the default; deploy() sets it per ref
         self._precisions: dict[str, str] = {}
         self._engines: dict[str, Loaded] = {}
@@ -103,9 +109,18 @@ class ModelPool:
             self._current[ref] = key
             loaded = self._engines.get(key)
             if loaded is None:
-                model, tokenizer = load_any(model_path(self.ws, version))
-                model = with_precision(model, precision)
-                engine = Engine(model, tokenizer, max_batch=self.max_batch, max_waiting=self.max_waiting)
+                folder = model_path(self.ws, version)
+                model, tokenizer = load_any(folder)
+                engine: Any
+                if self.backend == "vllm":
+                    from lamina.serving.vllm_backend import VLLMEngine
+
+                    engine = VLLMEngine(
+                        str(folder), tokenizer, max_batch=self.max_batch, max_waiting=self.max_waiting
+                    )
+                else:
+                    model = with_precision(model, precision)
+                    engine = Engine(model, tokenizer, max_batch=self.max_batch, max_waiting=self.max_waiting)
                 loaded = self._engines[key] = Loaded(version, engine.start(), time.monotonic(), precision)
                 if previous and previous != key:
                     log.info("alias moved", extra={"ref": ref, "from": previous, "to": key})

@@ -1,0 +1,103 @@
+"""Optional vLLM backend (``lamina serve --backend vllm``): PagedAttention and CUDA kernels on a GPU.
+
+It plugs into the pool in place of the in-process ``Engine`` and offers the same ``submit`` →
+``Request`` stream, so the API, gateway, audit and metrics do not change. It needs the ``vllm``
+package and a CUDA GPU; anywhere else it refuses with one clear message (CI has neither, and its
+GPU test is skipped with that reason). Written against vLLM's ``AsyncLLMEngine`` API; it has not
+been run in this project yet (no GPU was lent to the session that wrote it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+from lamina.core.errors import ConfigError
+from lamina.serving.engine import ContextTooLong, Request, TokenEvent
+from lamina.serving.sampling import SamplingParams
+
+
+def unavailable_reason() -> str | None:
+    """Why vLLM cannot run here, or None when it can."""
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a core dependency
+        return "torch is missing"
+    if not torch.cuda.is_available():
+        return "vLLM needs a CUDA GPU and none is available"
+    try:
+        import vllm  # noqa: F401
+    except ImportError:
+        return "the 'vllm' package is not installed (pip install 'lamina[gpu]')"
+    return None
+
+
+class VLLMEngine:
+    """The ``Engine`` interface over vLLM's async engine, which runs on its own event-loop thread."""
+
+    def __init__(
+        self, model_dir: str, tokenizer: Any, *, max_batch: int = 32, max_waiting: int = 256
+    ) -> None:
+        reason = unavailable_reason()
+        if reason:
+            raise ConfigError(
+                f"the vLLM backend cannot start: {reason}", hint="use --backend lamina (the default)"
+            )
+        from vllm import AsyncEngineArgs, AsyncLLMEngine
+
+        self.tokenizer = tokenizer
+        self.engine = AsyncLLMEngine.from_engine_args(
+            AsyncEngineArgs(model=model_dir, max_num_seqs=max_batch)
+        )
+        config = self.engine.engine.model_config if hasattr(self.engine, "engine") else None
+        self.context = int(getattr(config, "max_model_len", 0) or tokenizer.model_max_length)
+        self.max_waiting = max_waiting
+        self.eos_ids = {int(tokenizer.eos_token_id)} if tokenizer.eos_token_id is not None else set()
+        self._loop = asyncio.new_event_loop()
+        threading.Thread(target=self._loop.run_forever, name="lamina-vllm", daemon=True).start()
+        self.queue_depth, self.running = 0, 0
+
+    def start(self) -> VLLMEngine:
+        return self
+
+    def close(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+
+    def encode(self, prompt: str) -> list[int]:
+        return list(self.tokenizer(prompt, add_special_tokens=False)["input_ids"])
+
+    def submit(self, prompt: str | list[int], params: SamplingParams, request_id: str = "req") -> Request:
+        from vllm import SamplingParams as VParams
+
+        ids = self.encode(prompt) if isinstance(prompt, str) else list(prompt)
+        if len(ids) >= self.context:
+            raise ContextTooLong(
+                f"the prompt has {len(ids)} tokens; this model's context is {self.context} tokens"
+            )
+        request = Request(request_id, ids, params, self.eos_ids)
+        vparams = VParams(
+            n=1, max_tokens=params.max_tokens, temperature=params.temperature, top_p=params.top_p,
+            top_k=params.top_k or -1, repetition_penalty=params.repetition_penalty,
+            frequency_penalty=params.frequency_penalty, presence_penalty=params.presence_penalty,
+            stop=params.stop or None, seed=params.seed, logprobs=params.logprobs,
+        )  # fmt: skip
+
+        async def run() -> None:
+            sent = 0
+            async for out in self.engine.generate(
+                {"prompt_token_ids": ids}, vparams, f"{request_id}-{id(request)}"
+            ):
+                if request.cancelled.is_set():
+                    await self.engine.abort(f"{request_id}-{id(request)}")
+                    request.emit(TokenEvent("", finish_reason="cancelled"))
+                    return
+                choice = out.outputs[0]
+                new_ids = choice.token_ids[len(request.generated) :]
+                request.generated.extend(new_ids)
+                text, sent = choice.text[sent:], len(choice.text)
+                reason = choice.finish_reason if out.finished else None
+                request.emit(TokenEvent(text, new_ids[-1] if new_ids else None, None, [], reason))
+
+        asyncio.run_coroutine_threadsafe(run(), self._loop)
+        return request
