@@ -68,7 +68,10 @@ class Timeout(LaminaError):
     code = "timeout"
 
 
-def create_app(ws: Workspace, settings: Settings | None = None, pool: ModelPool | None = None) -> FastAPI:
+def create_app(
+    ws: Workspace, settings: Settings | None = None, pool: ModelPool | None = None, *, gateway: bool = True
+) -> FastAPI:
+    """The app; ``gateway=False`` exists only for bench/serve.py to measure what the gateway costs."""
     from lamina.gateway.middleware import Gateway
 
     settings = settings or ws.settings
@@ -273,7 +276,8 @@ def create_app(ws: Workspace, settings: Settings | None = None, pool: ModelPool 
         ]
         return {"created": int(time.time()), "data": data}
 
-    app.add_middleware(Gateway, settings=settings, workspace=ws, metrics=metrics)
+    if gateway:
+        app.add_middleware(Gateway, settings=settings, workspace=ws, metrics=metrics)
     return app
 
 

@@ -1,0 +1,321 @@
+"""Serving benchmark: one model, one prompt set, one run.
+
+Model: a 4.2M-parameter Llama (4 layers, 256 wide, context 256, char-level Tiny Shakespeare),
+trained briefly here so perplexities mean something. Prompts: the first lines of 32 held-out
+paragraphs; 128 new tokens each, temperature 0.8, top-p 0.95.
+
+(a) Baseline: transformers' ``model.generate()``, one prompt after another.
+(b) Lamina through its HTTP API (a real ``lamina serve`` process, streaming completions) at
+    concurrency 1, 8 and 32: aggregate tokens/s, TTFT p50/p99, time per output token.
+(c) Gateway cost: p50 latency of ``GET /v1/models`` with and without the gateway (in-process ASGI).
+(d) fp32 / bf16 / int8 weights: single-stream tokens/s through the engine and validation perplexity.
+(e) llama-cpp-python on the same model, when installed (a bench-only option; otherwise reported as
+    not installed).
+
+    .venv/bin/python bench/serve.py [--train-steps 200] [--quick]
+
+Writes bench/results/serve.json and serve.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+SHAKESPEARE = ROOT.parent / "shared" / "data" / "text" / "tinyshakespeare.txt"
+RESULTS = ROOT / "bench" / "results"
+ADMIN = "bench-admin-key"
+
+from lamina.core.workspace import Workspace  # noqa: E402
+from lamina.data.pipeline import build_dataset  # noqa: E402
+from lamina.data.recipe import parse_recipe  # noqa: E402
+from lamina.evaluation.lm import perplexity  # noqa: E402
+from lamina.hub.registry import model_path  # noqa: E402
+from lamina.serving.engine import Engine  # noqa: E402
+from lamina.serving.quantize import with_precision  # noqa: E402
+from lamina.serving.sampling import SamplingParams  # noqa: E402
+from lamina.training.lm import train_lm  # noqa: E402
+from lamina.training.loop import TrainConfig  # noqa: E402
+from lamina.training.sft import load_any  # noqa: E402
+
+OVERRIDES = {"hidden_size": 256, "num_layers": 4, "num_heads": 4, "num_kv_heads": 4,
+             "intermediate_size": 1024,
+             "context_length": 256}  # fmt: skip
+NEW_TOKENS = 128
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+
+
+def setup(work: Path, steps: int) -> tuple[Workspace, list[str], str]:
+    ws, _ = Workspace.init(work)
+    recipe = {"source": {"type": "text", "path": str(SHAKESPEARE), "split_by": "paragraph"},
+              "split": {"fractions": {"val": 0.1}, "seed": 0}}  # fmt: skip
+    dataset = build_dataset(ws, "shakespeare", parse_recipe("shakespeare", recipe, "bench")).version
+    cfg = TrainConfig(
+        max_steps=steps, batch_size=16, lr=2e-3, warmup_steps=20, eval_every=steps, checkpoint_every=steps
+    )
+    train_lm(
+        ws,
+        "shakespeare",
+        "bench",
+        preset="small",
+        overrides=OVERRIDES,
+        train_cfg=cfg,
+        alias="champion",
+        track=False,
+    )
+    from lamina.data.versions import iter_rows
+
+    val = [r["text"] for r in iter_rows(ws, dataset, "val", columns=["text"])]
+    prompts = [t.split("\n")[0][:40] + "\n" for t in val[:32]]
+    return ws, prompts, "\n\n".join(val)
+
+
+def baseline(model, tokenizer, prompts: list[str]) -> dict:
+    tokens, started = 0, time.perf_counter()
+    for i, prompt in enumerate(prompts):
+        ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"]
+        torch.manual_seed(i)
+        out = model.generate(
+            input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=NEW_TOKENS, do_sample=True,
+            temperature=0.8, top_p=0.95, pad_token_id=tokenizer.pad_token_id,
+        )  # fmt: skip
+        tokens += out.shape[1] - ids.shape[1]
+    seconds = time.perf_counter() - started
+    return {"tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / seconds}
+
+
+async def one_stream(client: httpx.AsyncClient, url: str, prompt: str, seed: int) -> dict:
+    body = {"model": "bench@champion", "prompt": prompt, "max_tokens": NEW_TOKENS, "temperature": 0.8,
+            "top_p": 0.95, "seed": seed, "stream": True,
+            "stream_options": {"include_usage": True}}  # fmt: skip
+    started = time.perf_counter()
+    first = None
+    usage = 0
+    async with client.stream("POST", f"{url}/v1/completions", json=body) as response:
+        response.raise_for_status()
+        async for line in response.aiter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            chunk = json.loads(line[6:])
+            if chunk.get("usage"):
+                usage = chunk["usage"]["completion_tokens"]
+            elif first is None and any(c["text"] for c in chunk["choices"]):
+                first = time.perf_counter()
+    end = time.perf_counter()
+    first = first or end
+    return {"ttft": first - started, "tpot": (end - first) / max(1, usage - 1), "tokens": usage}
+
+
+async def http_run(url: str, prompts: list[str], concurrency: int, requests: int) -> dict:
+    limits = httpx.Limits(max_connections=concurrency + 4)
+    headers = {"Authorization": f"Bearer {ADMIN}"}
+    async with httpx.AsyncClient(timeout=600, limits=limits, headers=headers) as client:
+        sem = asyncio.Semaphore(concurrency)
+
+        async def job(i: int) -> dict:
+            async with sem:
+                return await one_stream(client, url, prompts[i % len(prompts)], i)
+
+        await one_stream(client, url, prompts[0], 0)  # warm-up
+        started = time.perf_counter()
+        results = await asyncio.gather(*(job(i) for i in range(requests)))
+        wall = time.perf_counter() - started
+    tokens = sum(r["tokens"] for r in results)
+    return {
+        "concurrency": concurrency, "requests": requests, "tokens": tokens, "seconds": wall,
+        "tokens_per_s": tokens / wall,
+        "ttft_p50_ms": 1000 * pct([r["ttft"] for r in results], 50),
+        "ttft_p99_ms": 1000 * pct([r["ttft"] for r in results], 99),
+        "tpot_ms": 1000 * statistics.median(r["tpot"] for r in results),
+    }  # fmt: skip
+
+
+def start_server(root: Path) -> tuple[subprocess.Popen, str]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("LAMINA_")},
+        "LAMINA_SERVER__ADMIN_KEY": ADMIN,
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "lamina", "--workspace", str(root), "serve", "--port", str(port),
+         "-m", "bench@champion"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(300):
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return process, url
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    raise RuntimeError(process.stderr.read() if process.stderr else "server did not start")
+
+
+def gateway_cost(ws: Workspace, n: int = 300) -> dict:
+    from lamina.serving.api import create_app
+
+    settings = ws.settings.model_copy(
+        update={
+            "server": ws.settings.server.model_copy(
+                update={"admin_key": __import__("pydantic").SecretStr(ADMIN)}
+            )
+        }
+    )
+    from lamina.gateway.keys import create_key
+
+    key = create_key(ws, "bench", "user").secret
+    out = {}
+    for label, gateway in (("without gateway", False), ("with gateway", True)):
+        app = create_app(ws, settings, gateway=gateway)
+
+        async def measure(app=app) -> list[float]:
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
+                times = []
+                for i in range(n + 20):
+                    started = time.perf_counter()
+                    r = await client.get("/v1/models", headers={"Authorization": f"Bearer {key}"})
+                    assert r.status_code == 200
+                    if i >= 20:
+                        times.append(time.perf_counter() - started)
+                return times
+
+        times = asyncio.run(measure())
+        out[label] = 1000 * statistics.median(times)
+    out["added_p50_ms"] = out["with gateway"] - out["without gateway"]
+    return out
+
+
+def precisions(model, tokenizer, val_text: str) -> list[dict]:
+    ids = torch.tensor(tokenizer(val_text[:60000], add_special_tokens=False)["input_ids"])
+    rows = []
+    for precision in ("fp32", "bf16", "int8"):
+        variant = with_precision(model, precision)
+        with torch.inference_mode():
+            ppl = perplexity(variant, ids, OVERRIDES["context_length"], max_windows=100)["perplexity"]
+        engine = Engine(variant, tokenizer).start()
+        engine.generate("ROMEO:\n", SamplingParams(temperature=0, max_tokens=16))  # warm-up
+        started = time.perf_counter()
+        request = engine.submit("ROMEO:\n", SamplingParams(temperature=0, max_tokens=200))
+        list(request.events())
+        seconds = time.perf_counter() - started
+        engine.close()
+        rows.append(
+            {"precision": precision, "tokens_per_s": len(request.generated) / seconds, "perplexity": ppl}
+        )
+    return rows
+
+
+def llama_cpp() -> dict:
+    try:
+        import llama_cpp  # noqa: F401
+    except ImportError:
+        return {
+            "status": "not installed (pip install llama-cpp-python builds from source in ~7 min; bench-only)"
+        }
+    return {"status": "installed, but converting this model to GGUF is not automated here yet"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--train-steps", type=int, default=200)
+    parser.add_argument("--quick", action="store_true", help="fewer requests (a smoke run)")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="lamina-bench-serve-"))
+    ws, prompts, val_text = setup(work / "ws", 30 if args.quick else args.train_steps)
+    model, tokenizer = load_any(model_path(ws, "bench@champion"))
+    params = sum(p.numel() for p in model.parameters())
+    print(f"model: {params / 1e6:.2f}M parameters", flush=True)
+    base = baseline(model, tokenizer, prompts[: 2 if args.quick else 8])
+    print(f"baseline generate(): {base['tokens_per_s']:.1f} tok/s", flush=True)
+    process, url = start_server(ws.root)
+    try:
+        runs = []
+        for concurrency, requests in ((1, 8), (8, 32), (32, 64)):
+            if args.quick:
+                requests = max(2, requests // 8)
+            runs.append(asyncio.run(http_run(url, prompts, concurrency, requests)))
+            print(json.dumps(runs[-1]), flush=True)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    gate = gateway_cost(ws, 50 if args.quick else 300)
+    print(json.dumps(gate), flush=True)
+    table = precisions(model, tokenizer, val_text)
+    print(json.dumps(table), flush=True)
+    report = {
+        "machine": {"platform": platform.platform(), "threads": torch.get_num_threads(),
+                    "torch": torch.__version__},
+        "parameters": params, "new_tokens": NEW_TOKENS, "baseline": base, "http": runs, "gateway": gate,
+        "precisions": table, "llama_cpp": llama_cpp(),
+    }  # fmt: skip
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "serve.json").write_text(json.dumps(report, indent=1))
+    md = render(report)
+    (RESULTS / "serve.md").write_text(md)
+    print(md)
+    ws.close()
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def render(r: dict) -> str:
+    base = r["baseline"]["tokens_per_s"]
+    lines = [
+        f"# Serving benchmark ({r['parameters'] / 1e6:.2f}M-parameter Llama, "
+        f"{r['new_tokens']} new tokens per prompt)",
+        "",
+        f"Machine: {r['machine']['platform']}, {r['machine']['threads']} threads, "
+        f"torch {r['machine']['torch']}.",
+        "",
+        "| run | concurrency | tokens/s | × baseline | TTFT p50 | TTFT p99 | time/output token |",
+        "|---|---|---|---|---|---|---|",
+        f"| transformers generate(), sequential | 1 | {base:.1f} | 1.0× | - | - | {1000 / base:.2f} ms |",
+    ]
+    for h in r["http"]:
+        lines.append(
+            f"| Lamina HTTP (stream) | {h['concurrency']} | {h['tokens_per_s']:.1f} | "
+            f"{h['tokens_per_s'] / base:.1f}× | "
+            f"{h['ttft_p50_ms']:.1f} ms | {h['ttft_p99_ms']:.1f} ms | {h['tpot_ms']:.2f} ms |"
+        )
+    g = r["gateway"]
+    lines += [
+        "",
+        f"Gateway cost (`GET /v1/models`, p50): {g['without gateway']:.2f} ms without, "
+        f"{g['with gateway']:.2f} ms "
+        f"with: **+{g['added_p50_ms']:.2f} ms**.",
+        "",
+        "| weights | single-stream tokens/s | validation perplexity |",
+        "|---|---|---|",
+        *[f"| {p['precision']} | {p['tokens_per_s']:.1f} | {p['perplexity']:.3f} |" for p in r["precisions"]],
+        "",
+        f"llama-cpp-python: {r['llama_cpp']['status']}.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
