@@ -49,10 +49,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("LAMINA_")}
     env["LAMINA_SERVER__ADMIN_KEY"] = ADMIN
+    log = (root.parent / "server.log").open("w")  # read it when a serving test fails
     process = subprocess.Popen(
         [sys.executable, "-m", "lamina", "--workspace", str(root), "serve", "--port", str(port),
          "-m", "shakes@champion"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 90
@@ -63,7 +64,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         except httpx.HTTPError:
             time.sleep(0.3)
         if process.poll() is not None:
-            raise AssertionError(f"server exited: {process.stderr.read()}")  # type: ignore[union-attr]
+            raise AssertionError(f"server exited: {(root.parent / 'server.log').read_text()}")
     yield Server(url, root, json.loads(made.stdout)["key"], process)
     process.terminate()
     process.wait(timeout=20)

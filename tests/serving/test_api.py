@@ -260,3 +260,30 @@ def test_vllm_backend_generates(server: Server) -> None:  # runs only where CUDA
     engine = VLLMEngine(str(folder), tokenizer)
     events = list(engine.submit("ROMEO:", SamplingParams(max_tokens=8, temperature=0)).events(timeout=120))
     assert events[-1].finish_reason in ("length", "stop")
+
+
+def test_admin_routes_manage_keys_and_read_the_audit_log(server: Server) -> None:
+    admin = server.headers(ADMIN)
+    made = httpx.post(
+        f"{server.url}/admin/keys", json={"name": "via-api", "role": "developer"}, headers=admin
+    )
+    assert made.status_code == 201 and made.json()["key"].startswith("lam-")
+    dev = server.headers(made.json()["key"])
+    assert (
+        httpx.get(f"{server.url}/admin/audit?limit=5", headers=dev).status_code == 200
+    )  # developers may read
+    assert httpx.get(f"{server.url}/admin/keys", headers=dev).status_code == 403  # but not manage keys
+    listed = httpx.get(f"{server.url}/admin/keys", headers=admin).json()["data"]
+    assert any(k["name"] == "via-api" for k in listed) and all("key" not in k for k in listed)
+    gone = httpx.delete(f"{server.url}/admin/keys/{made.json()['id']}", headers=admin)
+    assert gone.status_code == 200 and gone.json()["revoked_at"]
+    assert httpx.get(f"{server.url}/v1/models", headers=dev).status_code == 401
+    assert httpx.delete(f"{server.url}/admin/keys/key-nope", headers=admin).status_code == 404
+    bad = httpx.post(f"{server.url}/admin/keys", json={"name": "x", "role": "root"}, headers=admin)
+    assert bad.status_code == 400 and bad.json()["error"]["type"] == "invalid_request_error"
+    for _ in range(50):  # the audit writer commits in small batches, every 0.2 s
+        audit = httpx.get(f"{server.url}/admin/audit?limit=3", headers=admin).json()["data"]
+        if len(audit) == 3:
+            break
+        time.sleep(0.1)
+    assert len(audit) == 3 and {"route", "status", "latency_ms"} <= set(audit[0])

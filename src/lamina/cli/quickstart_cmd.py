@@ -96,7 +96,7 @@ def _serve_demo(root: Path, flags: dict, port: int) -> None:
 
     from lamina.core.workspace import Workspace
     from lamina.gateway.keys import create_key, list_keys, revoke_key
-    from lamina.serving.api import create_app
+    from lamina.serving.api import create_app, shutdown
 
     ws = Workspace.open(root, flags)
     for old in list_keys(ws, include_revoked=False):  # one live demo key at a time
@@ -129,7 +129,7 @@ def _serve_demo(root: Path, flags: dict, port: int) -> None:
     try:
         uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=5)
     finally:
-        app.state.pool.close()
+        shutdown(app)
         ws.close()
 
 

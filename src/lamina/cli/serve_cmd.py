@@ -31,7 +31,7 @@ def serve(
     """
     import uvicorn
 
-    from lamina.serving.api import create_app
+    from lamina.serving.api import create_app, shutdown
 
     state = get_state(ctx)
     ws = state.open_workspace()
@@ -71,5 +71,5 @@ def serve(
     try:
         uvicorn.run(app, host=server.host, port=server.port, log_level="warning", timeout_graceful_shutdown=5)
     finally:
-        app.state.pool.close()
+        shutdown(app)
         ws.close()

@@ -39,9 +39,16 @@ class AuditWriter:
         self._thread.join(timeout=10)
 
     def _run(self) -> None:
+        import time
+
         while True:
             item = self._queue.get()
-            rows, waiters, stop = [], [], False
+            rows: list[dict[str, Any]] = []
+            waiters: list[threading.Event] = []
+            stop = False
+            deadline = (
+                time.monotonic() + self.interval
+            )  # a steady stream of requests must not delay the write
             while True:
                 if item is None:
                     stop = True
@@ -49,10 +56,11 @@ class AuditWriter:
                     waiters.append(item)
                 else:
                     rows.append(item)
-                if len(rows) >= self.batch:
+                left = deadline - time.monotonic()
+                if len(rows) >= self.batch or waiters or stop or left <= 0:
                     break
                 try:
-                    item = self._queue.get(timeout=self.interval if not waiters else 0.001)
+                    item = self._queue.get(timeout=left)
                 except queue.Empty:
                     break
             if rows:
@@ -65,3 +73,19 @@ class AuditWriter:
                 waiter.set()
             if stop:
                 return
+
+
+def recent(ws: Workspace, limit: int = 100) -> list[dict[str, Any]]:
+    """The newest audit rows, newest first (``GET /admin/audit``)."""
+    import sqlalchemy as sa
+
+    with ws.catalog.session() as session:
+        rows = session.scalars(sa.select(AuditEvent).order_by(AuditEvent.id.desc()).limit(limit)).all()
+        return [
+            {
+                "at": r.at.isoformat(), "request_id": r.request_id, "key_id": r.key_id, "method": r.method,
+                "route": r.route, "model_version": r.model_version_id, "status": r.status_code,
+                "tokens_in": r.tokens_in, "tokens_out": r.tokens_out, "latency_ms": r.latency_ms,
+            }
+            for r in rows
+        ]  # fmt: skip

@@ -38,10 +38,11 @@ def _patterns() -> list[tuple[str, re.Pattern[str], str]]:
 
 
 class Gateway:
-    def __init__(self, app: Any, *, settings: Settings, workspace: Workspace, metrics: Metrics) -> None:
-        self.app, self.settings, self.ws, self.metrics = app, settings, workspace, metrics
+    def __init__(
+        self, app: Any, *, settings: Settings, workspace: Workspace, metrics: Metrics, audit: AuditWriter
+    ) -> None:
+        self.app, self.settings, self.ws, self.metrics, self.audit = app, settings, workspace, metrics, audit
         self.limiter = KeyLimiter()
-        self.audit = AuditWriter(workspace)
         self.routes = _patterns()
         admin = settings.server.admin_key
         self.admin_secret = admin.get_secret_value() if admin is not None else None

@@ -18,7 +18,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -30,7 +30,13 @@ from lamina.gateway.metrics import Metrics
 from lamina.serving.engine import Engine, TokenEvent
 from lamina.serving.engine import Request as EngineRequest
 from lamina.serving.pool import EMBEDDING_MODEL, ModelPool
-from lamina.serving.schemas import ChatRequest, CompletionRequest, EmbeddingRequest, ImageRequest
+from lamina.serving.schemas import (
+    ChatRequest,
+    CompletionRequest,
+    EmbeddingRequest,
+    ImageRequest,
+    NewKeyRequest,
+)
 
 log = logging.getLogger(__name__)
 ERROR_TYPES = {
@@ -146,6 +152,33 @@ def create_app(
     async def prometheus() -> PlainTextResponse:
         metrics.observe_engines(pool)
         return PlainTextResponse(metrics.render(), media_type=metrics.content_type)
+
+    # -- administration ------------------------------------------------------------------------------
+    @app.get("/admin/keys")
+    async def admin_keys() -> dict[str, Any]:
+        from lamina.gateway.keys import list_keys
+
+        return {"object": "list", "data": await asyncio.to_thread(list_keys, ws)}
+
+    @app.post("/admin/keys", status_code=201)
+    async def admin_create_key(body: NewKeyRequest) -> dict[str, Any]:
+        from lamina.gateway.keys import create_key
+
+        made = await asyncio.to_thread(create_key, ws, body.name, body.role, body.limits)
+        return {"id": made.key.id, "name": made.key.name, "role": made.key.role, "key": made.secret}
+
+    @app.delete("/admin/keys/{key_id}")
+    async def admin_revoke_key(key_id: str) -> dict[str, Any]:
+        from lamina.gateway.keys import revoke_key
+
+        row = await asyncio.to_thread(revoke_key, ws, key_id)
+        return {"id": row.id, "revoked_at": row.revoked_at.isoformat() if row.revoked_at else None}
+
+    @app.get("/admin/audit")
+    async def admin_audit(limit: int = Query(100, ge=1, le=1000)) -> dict[str, Any]:
+        from lamina.gateway.audit import recent
+
+        return {"object": "list", "data": await asyncio.to_thread(recent, ws, limit)}
 
     # -- text ------------------------------------------------------------------------------------------
     @app.post("/v1/completions", response_model=None)
@@ -277,8 +310,19 @@ def create_app(
         return {"created": int(time.time()), "data": data}
 
     if gateway:
-        app.add_middleware(Gateway, settings=settings, workspace=ws, metrics=metrics)
+        from lamina.gateway.audit import AuditWriter
+
+        app.state.audit = AuditWriter(ws)
+        app.add_middleware(Gateway, settings=settings, workspace=ws, metrics=metrics, audit=app.state.audit)
     return app
+
+
+def shutdown(app: FastAPI) -> None:
+    """Finish what is in flight on the way out: audit rows are flushed, engines stopped."""
+    audit = getattr(app.state, "audit", None)
+    if audit is not None:
+        audit.close()
+    app.state.pool.close()
 
 
 # -- helpers ---------------------------------------------------------------------------------------------

@@ -99,3 +99,10 @@ class ImageRequest(BaseModel):
     steps: int = Field(25, ge=1, le=1000)  # an extension: denoising steps for diffusion models
     guidance: float = Field(2.0, ge=0.0, le=20.0)  # an extension
     user: str | None = None
+
+
+class NewKeyRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=128)
+    role: Literal["admin", "developer", "user"] = "user"
+    limits: dict[str, int] = Field(default_factory=dict)
