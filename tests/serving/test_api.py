@@ -287,3 +287,33 @@ def test_admin_routes_manage_keys_and_read_the_audit_log(server: Server) -> None
             break
         time.sleep(0.1)
     assert len(audit) == 3 and {"route", "status", "latency_ms"} <= set(audit[0])
+
+
+def test_a_generation_past_the_timeout_is_cancelled_with_504(server: Server) -> None:
+    import asyncio
+
+    from pydantic import SecretStr
+
+    from lamina.core.workspace import Workspace
+    from lamina.serving.api import create_app, shutdown
+
+    ws = Workspace.open(server.workspace)
+    server_settings = ws.settings.server.model_copy(
+        update={"request_timeout_s": 0.001, "admin_key": SecretStr(ADMIN)}
+    )
+    app = create_app(ws, ws.settings.model_copy(update={"server": server_settings}))
+
+    async def call() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+            return await c.post(
+                "/v1/completions", headers=server.headers(ADMIN),
+                json={"model": "shakes@champion", "prompt": "ROMEO:", "max_tokens": 60},
+            )  # fmt: skip
+
+    try:
+        r = asyncio.run(call())
+        assert r.status_code == 504 and r.json()["error"]["code"] == "timeout"
+    finally:
+        shutdown(app)
+        ws.close()

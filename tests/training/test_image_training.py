@@ -235,3 +235,40 @@ def test_cli_train_generate_interpolate_and_bad_requests(digits_ws: Workspace, t
         done = run_lamina(*ws, *args)
         assert done.returncode == 2, (args, done.stdout, done.stderr)
         assert message in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+@pytest.mark.slow
+def test_fashion_mnist_text_to_image_from_shared_data(tmp_path: Path) -> None:
+    """The flagship path on ../shared/data: captions from Fashion-MNIST labels, then 'a sneaker'."""
+    from tests.conftest import SHARED_DATA
+
+    fashion = SHARED_DATA / "images" / "fashion-mnist"
+    ws, _ = Workspace.init(tmp_path / "ws")
+    recipe = {
+        "source": {
+            "type": "idx",
+            "path": str(fashion / "t10k-first2000-images-idx3-ubyte.gz"),
+            "labels": str(fashion / "t10k-first2000-labels-idx1-ubyte.gz"),
+        },
+        "split": {"fractions": {"val": 0.1}, "by": "stratified", "field": "label", "seed": 0},
+    }
+    build_dataset(ws, "fashion", parse_recipe("fashion", recipe, "test"))
+    ws.close()
+    root = ["--workspace", str(tmp_path / "ws")]
+    trained = run_lamina(
+        *root, "train", "image", "--family", "diffusion", "--dataset", "fashion", "--condition", "text",
+        "--class-names", "fashion-mnist", "--max-steps", "15", "--name", "fashion-text", "--eval-samples", "20",
+        "--no-track", timeout=600,
+    )  # fmt: skip
+    assert trained.returncode == 0, trained.stderr
+    out = tmp_path / "sneakers"
+    made = run_lamina(
+        *root, "generate", "image", "fashion-text", "a sneaker", "--n", "2", "--steps", "3", "--out", str(out)
+    )
+    assert made.returncode == 0, made.stderr
+    from PIL import Image
+
+    with Image.open(out / "image-000.png") as img:
+        assert img.size == (28, 28) and img.mode == "L"
+    wrong = run_lamina(*root, "generate", "image", "fashion-text", "--class", "7")
+    assert wrong.returncode == 2 and "give a text prompt instead" in wrong.stderr

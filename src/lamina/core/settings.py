@@ -46,6 +46,7 @@ class ServerSettings(BaseModel):
     max_batch: int = Field(32, ge=1)  # sequences decoded together per model
     max_waiting: int = Field(256, ge=1)  # queued requests per model; beyond it 429 + Retry-After
     audit_text: bool = False  # store request and response text in the audit log
+    threads: int | None = Field(None, ge=1)  # torch threads for inference; None: half the cores (min 1)
 
     def require_secure_bind(self) -> None:
         """Refuse to expose the server beyond this machine without an admin key."""
