@@ -257,8 +257,8 @@ def test_fashion_mnist_text_to_image_from_shared_data(tmp_path: Path) -> None:
     root = ["--workspace", str(tmp_path / "ws")]
     trained = run_lamina(
         *root, "train", "image", "--family", "diffusion", "--dataset", "fashion", "--condition", "text",
-        "--class-names", "fashion-mnist", "--max-steps", "15", "--name", "fashion-text", "--eval-samples", "20",
-        "--no-track", timeout=600,
+        "--class-names", "fashion-mnist", "--max-steps", "15", "--name", "fashion-text",
+        "--eval-samples", "20", "--no-track", timeout=600,
     )  # fmt: skip
     assert trained.returncode == 0, trained.stderr
     out = tmp_path / "sneakers"
