@@ -229,7 +229,7 @@ class Engine:
         seen = torch.zeros(1, self.vocab)
         seen[0].index_add_(0, torch.tensor(request.prompt_ids), torch.ones(n))
         generated = torch.zeros(1, self.vocab)
-        token = self._choose([request], logits, seen, generated)
+        token = self._choose([request], logits, seen, generated)[0]
         if token is None:  # finished on its first token
             return
         new_mask = torch.ones(1, n, dtype=torch.long)
@@ -268,19 +268,26 @@ class Engine:
         b.mask = mask
         self.stats["steps"] += 1
         logits = out.logits[:, -1, :]
-        keep: list[int] = []
-        next_tokens: list[torch.Tensor] = []
+        active = []
         for row, request in enumerate(b.requests):
             if request.cancelled.is_set():
                 request.finish_reason = "cancelled"
                 request.emit(TokenEvent(request.stop.flush(), finish_reason="cancelled"))
-                continue
-            token = self._choose(
-                [request], logits[row : row + 1], b.seen[row : row + 1], b.generated[row : row + 1]
-            )
-            if token is not None:
-                keep.append(row)
-                next_tokens.append(token)
+            else:
+                active.append(row)
+        keep: list[int] = []
+        next_tokens: list[torch.Tensor] = []
+        if active:
+            index = torch.tensor(active)
+            whole = len(active) == len(b.requests)
+            seen, generated = (b.seen, b.generated) if whole else (b.seen[index], b.generated[index])
+            chosen = self._choose([b.requests[i] for i in active], logits[index], seen, generated)
+            if not whole:  # advanced indexing copied the rows: write the counts back
+                b.seen[index], b.generated[index] = seen, generated
+            for row, token in zip(active, chosen, strict=True):
+                if token is not None:
+                    keep.append(row)
+                    next_tokens.append(token)
         if not keep:
             self._batch = None
             return
@@ -298,34 +305,43 @@ class Engine:
 
     def _choose(
         self, requests: list[Request], logits: torch.Tensor, seen: torch.Tensor, generated: torch.Tensor
-    ) -> torch.Tensor | None:
-        """Sample the next token for one request, emit it, and say whether the request goes on."""
-        request = requests[0]
-        params = request.params
-        logits = apply_penalties(logits, seen, generated, [params])
-        picked = sample(logits, [params], [request.generator])
-        token = int(picked.tokens[0])
-        self.stats["tokens"] += 1
-        seen[0, token] += 1
-        generated[0, token] += 1
-        request.generated.append(token)
-        reason = None
-        if token in request.eos_ids:
-            reason, piece = "stop", ""
-        else:
-            piece = self._new_text(request)
-        out, stopped = request.stop.feed(piece)
-        if stopped:
-            reason = "stop"
-        elif reason is None and (
-            len(request.generated) >= params.max_tokens
-            or len(request.prompt_ids) + len(request.generated) >= self.context
-        ):
-            reason = "length"
-            out += request.stop.flush()
-        request.finish_reason = reason
-        request.emit(TokenEvent(out, token, float(picked.logprobs[0]), picked.top[0], reason))
-        return None if reason else picked.tokens[:1]
+    ) -> list[torch.Tensor | None]:
+        """Sample the next token of every row at once, emit each, and say which requests go on.
+
+        Penalties and sampling run on the whole batch (one sort for top-k/top-p); only the per-request
+        bookkeeping (text, stop sequences, limits) is a Python loop. ``seen``/``generated`` are
+        updated in place.
+        """
+        params = [r.params for r in requests]
+        logits = apply_penalties(logits, seen, generated, params)
+        picked = sample(logits, params, [r.generator for r in requests])
+        rows = torch.arange(len(requests))
+        seen[rows, picked.tokens] += 1
+        generated[rows, picked.tokens] += 1
+        self.stats["tokens"] += len(requests)
+        tokens, logprobs = picked.tokens.tolist(), picked.logprobs.tolist()
+        going_on: list[torch.Tensor | None] = []
+        for i, request in enumerate(requests):
+            token = tokens[i]
+            request.generated.append(token)
+            reason = None
+            if token in request.eos_ids:
+                reason, piece = "stop", ""
+            else:
+                piece = self._new_text(request)
+            out, stopped = request.stop.feed(piece)
+            if stopped:
+                reason = "stop"
+            elif reason is None and (
+                len(request.generated) >= request.params.max_tokens
+                or len(request.prompt_ids) + len(request.generated) >= self.context
+            ):
+                reason = "length"
+                out += request.stop.flush()
+            request.finish_reason = reason
+            request.emit(TokenEvent(out, token, logprobs[i], picked.top[i], reason))
+            going_on.append(None if reason else picked.tokens[i : i + 1])
+        return going_on
 
     def _new_text(self, request: Request) -> str:
         """Incremental detokenisation: decode the whole output, send what is new and complete."""
