@@ -17,6 +17,14 @@ from lamina.models.tokenizer import TokenizerKind
 app = typer.Typer(help="Train models from dataset versions and register them.", no_args_is_help=True)
 
 
+def _reused(reused: bool, version: object) -> bool:
+    """Say so when a run gave back an earlier version (same data and settings); True if it did."""
+    if reused:
+        ref, vid = getattr(version, "ref", "?"), getattr(version, "id", "?")
+        console.print(f"[green]✓[/] Same data and settings as {ref} ({vid}): reusing it")
+    return reused
+
+
 def lm(
     ctx: typer.Context,
     dataset: str | None = typer.Option(
@@ -116,9 +124,7 @@ def lm(
             on_progress=on_progress,
         )
     v, m = result.version, result.metrics
-    if result.reused:
-        console.print(f"[green]✓[/] Same data and settings as {v.ref} ({v.id}): reusing it")
-    else:
+    if not _reused(result.reused, v):
         console.print(
             f"[green]✓[/] Registered [bold]{v.ref}[/] ({v.id}): val loss {m['val_loss']:.4f}, "
             f"perplexity {m['val_perplexity']:.2f}, {m['parameters']:,} parameters, "
@@ -231,9 +237,7 @@ def image(
     v, m = result.version, result.metrics
     for warning in result.warnings:
         console.print(f"[yellow]![/] {escape(warning)}")
-    if result.reused:
-        console.print(f"[green]✓[/] Same data and settings as {v.ref} ({v.id}): reusing it")
-    else:
+    if not _reused(result.reused, v):
         scores = ", ".join(f"{k} {m[k]:.3f}" for k in ("fid_clf", "precision", "recall") if k in m)
         console.print(
             f"[green]✓[/] Registered [bold]{v.ref}[/] ({v.id}): {scores or 'no fid_clf (no labels)'}; "

@@ -69,6 +69,7 @@ class Gateway:
         status = {"code": 500}
         key: dict[str, Any] | None = None
         body: bytes | None = b""
+        acquired = False  # whether the limiter counted this request (and must release it)
 
         async def send_wrapped(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
@@ -112,15 +113,15 @@ class Gateway:
                             send_wrapped, 429, refusal.reason, "rate_limit_exceeded",
                             [(b"retry-after", retry_after_header(refusal.retry_after).encode())],
                         )  # fmt: skip
-                        key = {**key, "id_refused": True}
                         return
+                    acquired = True
             await self.app(scope, _replay(body, receive), send_wrapped)
         finally:
             request_id_var.reset(token)
             seconds = time.perf_counter() - started
             audit_text = self.settings.server.audit_text
             prompt_tokens, completion_tokens = state.get("usage", (None, None))
-            if key is not None and key.get("id") and not key.get("id_refused"):
+            if acquired and key is not None:  # only a request the limiter admitted gives its slot back
                 self.limiter.release(key["id"], (prompt_tokens or 0) + (completion_tokens or 0))
             self.metrics.observe_request(label, status["code"], seconds)
             if label != "docs":
