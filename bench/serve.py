@@ -58,6 +58,12 @@ OVERRIDES = {"hidden_size": 256, "num_layers": 4, "num_heads": 4, "num_kv_heads"
              "intermediate_size": 1024,
              "context_length": 256}  # fmt: skip
 NEW_TOKENS = 128
+# Lamina server configurations: the default, then what each default buys
+VARIANTS = [
+    ("default (fast path, engine process, compiled single-row step)", "bench@champion", {}),
+    ("engine in the server process", "bench@champion", {"LAMINA_SERVER__ENGINE_PROCESS": "false"}),
+    ("int8 weights (`-m bench@champion:int8`)", "bench@champion:int8", {}),
+]
 
 
 def pct(values: list[float], q: float) -> float:
@@ -150,17 +156,20 @@ async def http_run(url: str, prompts: list[str], concurrency: int, requests: int
     }  # fmt: skip
 
 
-def start_server(root: Path) -> tuple[subprocess.Popen, str]:
+def start_server(
+    root: Path, model: str = "bench@champion", settings: dict[str, str] | None = None
+) -> tuple[subprocess.Popen, str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("LAMINA_")},
         "LAMINA_SERVER__ADMIN_KEY": ADMIN,
+        **(settings or {}),
     }
     process = subprocess.Popen(
         [sys.executable, "-m", "lamina", "--workspace", str(root), "serve", "--port", str(port),
-         "-m", "bench@champion"],
+         "-m", model],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
@@ -208,34 +217,77 @@ def gateway_cost(ws: Workspace, n: int = 300) -> dict:
     return out
 
 
-def precisions(model, tokenizer, val_text: str) -> list[dict]:
+def engine_tokens_per_s(engine: Engine, prompts: list[str], concurrency: int) -> float:
+    """Aggregate tokens/s of ``concurrency`` requests decoding together, in-process (no HTTP)."""
+    params = [
+        SamplingParams(temperature=0.8, top_p=0.95, max_tokens=NEW_TOKENS, seed=i) for i in range(concurrency)
+    ]
+    engine.generate(prompts[0], SamplingParams(temperature=0, max_tokens=8))  # warm-up
+    started = time.perf_counter()
+    requests = [engine.submit(prompts[i % len(prompts)], p) for i, p in enumerate(params)]
+    for request in requests:
+        list(request.events())
+    return sum(len(r.generated) for r in requests) / (time.perf_counter() - started)
+
+
+def precisions(model, tokenizer, val_text: str, prompts: list[str]) -> list[dict]:
+    """Per precision: perplexity, and engine tokens/s on both paths at 1 and 32 concurrent requests."""
     ids = torch.tensor(tokenizer(val_text[:60000], add_special_tokens=False)["input_ids"])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, (os.cpu_count() or 2) // 2))  # as `lamina serve` runs it
     rows = []
     for precision in ("fp32", "bf16", "int8"):
         variant = with_precision(model, precision)
         with torch.inference_mode():
             ppl = perplexity(variant, ids, OVERRIDES["context_length"], max_windows=100)["perplexity"]
-        engine = Engine(variant, tokenizer).start()
-        engine.generate("ROMEO:\n", SamplingParams(temperature=0, max_tokens=16))  # warm-up
-        started = time.perf_counter()
-        request = engine.submit("ROMEO:\n", SamplingParams(temperature=0, max_tokens=200))
-        list(request.events())
-        seconds = time.perf_counter() - started
-        engine.close()
-        rows.append(
-            {"precision": precision, "tokens_per_s": len(request.generated) / seconds, "perplexity": ppl}
-        )
+        row = {"precision": precision, "perplexity": ppl}
+        for path in ("generic", "auto"):
+            engine = Engine(model, tokenizer, precision=precision, path=path).start()
+            for concurrency in (1, 32):
+                row[f"{path}_{concurrency}"] = engine_tokens_per_s(engine, prompts, concurrency)
+            engine.close()
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    torch.set_num_threads(threads)
     return rows
 
 
-def llama_cpp() -> dict:
+def llama_cpp(folder: Path, tokenizer, prompts: list[str], source: str | None, work: Path) -> dict:
+    """llama.cpp on the same weights (GGUF, f32), one stream, same prompts and sampling settings.
+
+    Token ids go in (``Llama.generate``), so both see exactly the same input; the GGUF comes from
+    llama.cpp's own converter (bench/llama_cpp_convert.py explains the vocabulary step).
+    """
     try:
-        import llama_cpp  # noqa: F401
+        import llama_cpp as lc
     except ImportError:
         return {
             "status": "not installed (pip install llama-cpp-python builds from source in ~7 min; bench-only)"
         }
-    return {"status": "installed, but converting this model to GGUF is not automated here yet"}
+    if not source:
+        return {"status": "installed; pass --llama-cpp-src (llama.cpp sources with convert_hf_to_gguf.py)"}
+    gguf = work / "bench.gguf"
+    converted = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "llama_cpp_convert.py"), source, str(folder), str(gguf)],
+        env={**os.environ, "PYTHONPATH": str(Path(source) / "gguf-py")}, capture_output=True, text=True,
+    )  # fmt: skip
+    if converted.returncode:
+        return {"status": "conversion failed: " + (converted.stderr.strip().splitlines() or ["?"])[-1][:300]}
+    rates = {}
+    for threads in sorted({1, os.cpu_count() or 1}):
+        llm = lc.Llama(
+            model_path=str(gguf), n_ctx=OVERRIDES["context_length"], n_threads=threads, verbose=False
+        )
+        tokens, started = 0, time.perf_counter()
+        for i, prompt in enumerate(prompts[:8]):
+            llm.set_seed(i)
+            ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+            for n, _token in enumerate(llm.generate(ids, temp=0.8, top_p=0.95, top_k=0, reset=True), start=1):
+                if n >= NEW_TOKENS:
+                    break
+            tokens += n
+        rates[threads] = tokens / (time.perf_counter() - started)
+    return {"status": "measured", "tokens_per_s": rates, "version": getattr(lc, "__version__", "?")}
 
 
 def main() -> None:
@@ -244,6 +296,11 @@ def main() -> None:
     )
     parser.add_argument("--train-steps", type=int, default=200)
     parser.add_argument("--quick", action="store_true", help="fewer requests (a smoke run)")
+    parser.add_argument(
+        "--llama-cpp-src", default=os.environ.get("LLAMA_CPP_SRC"),
+        help="llama.cpp sources (with convert_hf_to_gguf.py and gguf-py/), e.g. the llama-cpp-python "
+        "sdist's vendor/llama.cpp; used only when llama-cpp-python is installed",
+    )  # fmt: skip
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="lamina-bench-serve-"))
     ws, prompts, val_text = setup(work / "ws", 30 if args.quick else args.train_steps)
@@ -252,26 +309,31 @@ def main() -> None:
     print(f"model: {params / 1e6:.2f}M parameters", flush=True)
     base = baseline(model, tokenizer, prompts[: 2 if args.quick else 8])
     print(f"baseline generate(): {base['tokens_per_s']:.1f} tok/s", flush=True)
-    process, url = start_server(ws.root)
-    try:
-        runs = []
-        for concurrency, requests in ((1, 8), (8, 32), (32, 64)):
-            if args.quick:
-                requests = max(2, requests // 8)
-            runs.append(asyncio.run(http_run(url, prompts, concurrency, requests)))
-            print(json.dumps(runs[-1]), flush=True)
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+    runs = []
+    for variant, deployment, settings in VARIANTS[:1] if args.quick else VARIANTS:
+        process, url = start_server(ws.root, deployment, settings)
+        try:
+            for concurrency, requests in ((1, 8), (8, 32), (32, 64)):
+                if args.quick:
+                    requests = max(2, requests // 8)
+                runs.append(
+                    {"variant": variant, **asyncio.run(http_run(url, prompts, concurrency, requests))}
+                )
+                print(json.dumps(runs[-1]), flush=True)
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
     gate = gateway_cost(ws, 50 if args.quick else 300)
     print(json.dumps(gate), flush=True)
-    table = precisions(model, tokenizer, val_text)
+    table = precisions(model, tokenizer, val_text, prompts)
     print(json.dumps(table), flush=True)
     report = {
         "machine": {"platform": platform.platform(), "threads": torch.get_num_threads(),
                     "torch": torch.__version__},
         "parameters": params, "new_tokens": NEW_TOKENS, "baseline": base, "http": runs, "gateway": gate,
-        "precisions": table, "llama_cpp": llama_cpp(),
+        "precisions": table, "llama_cpp": llama_cpp(
+            model_path(ws, "bench@champion"), tokenizer, prompts, args.llama_cpp_src, work
+        ),
     }  # fmt: skip
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "serve.json").write_text(json.dumps(report, indent=1))
@@ -297,7 +359,7 @@ def render(r: dict) -> str:
     ]
     for h in r["http"]:
         lines.append(
-            f"| Lamina HTTP (stream) | {h['concurrency']} | {h['tokens_per_s']:.1f} | "
+            f"| Lamina HTTP, {h['variant']} | {h['concurrency']} | {h['tokens_per_s']:.1f} | "
             f"{h['tokens_per_s'] / base:.1f}× | "
             f"{h['ttft_p50_ms']:.1f} ms | {h['ttft_p99_ms']:.1f} ms | {h['tpot_ms']:.2f} ms |"
         )
@@ -308,13 +370,33 @@ def render(r: dict) -> str:
         f"{g['with gateway']:.2f} ms "
         f"with: **+{g['added_p50_ms']:.2f} ms**.",
         "",
-        "| weights | single-stream tokens/s | validation perplexity |",
-        "|---|---|---|",
-        *[f"| {p['precision']} | {p['tokens_per_s']:.1f} | {p['perplexity']:.3f} |" for p in r["precisions"]],
+        "Engine in-process (no HTTP), tokens/s: the generic transformers-cache path and the fast Llama",
+        "slot-cache path, 1 and 32 concurrent requests, at each weight precision:",
         "",
-        f"llama-cpp-python: {r['llama_cpp']['status']}.",
+        "| weights | validation perplexity | generic, 1 | fast, 1 | generic, 32 | fast, 32 |",
+        "|---|---|---|---|---|---|",
+        *[
+            f"| {p['precision']} | {p['perplexity']:.3f} | {p['generic_1']:.0f} | {p['auto_1']:.0f} | "
+            f"{p['generic_32']:.0f} | {p['auto_32']:.0f} |"
+            for p in r["precisions"]
+        ],
+        "",
+        llama_line(r["llama_cpp"], base),
     ]
     return "\n".join(lines) + "\n"
+
+
+def llama_line(lc: dict, base: float) -> str:
+    if lc.get("status") != "measured":
+        return f"llama-cpp-python: {lc['status']}."
+    rates = ", ".join(
+        f"**{rate:.0f} tok/s** with {threads} thread{'s' if int(threads) > 1 else ''} ({rate / base:.1f}×)"
+        for threads, rate in lc["tokens_per_s"].items()
+    )
+    return (
+        f"llama.cpp (llama-cpp-python {lc['version']}; the same weights as GGUF f32; one stream, the same "
+        f"prompt token ids and sampling settings): {rates}."
+    )
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -167,9 +168,30 @@ def test_every_request_is_audited(server: Server) -> None:
     assert text is None  # request text is stored only when server.audit_text is on
 
 
+def engines(server: Server) -> dict[str, dict]:
+    ready = httpx.get(f"{server.url}/ready", headers=server.headers(ADMIN), timeout=30).json()
+    return {e["version"]: e for e in ready["engines"]}
+
+
+def process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_text_models_decode_on_the_fast_path_in_their_own_process(server: Server) -> None:
+    client(server).completions.create(model="shakes@champion", prompt="A", max_tokens=2)
+    engine = next(e for e in engines(server).values() if e["model"].startswith("shakes"))
+    assert engine["runner"] == "SlotRunner" and engine["precision"] == "fp32"
+    assert engine["process"] != server.process.pid and process_exists(engine["process"])
+
+
 def test_alias_move_switches_version_without_restart(server: Server) -> None:
     oa = client(server)
     before = oa.completions.create(model="shakes@champion", prompt="A", max_tokens=2).system_fingerprint
+    old_process = engines(server)[before]["process"]
     trained = run_lamina(
         "--workspace", str(server.workspace), "train", "lm", "--dataset", "shakespeare", "--name", "shakes",
         "--max-steps", "3", "--seed", "7", "--alias", "champion", "--no-track", timeout=300,
@@ -177,6 +199,8 @@ def test_alias_move_switches_version_without_restart(server: Server) -> None:
     assert trained.returncode == 0, trained.stderr
     after = oa.completions.create(model="shakes@champion", prompt="A", max_tokens=2).system_fingerprint
     assert before != after and after.startswith("mv-")
+    oa.completions.create(model="shakes@champion", prompt="A", max_tokens=2)  # the idle old engine retires
+    assert not process_exists(old_process) and before not in engines(server)
 
 
 def test_batch_generation_from_jsonl(server: Server, tmp_path: Path) -> None:

@@ -1,4 +1,8 @@
-"""The engine's continuous batching gives exactly what one-at-a-time greedy decoding gives."""
+"""The engine's continuous batching gives exactly what one-at-a-time greedy decoding gives.
+
+Every behaviour is checked on both runners: the fast Llama slot-cache path (``auto`` for a Llama
+model) and the generic transformers-cache path.
+"""
 
 from __future__ import annotations
 
@@ -34,9 +38,22 @@ def reference(model, tokenizer, prompt: str, n: int) -> list[int]:
     return out[0, ids.shape[1] :].tolist()
 
 
-def test_concurrent_requests_match_solo_greedy_decoding(lm) -> None:
+PATHS = pytest.mark.parametrize("path", ["auto", "generic"])
+
+
+def test_a_llama_model_takes_the_fast_path(lm) -> None:
+    from lamina.serving.dynamic_runner import DynamicRunner
+    from lamina.serving.llama_runner import SlotRunner
+
     model, tokenizer = lm
-    engine = Engine(model, tokenizer, max_batch=8)
+    assert isinstance(Engine(model, tokenizer).runner, SlotRunner)
+    assert isinstance(Engine(model, tokenizer, path="generic").runner, DynamicRunner)
+
+
+@PATHS
+def test_concurrent_requests_match_solo_greedy_decoding(lm, path: str) -> None:
+    model, tokenizer = lm
+    engine = Engine(model, tokenizer, max_batch=8, path=path)
     prompts = ["To be", "whether 'tis nobler in", "q", "the mind to suffer and"]
     expected = [reference(model, tokenizer, p, 12) for p in prompts]
     greedy = SamplingParams(temperature=0, max_tokens=12)
@@ -56,9 +73,10 @@ def test_concurrent_requests_match_solo_greedy_decoding(lm) -> None:
     engine.close()
 
 
-def test_stop_sequences_lengths_seeds_and_context(lm) -> None:
+@PATHS
+def test_stop_sequences_lengths_seeds_and_context(lm, path: str) -> None:
     model, tokenizer = lm
-    engine = Engine(model, tokenizer).start()
+    engine = Engine(model, tokenizer, path=path).start()
     free = SamplingParams(temperature=0, max_tokens=30)
     text, reason = engine.generate("To be", free)
     assert reason == "length" and len(text) > 0
@@ -74,9 +92,10 @@ def test_stop_sequences_lengths_seeds_and_context(lm) -> None:
     engine.close()
 
 
-def test_cancelled_request_leaves_the_others_running(lm) -> None:
+@PATHS
+def test_cancelled_request_leaves_the_others_running(lm, path: str) -> None:
     model, tokenizer = lm
-    engine = Engine(model, tokenizer)
+    engine = Engine(model, tokenizer, path=path)
     long = SamplingParams(temperature=0, max_tokens=40)
     a, b = engine.submit("To be", long), engine.submit("whether", long)
     engine.start()
@@ -101,3 +120,36 @@ def test_a_full_queue_is_refused_not_grown(lm) -> None:
     with pytest.raises(EngineBusy) as refused:
         engine.submit("To be", SamplingParams(max_tokens=2))
     assert refused.value.http_status == 429 and engine.queue_depth == 2
+
+
+def test_rows_leaving_mid_batch_keep_the_others_exact(lm) -> None:
+    """Rows finish at different steps, so the slot cache compacts while others keep decoding."""
+    model, tokenizer = lm
+    engine = Engine(model, tokenizer, max_batch=4)
+    prompts = ["To be", "or not", "whether 'tis", "the question"]
+    lengths = [3, 20, 7, 14]
+    requests = [
+        engine.submit(p, SamplingParams(temperature=0, max_tokens=n))
+        for p, n in zip(prompts, lengths, strict=True)
+    ]
+    engine.start()
+    for prompt, n, request in zip(prompts, lengths, requests, strict=True):
+        list(request.events(timeout=60))
+        assert request.generated == reference(model, tokenizer, prompt, n)
+    engine.close()
+
+
+def test_seeded_sampling_does_not_depend_on_the_batch(lm) -> None:
+    model, tokenizer = lm
+    seeded = SamplingParams(temperature=0.9, top_p=0.9, max_tokens=16, seed=11)
+    alone = Engine(model, tokenizer).start()
+    solo = alone.generate("To be", seeded)
+    alone.close()
+    busy = Engine(model, tokenizer)
+    others = [busy.submit("whether", SamplingParams(temperature=1.0, max_tokens=16)) for _ in range(3)]
+    mine = busy.submit("To be", seeded)
+    busy.start()
+    assert "".join(e.text for e in mine.events(timeout=60)) == solo[0]
+    for other in others:
+        list(other.events(timeout=60))
+    busy.close()

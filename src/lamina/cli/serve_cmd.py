@@ -61,9 +61,7 @@ def serve(
             )
     if precision not in PRECISIONS:
         raise ConfigError(f"unknown precision {precision!r}", hint=f"use one of {', '.join(PRECISIONS)}")
-    pool = ModelPool(
-        ws, max_batch=server.max_batch, max_waiting=server.max_waiting, precision=precision, backend=backend
-    )
+    pool = ModelPool.from_settings(ws, server, precision, backend)
     app = create_app(ws, settings, pool)
     for spec in preload:
         ref, chosen = parse_deployment(spec)

@@ -82,7 +82,7 @@ def create_app(
 
     settings = settings or ws.settings
     server = settings.server
-    pool = pool or ModelPool(ws, max_batch=server.max_batch, max_waiting=server.max_waiting)
+    pool = pool or ModelPool.from_settings(ws, server)
     metrics = Metrics()
     app = FastAPI(title="Lamina", version="1", summary="OpenAI-compatible API over the Lamina hub")
     app.state.pool, app.state.metrics, app.state.workspace = pool, metrics, ws
@@ -129,7 +129,11 @@ def create_app(
             await asyncio.to_thread(ws.catalog.counts)
         except LaminaError as exc:
             return error_response(503, f"not ready: {exc.message}", "not_ready")
-        return JSONResponse({"status": "ready", "loaded": [e.version.ref for e in pool.engines()]})
+        engines = [
+            {"model": e.version.ref, "version": e.version.id, "precision": e.precision, **e.engine.describe()}
+            for e in pool.engines()
+        ]
+        return JSONResponse({"status": "ready", "loaded": [e["model"] for e in engines], "engines": engines})
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
@@ -348,9 +352,8 @@ def _image_condition(gen: Any, prompt: str) -> tuple[str | None, int | None]:
 
 
 def _submit(engine: Engine, prompt: str, params: Any, request: Request) -> EngineRequest:
-    job = engine.submit(prompt, params, request_id=getattr(request.state, "request_id", "req"))
-    job.bind_loop(asyncio.get_running_loop())
-    return job
+    rid = getattr(request.state, "request_id", "req")
+    return engine.submit(prompt, params, request_id=rid, loop=asyncio.get_running_loop())
 
 
 def _note(request: Request, version_id: str) -> None:
@@ -430,12 +433,15 @@ def _chat_logprobs(engine: Engine, events: list[TokenEvent]) -> dict[str, Any]:
 
 
 def _sse(
-    chunks: AsyncIterator[dict[str, Any]], request: Request, jobs: list[tuple[int, EngineRequest]]
+    chunks: AsyncIterator[list[dict[str, Any]]], request: Request, jobs: list[tuple[int, EngineRequest]]
 ) -> StreamingResponse:
+    """Server-sent events; chunks that are ready together go out in one write."""
+
     async def body() -> AsyncIterator[bytes]:
         try:
-            async for chunk in chunks:
-                yield f"data: {json.dumps(chunk)}\n\n".encode()
+            async for group in chunks:
+                if group:
+                    yield b"".join(f"data: {json.dumps(chunk)}\n\n".encode() for chunk in group)
             yield b"data: [DONE]\n\n"
         finally:  # the client went away (or we finished): stop generating for it
             for _, job in jobs:
@@ -444,24 +450,29 @@ def _sse(
     return StreamingResponse(body(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
 
-async def _merged(jobs: list[tuple[int, EngineRequest]]) -> AsyncIterator[tuple[int, TokenEvent]]:
-    """Events of several jobs (n > 1) as they come."""
-    queue: asyncio.Queue[tuple[int, TokenEvent | None]] = asyncio.Queue()
+async def _merged(jobs: list[tuple[int, EngineRequest]]) -> AsyncIterator[list[tuple[int, TokenEvent]]]:
+    """Events of one job, or of several (n > 1), in the groups they arrive in."""
+    if len(jobs) == 1:
+        index, job = jobs[0]
+        async for batch in job.abatches():
+            yield [(index, event) for event in batch]
+        return
+    queue: asyncio.Queue[tuple[int, list[TokenEvent] | None]] = asyncio.Queue()
 
     async def pump(index: int, job: EngineRequest) -> None:
-        async for event in job.aevents():
-            await queue.put((index, event))
+        async for batch in job.abatches():
+            await queue.put((index, batch))
         await queue.put((index, None))
 
     tasks = [asyncio.create_task(pump(i, j)) for i, j in jobs]
     try:
         remaining = len(tasks)
         while remaining:
-            index, event = await queue.get()
-            if event is None:
+            index, events = await queue.get()
+            if events is None:
                 remaining -= 1
             else:
-                yield index, event
+                yield [(index, event) for event in events]
     finally:
         for task in tasks:
             task.cancel()
@@ -470,53 +481,47 @@ async def _merged(jobs: list[tuple[int, EngineRequest]]) -> AsyncIterator[tuple[
 async def _stream_completion(
     jobs: list[tuple[int, EngineRequest]], rid: str, created: int, body: CompletionRequest, request: Request,
     engine: Engine, metrics: Metrics,
-) -> AsyncIterator[dict[str, Any]]:  # fmt: skip
+) -> AsyncIterator[list[dict[str, Any]]]:  # fmt: skip
     base = {"id": rid, "object": "text_completion", "created": created, "model": body.model}
-    async for index, event in _merged(jobs):
-        if not event.text and event.finish_reason is None:
-            continue
-        logprobs = _completion_logprobs(engine, [event]) if body.logprobs is not None else None
-        finish = (
-            None if event.finish_reason is None else ("length" if event.finish_reason == "length" else "stop")
-        )
-        yield {
-            **base,
-            "choices": [{"index": index, "text": event.text, "logprobs": logprobs, "finish_reason": finish}],
-        }
+    async for batch in _merged(jobs):
+        group = []
+        for index, event in batch:
+            if not event.text and event.finish_reason is None:
+                continue
+            logprobs = _completion_logprobs(engine, [event]) if body.logprobs is not None else None
+            finish = _finish([event]) if event.finish_reason is not None else None
+            choice = {"index": index, "text": event.text, "logprobs": logprobs, "finish_reason": finish}
+            group.append({**base, "choices": [choice]})
+        yield group
     usage = _usage(request, [j for _, j in jobs], metrics)
     if body.include_usage:
-        yield {**base, "choices": [], "usage": usage}
+        yield [{**base, "choices": [], "usage": usage}]
 
 
 async def _stream_chat(
     jobs: list[tuple[int, EngineRequest]], rid: str, created: int, body: ChatRequest, request: Request,
     engine: Engine, metrics: Metrics,
-) -> AsyncIterator[dict[str, Any]]:  # fmt: skip
+) -> AsyncIterator[list[dict[str, Any]]]:  # fmt: skip
     base = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": body.model}
-    for index, _ in jobs:
-        yield {
+    yield [
+        {
             **base,
-            "choices": [
-                {"index": index, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}
-            ],
+            "choices": [{"index": i, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}],
         }
-    async for index, event in _merged(jobs):
-        logprobs = _chat_logprobs(engine, [event]) if body.logprobs else None
-        if event.text or (logprobs and logprobs["content"]):
-            yield {
-                **base,
-                "choices": [
-                    {
-                        "index": index,
-                        "delta": {"content": event.text},
-                        "logprobs": logprobs,
-                        "finish_reason": None,
-                    }
-                ],
-            }
-        if event.finish_reason is not None:
-            finish = "length" if event.finish_reason == "length" else "stop"
-            yield {**base, "choices": [{"index": index, "delta": {}, "finish_reason": finish}]}
+        for i, _ in jobs
+    ]
+    async for batch in _merged(jobs):
+        group = []
+        for index, event in batch:
+            logprobs = _chat_logprobs(engine, [event]) if body.logprobs else None
+            if event.text or (logprobs and logprobs["content"]):
+                delta = {"content": event.text}
+                choice = {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": None}
+                group.append({**base, "choices": [choice]})
+            if event.finish_reason is not None:
+                finish = _finish([event])
+                group.append({**base, "choices": [{"index": index, "delta": {}, "finish_reason": finish}]})
+        yield group
     usage = _usage(request, [j for _, j in jobs], metrics)
     if body.include_usage:
-        yield {**base, "choices": [], "usage": usage}
+        yield [{**base, "choices": [], "usage": usage}]

@@ -2,18 +2,19 @@
 
 Why our own scheduler: transformers' continuous batching (``generate_batch``) runs on this CPU, but
 takes one generation config for the whole batch, and OpenAI-style requests each bring their own
-temperature, top-p, penalties, stop sequences and seed. So this engine keeps the model's own
-``DynamicCache`` and schedules around it, the way text-generation-inference's Python ``CausalLMBatch``
-did (``concatenate`` / ``filter``):
+temperature, top-p, penalties, stop sequences and seed. So the engine schedules requests itself,
+and a *runner* holds the model and its KV cache:
 
-- A new request is prefilled alone (its prompt in one forward pass, its own cache), then joins the
-  running batch: caches of different lengths are left-padded to a common length and an attention
-  mask hides the padding; position ids count each row's real tokens.
-- Every iteration decodes one token for every running request in one forward pass; finished or
-  cancelled rows are dropped from the cache at once (``batch_select_indices``), and padding columns
-  no row needs any more are trimmed, so a long request leaving frees its memory.
-- The engine runs in one background thread (torch releases the GIL); requests stream events to
-  their own queue, which an asyncio consumer or a plain thread can read.
+- ``llama_runner.SlotRunner`` for Llama-architecture models (what Lamina trains): its own forward
+  pass over a static slot cache, fused projections and packed weights (several times less
+  per-token overhead than transformers' modules on this CPU);
+- ``dynamic_runner.DynamicRunner`` for any other causal LM, over transformers' ``DynamicCache``.
+
+Each iteration decodes one token for every running request in one forward pass; a new request is
+prefilled alone and joins at the next iteration; finished or cancelled rows leave at once.
+Sampling runs on the whole batch at once (``sampling.sample``); only per-request bookkeeping
+(text, stop sequences, limits) is a Python loop, and events reach each asyncio loop in one
+callback per iteration. The engine runs in one background thread (torch releases the GIL).
 """
 
 from __future__ import annotations
@@ -23,14 +24,15 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from lamina.core.errors import LaminaError
-from lamina.serving.sampling import SamplingParams, StopMatcher, apply_penalties, sample
+from lamina.serving.detokenize import Detokenizer
+from lamina.serving.sampling import SamplingParams, StopMatcher, apply_penalties, needs_penalties, sample
 
 log = logging.getLogger(__name__)
 
@@ -61,34 +63,49 @@ class TokenEvent:
     finish_reason: str | None = None  # "stop", "length", "cancelled", "error" on the last event
 
 
-class Request:
-    """One sequence being generated; read its events with ``events()`` or ``aevents()``."""
+class Stream:
+    """What a caller holds for one generation: its events as they come, its output, ``cancel()``.
 
-    def __init__(self, request_id: str, prompt_ids: list[int], params: SamplingParams, eos_ids: set[int]):
-        self.id, self.prompt_ids, self.params, self.eos_ids = request_id, prompt_ids, params, eos_ids
+    Events go to exactly one place, chosen before the generation starts: a thread queue (read with
+    ``events()``), an asyncio loop (``bind_loop``; read with ``aevents()``/``abatches()``), or a
+    sink function that takes each engine iteration's events at once (the engine-process pipe).
+    """
+
+    def __init__(self, request_id: str, prompt_ids: list[int], params: SamplingParams) -> None:
+        self.id, self.prompt_ids, self.params = request_id, prompt_ids, params
         self.generated: list[int] = []
-        self.text = ""
-        self.generator = torch.Generator().manual_seed(params.seed) if params.seed is not None else None
-        self.stop = StopMatcher(params.stop)
         self.cancelled = threading.Event()
         self.finish_reason: str | None = None
         self.submitted = time.perf_counter()
         self.first_token_at: float | None = None
+        self._parts: list[str] = []
         self._queue: queue.Queue[TokenEvent] = queue.Queue()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._aqueue: asyncio.Queue[TokenEvent] | None = None
+        self._sink: Callable[[list[tuple[Stream, TokenEvent]]], None] | None = None
+
+    @property
+    def text(self) -> str:
+        """The text sent so far (usage and the audit log use it)."""
+        return "".join(self._parts)
 
     def bind_loop(self, loop: asyncio.AbstractEventLoop) -> None:
         """Deliver events to an asyncio queue on ``loop`` instead of the thread queue."""
         self._loop, self._aqueue = loop, asyncio.Queue()
 
+    def bind_sink(self, sink: Callable[[list[tuple[Stream, TokenEvent]]], None]) -> None:
+        """Hand each iteration's events to ``sink`` (called on the engine thread)."""
+        self._sink = sink
+
     def emit(self, event: TokenEvent) -> None:
+        """Deliver one event now (the engine batches its per-iteration events with ``Outbox``)."""
+        Outbox().add(self, event).send()
+
+    def _stamp(self, event: TokenEvent) -> None:
         if self.first_token_at is None and event.token_id is not None:
             self.first_token_at = time.perf_counter()
-        if self._loop is not None and self._aqueue is not None:
-            self._loop.call_soon_threadsafe(self._aqueue.put_nowait, event)
-        else:
-            self._queue.put(event)
+        if event.text:
+            self._parts.append(event.text)
 
     def cancel(self) -> None:
         """Stop generating (the client went away); the engine drops the row at its next step."""
@@ -102,36 +119,143 @@ class Request:
                 return
 
     async def aevents(self) -> Any:
+        """Events as they come, one at a time."""
+        async for batch in self.abatches():
+            for event in batch:
+                yield event
+
+    async def abatches(self) -> Any:
+        """Events in the groups that are ready together (fewer wake-ups for a streaming writer)."""
         assert self._aqueue is not None, "bind_loop() first"
         while True:
-            event = await self._aqueue.get()
-            yield event
-            if event.finish_reason is not None:
+            batch = [await self._aqueue.get()]
+            while not self._aqueue.empty():
+                batch.append(self._aqueue.get_nowait())
+            yield batch
+            if batch[-1].finish_reason is not None:
                 return
 
 
-@dataclass
-class _Batch:
-    requests: list[Request]
-    cache: Any  # DynamicCache over all rows, left-padded
-    mask: torch.Tensor  # (B, L) 1 for real tokens
-    last: torch.Tensor  # (B,) the token to feed next
-    seen: torch.Tensor  # (B, V) counts over prompt + output (repetition penalty)
-    generated: torch.Tensor  # (B, V) counts over output (frequency / presence penalties)
+class Request(Stream):
+    """One sequence inside the engine: adds what decoding needs (detokenizer, seed, stop matcher)."""
+
+    def __init__(
+        self,
+        request_id: str,
+        prompt_ids: list[int],
+        params: SamplingParams,
+        eos_ids: set[int],
+        tokenizer: Any,
+    ) -> None:
+        super().__init__(request_id, prompt_ids, params)
+        self.eos_ids = eos_ids
+        self.detokenizer = Detokenizer(tokenizer)
+        self.generator = torch.Generator().manual_seed(params.seed) if params.seed is not None else None
+        self.stop = StopMatcher(params.stop)
+
+
+class Outbox:
+    """Events of one engine iteration: one hand-off per asyncio loop or sink, not one per token."""
+
+    def __init__(self) -> None:
+        self._by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Stream, TokenEvent]]] = {}
+        self._by_sink: dict[Callable[..., None], list[tuple[Stream, TokenEvent]]] = {}
+
+    def add(self, request: Stream, event: TokenEvent) -> Outbox:
+        request._stamp(event)
+        if request._sink is not None:
+            self._by_sink.setdefault(request._sink, []).append((request, event))
+        elif request._loop is not None:
+            self._by_loop.setdefault(request._loop, []).append((request, event))
+        else:
+            request._queue.put(event)
+        return self
+
+    def send(self) -> None:
+        for loop, items in self._by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_deliver, items)
+            except RuntimeError:  # that loop has closed: nobody is listening any more
+                pass
+        for sink, items in self._by_sink.items():
+            sink(items)
+        self._by_loop.clear()
+        self._by_sink.clear()
+
+
+def _deliver(items: list[tuple[Stream, TokenEvent]]) -> None:
+    for request, event in items:
+        assert request._aqueue is not None
+        request._aqueue.put_nowait(event)
+
+
+def encode(tokenizer: Any, prompt: str) -> list[int]:
+    ids = list(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+    if not ids and tokenizer.bos_token_id is not None:
+        ids = [int(tokenizer.bos_token_id)]
+    return ids
+
+
+def checked_ids(tokenizer: Any, prompt: str | list[int], context: int) -> list[int]:
+    """The prompt's token ids, or ``ContextTooLong`` (400) when it leaves no room to generate."""
+    ids = encode(tokenizer, prompt) if isinstance(prompt, str) else list(prompt)
+    if not ids:
+        raise ContextTooLong("the prompt is empty and the tokenizer has no BOS token to start from")
+    if len(ids) >= context:
+        raise ContextTooLong(
+            f"the prompt has {len(ids)} tokens; this model's context is {context} tokens "
+            "(prompt plus at least one generated token)",
+            hint="shorten the prompt",
+        )
+    return ids
+
+
+def make_runner(
+    model: Any, precision: str = "fp32", slots: int = 32, path: str = "auto", compile: bool = False
+) -> Any:
+    """The fast Llama runner where it applies (``path="auto"``), else the generic cache runner.
+
+    ``compile`` puts the fast runner's single-row fp32 decode step through ``torch.compile``.
+    """
+    from lamina.serving import llama_runner
+    from lamina.serving.dynamic_runner import DynamicRunner
+    from lamina.serving.quantize import with_precision
+
+    if path not in ("auto", "generic"):
+        raise ValueError(f"unknown engine path {path!r}: use auto or generic")
+    if hasattr(model, "merge_and_unload"):  # a LoRA adapter: serve its merged weights
+        model = model.merge_and_unload()
+    if path == "auto" and llama_runner.supports(model, slots):
+        fast = with_precision(llama_runner.FastLlama(model.eval()), precision)
+        fp32 = precision == "fp32"
+        return llama_runner.SlotRunner(fast, slots, pack=fp32, compile=compile and fp32)
+    return DynamicRunner(with_precision(model, precision).eval())
 
 
 class Engine:
-    """Serve one causal LM. ``submit`` returns a ``Request`` whose events stream as tokens are made."""
+    """Serve one causal LM. ``submit`` returns a ``Request`` whose events stream as tokens are made.
 
-    def __init__(self, model: Any, tokenizer: Any, *, max_batch: int = 32, max_waiting: int = 256) -> None:
-        self.model, self.tokenizer = model.eval(), tokenizer
+    ``precision`` (fp32, bf16, int8) applies to the engine's copy of the weights; ``path="generic"``
+    forces the transformers-cache runner even for a Llama model (tests and benchmarks compare them);
+    ``compile`` compiles the fast path's decode step (see ``llama_runner``).
+    """
+
+    def __init__(
+        self, model: Any, tokenizer: Any, *, max_batch: int = 32, max_waiting: int = 256,
+        precision: str = "fp32", path: str = "auto", compile: bool = False,
+    ) -> None:  # fmt: skip
+        self.tokenizer = tokenizer
         self.context = int(model.config.max_position_embeddings)
         self.vocab = int(model.config.vocab_size)
         self.max_batch, self.max_waiting = max_batch, max_waiting
+        self.runner = make_runner(model, precision, max_batch, path, compile)
         eos = tokenizer.eos_token_id
         self.eos_ids = {int(eos)} if eos is not None else set()
         self._waiting: queue.Queue[Request] = queue.Queue()
-        self._batch: _Batch | None = None
+        self._requests: list[Request] = []  # the running batch, in the runner's row order
+        self._last = torch.zeros(0, dtype=torch.long)  # (B,) the token each row feeds next
+        self._seen = torch.zeros(0, self.vocab)  # (B, V) counts over prompt + output (repetition)
+        self._generated = torch.zeros(0, self.vocab)  # (B, V) counts over output (frequency, presence)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -150,33 +274,37 @@ class Engine:
         if self._thread is not None:
             self._thread.join(timeout=10)
 
+    def describe(self) -> dict[str, Any]:
+        """How this engine runs (for ``/ready``)."""
+        return {"runner": type(self.runner).__name__, "process": None}
+
     @property
     def queue_depth(self) -> int:
         return self._waiting.qsize()
 
     @property
     def running(self) -> int:
-        return len(self._batch.requests) if self._batch else 0
+        return len(self._requests)
 
     def encode(self, prompt: str) -> list[int]:
-        ids = list(self.tokenizer(prompt, add_special_tokens=False)["input_ids"])
-        if not ids and self.tokenizer.bos_token_id is not None:
-            ids = [int(self.tokenizer.bos_token_id)]
-        return ids
+        return encode(self.tokenizer, prompt)
 
-    def submit(self, prompt: str | list[int], params: SamplingParams, request_id: str = "req") -> Request:
-        ids = self.encode(prompt) if isinstance(prompt, str) else list(prompt)
-        if not ids:
-            raise ContextTooLong("the prompt is empty and the tokenizer has no BOS token to start from")
-        if len(ids) >= self.context:
-            raise ContextTooLong(
-                f"the prompt has {len(ids)} tokens; this model's context is {self.context} tokens "
-                "(prompt plus at least one generated token)",
-                hint="shorten the prompt",
-            )
+    def check(self, prompt: str | list[int]) -> list[int]:
+        return checked_ids(self.tokenizer, prompt, self.context)
+
+    def submit(
+        self, prompt: str | list[int], params: SamplingParams, request_id: str = "req", *,
+        loop: asyncio.AbstractEventLoop | None = None, sink: Callable[..., None] | None = None,
+    ) -> Request:  # fmt: skip
+        """Queue a generation; its events go to ``loop`` or ``sink`` if given (bound before it runs)."""
+        ids = self.check(prompt)
         if self._waiting.qsize() >= self.max_waiting:
             raise EngineBusy(f"{self._waiting.qsize()} requests are already waiting", hint="retry shortly")
-        request = Request(request_id, ids, params, self.eos_ids)
+        request = Request(request_id, ids, params, self.eos_ids, self.tokenizer)
+        if loop is not None:
+            request.bind_loop(loop)
+        if sink is not None:
+            request.bind_sink(sink)
         self._waiting.put(request)
         self._wake.set()
         return request
@@ -196,7 +324,7 @@ class Engine:
         while not self._stop.is_set():
             try:
                 self._admit()
-                if self._batch is None:
+                if not self._requests:
                     self._wake.wait(timeout=0.5)
                     self._wake.clear()
                     continue
@@ -214,113 +342,79 @@ class Engine:
             if request.cancelled.is_set():
                 request.emit(TokenEvent("", finish_reason="cancelled"))
                 continue
-            self._join(request, *self._prefill(request))
+            self._join(request)
 
-    @torch.inference_mode()
-    def _prefill(self, request: Request) -> tuple[Any, torch.Tensor]:
-        ids = torch.tensor([request.prompt_ids])
-        out = self.model(input_ids=ids, use_cache=True)
-        return out.past_key_values, out.logits[:, -1, :]
-
-    def _join(self, request: Request, cache: Any, logits: torch.Tensor) -> None:
-        from transformers import DynamicCache
-
+    def _join(self, request: Request) -> None:
+        """Prefill ``request`` alone; if its first token does not end it, it joins the batch."""
+        logits = self.runner.prefill(request.prompt_ids)
         n = len(request.prompt_ids)
         seen = torch.zeros(1, self.vocab)
         seen[0].index_add_(0, torch.tensor(request.prompt_ids), torch.ones(n))
         generated = torch.zeros(1, self.vocab)
-        token = self._choose([request], logits, seen, generated)[0]
-        if token is None:  # finished on its first token
+        outbox = Outbox()
+        token, going_on = self._choose([request], logits, seen, generated, outbox)
+        outbox.send()
+        if not going_on[0]:  # finished on its first token
             return
-        new_mask = torch.ones(1, n, dtype=torch.long)
-        if self._batch is None:
-            self._batch = _Batch([request], cache, new_mask, token, seen, generated)
-            return
-        b = self._batch
-        length, new_length = b.mask.shape[1], n
-        width = max(length, new_length)
-        layers = []
-        for old_layer, new_layer in zip(b.cache.layers, cache.layers, strict=True):
-            keys = torch.cat([_left_pad(old_layer.keys, width), _left_pad(new_layer.keys, width)])
-            values = torch.cat([_left_pad(old_layer.values, width), _left_pad(new_layer.values, width)])
-            layers.append((keys, values))
-        mask = torch.cat([_left_pad_mask(b.mask, width), _left_pad_mask(new_mask, width)])
-        self._batch = _Batch(
-            b.requests + [request],
-            DynamicCache(ddp_cache_data=layers),
-            mask,
-            torch.cat([b.last, token]),
-            torch.cat([b.seen, seen]),
-            torch.cat([b.generated, generated]),
-        )
+        self.runner.commit()
+        self._requests.append(request)
+        self._last = torch.cat([self._last, token])
+        self._seen = torch.cat([self._seen, seen])
+        self._generated = torch.cat([self._generated, generated])
 
-    @torch.inference_mode()
     def _step(self) -> None:
-        b = self._batch
-        assert b is not None
-        self.stats["max_batch_seen"] = max(self.stats["max_batch_seen"], len(b.requests))
-        mask = torch.cat([b.mask, torch.ones(len(b.requests), 1, dtype=torch.long)], dim=1)
-        positions = (b.mask.sum(dim=1, keepdim=True)).long()  # each row's next position
-        out = self.model(
-            input_ids=b.last[:, None], attention_mask=mask, position_ids=positions, past_key_values=b.cache,
-            use_cache=True,
-        )  # fmt: skip
-        b.mask = mask
+        self.stats["max_batch_seen"] = max(self.stats["max_batch_seen"], len(self._requests))
+        logits = self.runner.decode(self._last)
         self.stats["steps"] += 1
-        logits = out.logits[:, -1, :]
+        outbox = Outbox()
         active = []
-        for row, request in enumerate(b.requests):
+        for row, request in enumerate(self._requests):
             if request.cancelled.is_set():
                 request.finish_reason = "cancelled"
-                request.emit(TokenEvent(request.stop.flush(), finish_reason="cancelled"))
+                outbox.add(request, TokenEvent(request.stop.flush(), finish_reason="cancelled"))
             else:
                 active.append(row)
         keep: list[int] = []
-        next_tokens: list[torch.Tensor] = []
+        next_tokens = torch.zeros(0, dtype=torch.long)
         if active:
-            index = torch.tensor(active)
-            whole = len(active) == len(b.requests)
-            seen, generated = (b.seen, b.generated) if whole else (b.seen[index], b.generated[index])
-            chosen = self._choose([b.requests[i] for i in active], logits[index], seen, generated)
-            if not whole:  # advanced indexing copied the rows: write the counts back
-                b.seen[index], b.generated[index] = seen, generated
-            for row, token in zip(active, chosen, strict=True):
-                if token is not None:
-                    keep.append(row)
-                    next_tokens.append(token)
-        if not keep:
-            self._batch = None
-            return
-        if len(keep) < len(b.requests):
-            index = torch.tensor(keep)
-            b.cache.batch_select_indices(index)
-            b.requests = [b.requests[i] for i in keep]
-            b.mask, b.seen, b.generated = b.mask[index], b.seen[index], b.generated[index]
-            unused = int((b.mask.sum(dim=0) == 0).long().cumprod(dim=0).sum())  # leading all-padding columns
-            if unused:
-                for layer in b.cache.layers:
-                    layer.keys, layer.values = layer.keys[:, :, unused:], layer.values[:, :, unused:]
-                b.mask = b.mask[:, unused:]
-        b.last = torch.cat(next_tokens)
+            whole = len(active) == len(self._requests)
+            index = None if whole else torch.tensor(active)
+            seen = self._seen if index is None else self._seen[index]
+            generated = self._generated if index is None else self._generated[index]
+            rows = self._requests if index is None else [self._requests[i] for i in active]
+            chosen, going_on = self._choose(
+                rows, logits if index is None else logits[index], seen, generated, outbox
+            )
+            if index is not None:  # advanced indexing copied the rows: write the counts back
+                self._seen[index], self._generated[index] = seen, generated
+            keep = [row for row, going in zip(active, going_on, strict=True) if going]
+            next_tokens = chosen if all(going_on) else chosen[torch.tensor(going_on)]
+        outbox.send()
+        if len(keep) < len(self._requests):
+            self.runner.keep(keep)
+            self._requests = [self._requests[i] for i in keep]
+            index = torch.tensor(keep, dtype=torch.long)
+            self._seen, self._generated = self._seen[index], self._generated[index]
+        self._last = next_tokens
 
     def _choose(
-        self, requests: list[Request], logits: torch.Tensor, seen: torch.Tensor, generated: torch.Tensor
-    ) -> list[torch.Tensor | None]:
-        """Sample the next token of every row at once, emit each, and say which requests go on.
+        self, requests: list[Request], logits: torch.Tensor, seen: torch.Tensor, generated: torch.Tensor,
+        outbox: Outbox,
+    ) -> tuple[torch.Tensor, list[bool]]:  # fmt: skip
+        """Sample the next token of every row at once, queue each one's event, say which go on.
 
-        Penalties and sampling run on the whole batch (one sort for top-k/top-p); only the per-request
-        bookkeeping (text, stop sequences, limits) is a Python loop. ``seen``/``generated`` are
-        updated in place.
+        ``seen``/``generated`` are updated in place.
         """
         params = [r.params for r in requests]
-        logits = apply_penalties(logits, seen, generated, params)
+        if needs_penalties(params):
+            logits = apply_penalties(logits, seen, generated, params)
         picked = sample(logits, params, [r.generator for r in requests])
         rows = torch.arange(len(requests))
         seen[rows, picked.tokens] += 1
         generated[rows, picked.tokens] += 1
         self.stats["tokens"] += len(requests)
         tokens, logprobs = picked.tokens.tolist(), picked.logprobs.tolist()
-        going_on: list[torch.Tensor | None] = []
+        going_on: list[bool] = []
         for i, request in enumerate(requests):
             token = tokens[i]
             request.generated.append(token)
@@ -328,8 +422,8 @@ class Engine:
             if token in request.eos_ids:
                 reason, piece = "stop", ""
             else:
-                piece = self._new_text(request)
-            out, stopped = request.stop.feed(piece)
+                piece = request.detokenizer.add(token)
+            out, stopped = request.stop.feed(piece) if request.stop.stops else (piece, False)
             if stopped:
                 reason = "stop"
             elif reason is None and (
@@ -339,34 +433,17 @@ class Engine:
                 reason = "length"
                 out += request.stop.flush()
             request.finish_reason = reason
-            request.emit(TokenEvent(out, token, logprobs[i], picked.top[i], reason))
-            going_on.append(None if reason else picked.tokens[i : i + 1])
-        return going_on
-
-    def _new_text(self, request: Request) -> str:
-        """Incremental detokenisation: decode the whole output, send what is new and complete."""
-        text = self.tokenizer.decode(request.generated, skip_special_tokens=True)
-        if text.endswith("\ufffd"):  # a multi-byte character is still being assembled
-            return ""
-        new, request.text = text[len(request.text) :], text
-        return new
+            outbox.add(request, TokenEvent(out, token, logprobs[i], picked.top[i], reason))
+            going_on.append(reason is None)
+        return picked.tokens, going_on
 
     def _fail_all(self, message: str) -> None:
-        if self._batch is not None:
-            for request in self._batch.requests:
-                request.emit(TokenEvent("", finish_reason="error"))
-            self._batch = None
+        outbox = Outbox()
+        for request in self._requests:
+            outbox.add(request, TokenEvent("", finish_reason="error"))
+        outbox.send()
+        self._requests = []
+        self.runner.keep([])
+        self._last = torch.zeros(0, dtype=torch.long)
+        self._seen, self._generated = torch.zeros(0, self.vocab), torch.zeros(0, self.vocab)
         log.error(message)
-
-
-def _left_pad(x: torch.Tensor, width: int) -> torch.Tensor:
-    """(B, H, L, D) → (B, H, width, D) with zeros on the left."""
-    missing = width - x.shape[-2]
-    if missing <= 0:
-        return x
-    return torch.cat([x.new_zeros(*x.shape[:-2], missing, x.shape[-1]), x], dim=-2)
-
-
-def _left_pad_mask(mask: torch.Tensor, width: int) -> torch.Tensor:
-    missing = width - mask.shape[1]
-    return torch.cat([mask.new_zeros(mask.shape[0], missing), mask], dim=1) if missing > 0 else mask

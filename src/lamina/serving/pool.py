@@ -13,6 +13,7 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from lamina.core.catalog import ModelVersion
@@ -45,6 +46,20 @@ class Loaded:
     precision: str = "fp32"
 
 
+def serving_tokenizer(folder: Path) -> tuple[Any, int]:
+    """A model folder's tokenizer and context length, without loading its weights."""
+    import json
+
+    from transformers import AutoConfig, AutoTokenizer
+
+    base = folder
+    adapter = folder / "adapter_config.json"
+    if adapter.exists():  # a LoRA adapter: tokenizer and architecture are its base model's
+        base = Path(json.loads(adapter.read_text())["base_model_name_or_path"])
+    config = AutoConfig.from_pretrained(str(base))
+    return AutoTokenizer.from_pretrained(str(base)), int(config.max_position_embeddings)
+
+
 class ModelPool:
     def __init__(
         self,
@@ -54,14 +69,31 @@ class ModelPool:
         max_waiting: int = 256,
         precision: str = "fp32",
         backend: str = "lamina",
+        compile: bool = False,
+        engine_process: bool = False,
+        threads: int = 1,
     ) -> None:
         self.ws, self.max_batch, self.max_waiting, self.backend = ws, max_batch, max_waiting, backend
+        self.compile, self.engine_process, self.threads = compile, engine_process, threads
         self.precision = precision  # the default; deploy() sets it per ref
         self._precisions: dict[str, str] = {}
         self._engines: dict[str, Loaded] = {}
         self._images: dict[str, Any] = {}
         self._current: dict[str, str] = {}  # ref → version id it resolved to last
         self._lock = threading.Lock()
+
+    @classmethod
+    def from_settings(
+        cls, ws: Workspace, server: Any, precision: str = "fp32", backend: str = "lamina"
+    ) -> ModelPool:
+        """A pool configured by ``server`` settings (batching, queue, compile, engine process, threads)."""
+        import os
+
+        return cls(
+            ws, max_batch=server.max_batch, max_waiting=server.max_waiting, precision=precision,
+            backend=backend, compile=server.compile, engine_process=server.engine_process,
+            threads=server.threads or max(1, (os.cpu_count() or 2) // 2),
+        )  # fmt: skip
 
     def resolve(self, ref: str, families: set[str]) -> ModelVersion:
         try:
@@ -98,7 +130,6 @@ class ModelPool:
     def engine(self, ref: str) -> tuple[Engine, ModelVersion]:
         """The engine serving what ``ref`` names now (loading it on first use)."""
         from lamina.hub.registry import model_path
-        from lamina.serving.quantize import with_precision
         from lamina.training.sft import load_any
 
         version = self.resolve(ref, TEXT_FAMILIES)
@@ -110,17 +141,28 @@ class ModelPool:
             loaded = self._engines.get(key)
             if loaded is None:
                 folder = model_path(self.ws, version)
-                model, tokenizer = load_any(folder)
                 engine: Any
                 if self.backend == "vllm":
                     from lamina.serving.vllm_backend import VLLMEngine
 
+                    _, tokenizer = load_any(folder)
                     engine = VLLMEngine(
                         str(folder), tokenizer, max_batch=self.max_batch, max_waiting=self.max_waiting
                     )
+                elif self.engine_process:
+                    from lamina.serving.engine_process import EngineProcess
+
+                    tokenizer, context = serving_tokenizer(folder)
+                    engine = EngineProcess(
+                        folder, tokenizer, context, max_batch=self.max_batch, max_waiting=self.max_waiting,
+                        precision=precision, compile=self.compile, threads=self.threads,
+                    )  # fmt: skip
                 else:
-                    model = with_precision(model, precision)
-                    engine = Engine(model, tokenizer, max_batch=self.max_batch, max_waiting=self.max_waiting)
+                    model, tokenizer = load_any(folder)
+                    engine = Engine(
+                        model, tokenizer, max_batch=self.max_batch, max_waiting=self.max_waiting,
+                        precision=precision, compile=self.compile,
+                    )  # fmt: skip
                 loaded = self._engines[key] = Loaded(version, engine.start(), time.monotonic(), precision)
                 if previous and previous != key:
                     log.info("alias moved", extra={"ref": ref, "from": previous, "to": key})

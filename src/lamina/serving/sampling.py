@@ -55,6 +55,13 @@ class Sampled:
     top: list[list[tuple[int, float]]] = field(default_factory=list)  # per row: requested alternatives
 
 
+def needs_penalties(params: list[SamplingParams]) -> bool:
+    """Whether any row asks for a penalty (most requests do not: skip the work then)."""
+    return any(
+        p.repetition_penalty != 1.0 or p.frequency_penalty != 0.0 or p.presence_penalty != 0.0 for p in params
+    )
+
+
 def apply_penalties(
     logits: torch.Tensor, seen: torch.Tensor, generated: torch.Tensor, params: list[SamplingParams]
 ) -> torch.Tensor:
@@ -73,29 +80,39 @@ def apply_penalties(
 def sample(
     logits: torch.Tensor, params: list[SamplingParams], generators: list[torch.Generator | None]
 ) -> Sampled:
-    """Choose one token per row. Temperature 0 is greedy; top-k and top-p cut the tail first."""
+    """Choose one token per row. Temperature 0 is greedy; top-k and top-p cut the tail first.
+
+    All rows are sampled together by inverse CDF over the sorted distribution: a row keeps its
+    ``top_k`` best tokens, then the smallest prefix of those whose (renormalised) mass reaches
+    ``top_p``; it draws one uniform number (from its own seeded generator when it has one, so a seed
+    gives the same tokens whatever else is batched with it) and takes the first kept token whose
+    cumulative probability reaches it. About 20 tensor operations per step whatever the batch size.
+    """
     logits = logits.float()
     logprobs_all = torch.log_softmax(logits, dim=-1)
-    vocab = logits.shape[-1]
-    temps = torch.tensor([max(p.temperature, 1e-6) for p in params])[:, None]
-    scaled = logits / temps
-    top_k = torch.tensor([p.top_k if 0 < p.top_k < vocab else vocab for p in params])
-    top_p = torch.tensor([p.top_p for p in params])[:, None]
-    sorted_logits, order = scaled.sort(dim=-1, descending=True)
-    ranks = torch.arange(vocab)[None, :]
-    keep = ranks < top_k[:, None]
-    probs_sorted = torch.softmax(sorted_logits.masked_fill(~keep, float("-inf")), dim=-1)
-    before = probs_sorted.cumsum(dim=-1) - probs_sorted  # mass strictly before each token
-    keep &= before < top_p  # the smallest set whose mass reaches top_p (always >= 1 token)
-    sorted_logits = sorted_logits.masked_fill(~keep, float("-inf"))
-    chosen = torch.empty(len(params), dtype=torch.long)
-    for row, (p, gen) in enumerate(zip(params, generators, strict=True)):
-        if p.temperature == 0:
-            chosen[row] = order[row, 0]
-        else:
-            probs = torch.softmax(sorted_logits[row], dim=-1)
-            pick = torch.multinomial(probs, 1, generator=gen)
-            chosen[row] = order[row, pick[0]]
+    rows, vocab = logits.shape
+    greedy = [p.temperature == 0 for p in params]
+    if all(greedy):
+        chosen = logits.argmax(dim=-1)
+    else:
+        temps = torch.tensor([p.temperature or 1.0 for p in params])[:, None]
+        top_k = torch.tensor([p.top_k if 0 < p.top_k < vocab else vocab for p in params])
+        top_p = torch.tensor([p.top_p for p in params])
+        uniform = torch.rand(rows)
+        for row, gen in enumerate(generators):
+            if gen is not None and not greedy[row]:
+                uniform[row] = torch.rand((), generator=gen)
+        ordered, order = (logits / temps).sort(dim=-1, descending=True)
+        cdf = torch.softmax(ordered, dim=-1).cumsum(dim=-1)
+        top_k_mass = cdf.gather(1, (top_k - 1)[:, None])[:, 0]
+        before = torch.cat([cdf.new_zeros(rows, 1), cdf[:, :-1]], dim=1)  # mass strictly before each
+        nucleus = (before < (top_p * top_k_mass)[:, None]).sum(dim=-1)  # always >= 1 token
+        kept = torch.minimum(nucleus, top_k)
+        target = uniform * cdf.gather(1, (kept - 1)[:, None])[:, 0]
+        index = torch.minimum((cdf < target[:, None]).sum(dim=-1), kept - 1)
+        chosen = order.gather(1, index[:, None])[:, 0]
+        if any(greedy):
+            chosen = torch.where(torch.tensor(greedy), logits.argmax(dim=-1), chosen)
     picked = logprobs_all.gather(1, chosen[:, None])[:, 0]
     top: list[list[tuple[int, float]]] = []
     for row, p in enumerate(params):

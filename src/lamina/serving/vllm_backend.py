@@ -14,7 +14,7 @@ import threading
 from typing import Any
 
 from lamina.core.errors import ConfigError
-from lamina.serving.engine import ContextTooLong, Request, TokenEvent
+from lamina.serving.engine import Stream, TokenEvent, checked_ids
 from lamina.serving.sampling import SamplingParams
 
 
@@ -61,21 +61,27 @@ class VLLMEngine:
     def start(self) -> VLLMEngine:
         return self
 
+    def describe(self) -> dict[str, Any]:
+        return {"runner": "vllm", "process": None}
+
     def close(self) -> None:
         self._loop.call_soon_threadsafe(self._loop.stop)
 
     def encode(self, prompt: str) -> list[int]:
         return list(self.tokenizer(prompt, add_special_tokens=False)["input_ids"])
 
-    def submit(self, prompt: str | list[int], params: SamplingParams, request_id: str = "req") -> Request:
+    def submit(
+        self, prompt: str | list[int], params: SamplingParams, request_id: str = "req", *,
+        loop: asyncio.AbstractEventLoop | None = None, sink: Any = None,
+    ) -> Stream:  # fmt: skip
         from vllm import SamplingParams as VParams
 
-        ids = self.encode(prompt) if isinstance(prompt, str) else list(prompt)
-        if len(ids) >= self.context:
-            raise ContextTooLong(
-                f"the prompt has {len(ids)} tokens; this model's context is {self.context} tokens"
-            )
-        request = Request(request_id, ids, params, self.eos_ids)
+        ids = checked_ids(self.tokenizer, prompt, self.context)
+        request = Stream(request_id, ids, params)
+        if loop is not None:
+            request.bind_loop(loop)
+        if sink is not None:
+            request.bind_sink(sink)
         vparams = VParams(
             n=1, max_tokens=params.max_tokens, temperature=params.temperature, top_p=params.top_p,
             top_k=params.top_k or -1, repetition_penalty=params.repetition_penalty,

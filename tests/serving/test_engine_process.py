@@ -1,0 +1,87 @@
+"""The engine in its own process streams what the in-process engine makes, cancels, and fails clearly."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from lamina.models.causal_lm import LMConfig, build_model
+from lamina.models.tokenizer import train_tokenizer
+from lamina.serving.engine import ContextTooLong, Engine
+from lamina.serving.engine_process import EngineProcess, EngineUnavailable
+from lamina.serving.pool import serving_tokenizer
+from lamina.serving.sampling import SamplingParams
+
+TEXT = "To be, or not to be, that is the question: whether 'tis nobler in the mind to suffer.\n" * 5
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    tokenizer = train_tokenizer([TEXT], "char")
+    model = build_model(
+        LMConfig.from_preset("tiny", vocab_size=len(tokenizer), context_length=64), tokenizer, seed=0
+    )
+    path = tmp_path_factory.mktemp("lm")
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path, model.eval(), tokenizer
+
+
+def test_the_engine_process_streams_what_the_engine_makes(folder) -> None:
+    path, model, tokenizer = folder
+    local = Engine(model, tokenizer).start()
+    tok, context = serving_tokenizer(path)
+    remote = EngineProcess(path, tok, context, max_batch=4)
+    try:
+        assert remote.runner_kind == "SlotRunner" and remote._process.is_alive()
+        greedy = SamplingParams(temperature=0, max_tokens=12)
+        seeded = SamplingParams(temperature=0.9, top_p=0.9, max_tokens=12, seed=5)
+        prompts = ["To be", "whether 'tis nobler", "q"]
+        streams = [remote.submit(p, greedy) for p in prompts] + [remote.submit("the", seeded)]
+        for prompt, stream in zip(prompts, streams, strict=False):
+            events = list(stream.events(timeout=60))
+            expected, reason = local.generate(prompt, greedy)
+            assert stream.text == expected and events[-1].finish_reason == reason
+            assert len(stream.generated) == len([e for e in events if e.token_id is not None])
+        list(streams[-1].events(timeout=60))
+        assert streams[-1].text == local.generate("the", seeded)[0]  # the seed travels with the request
+        with pytest.raises(ContextTooLong):
+            remote.submit("x" * 64, greedy)
+
+        long = remote.submit("To be", SamplingParams(temperature=0, max_tokens=50))
+        for event in long.events(timeout=60):
+            if event.token_id is not None:
+                long.cancel()
+            last = event
+        assert last.finish_reason == "cancelled" and len(long.generated) < 50
+    finally:
+        remote.close()
+        local.close()
+    assert not remote._process.is_alive()
+
+
+def test_a_dead_engine_process_ends_streams_and_refuses_new_ones(folder) -> None:
+    path, _, _ = folder
+    tok, context = serving_tokenizer(path)
+    remote = EngineProcess(path, tok, context)
+    os.kill(remote._process.pid, signal.SIGSTOP)  # frozen: the request below cannot finish first
+    stream = remote.submit("To be", SamplingParams(temperature=0, max_tokens=20))
+    os.kill(remote._process.pid, signal.SIGKILL)
+    events = list(stream.events(timeout=30))
+    assert events[-1].finish_reason == "error"
+    deadline = time.monotonic() + 10
+    while remote._alive and time.monotonic() < deadline:
+        time.sleep(0.05)
+    with pytest.raises(EngineUnavailable) as refused:
+        remote.submit("To be", SamplingParams(max_tokens=2))
+    assert refused.value.http_status == 503
+    remote.close()
+
+
+def test_a_folder_that_is_not_a_model_is_reported(tmp_path) -> None:
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(EngineUnavailable, match="failed to start"):
+        EngineProcess(tmp_path, None, 64)
