@@ -153,3 +153,48 @@ def test_seeded_sampling_does_not_depend_on_the_batch(lm) -> None:
     for other in others:
         list(other.events(timeout=60))
     busy.close()
+
+
+@PATHS
+def test_penalties_count_each_rows_own_tokens_in_a_mixed_batch(lm, path: str) -> None:
+    model, tokenizer = lm
+    penalised = SamplingParams(temperature=0, max_tokens=24, frequency_penalty=2.0, repetition_penalty=1.5)
+    alone = Engine(model, tokenizer, path=path).start()
+    solo, _ = alone.generate("To be", penalised)
+    plain, _ = alone.generate("To be", SamplingParams(temperature=0, max_tokens=24))
+    alone.close()
+    assert solo != plain  # the penalties change the output
+    mixed = Engine(model, tokenizer, path=path)
+    others = [mixed.submit(p, SamplingParams(temperature=0, max_tokens=30)) for p in ("q", "whether", "the")]
+    mine = mixed.submit("To be", penalised)
+    mixed.start()
+    assert "".join(e.text for e in mine.events(timeout=60)) == solo
+    for other in others:
+        list(other.events(timeout=60))
+    mixed.close()
+
+
+def test_the_compiled_single_row_step_matches_eager_and_falls_back_when_compiling_fails(
+    lm, monkeypatch
+) -> None:
+    model, tokenizer = lm
+    greedy = SamplingParams(temperature=0, max_tokens=20)
+    eager = Engine(model, tokenizer).start()
+    compiled = Engine(model, tokenizer, compile=True).start()
+    assert compiled.runner._single_row is not compiled.runner.many.decode  # the compiled function
+    for prompt in ("To be", "whether 'tis"):
+        assert compiled.generate(prompt, greedy) == eager.generate(prompt, greedy)
+    compiled.close()
+    eager.close()
+
+    def broken(*args, **kwargs):
+        def fail(*a, **k):
+            raise RuntimeError("no C++ compiler here")
+
+        return fail
+
+    monkeypatch.setattr(torch, "compile", broken)
+    fallback = Engine(model, tokenizer, compile=True).start()
+    assert fallback.runner._single_row == fallback.runner.many.decode
+    assert fallback.generate("To be", greedy)[0]
+    fallback.close()

@@ -65,8 +65,12 @@ def serve(
     app = create_app(ws, settings, pool)
     for spec in preload:
         ref, chosen = parse_deployment(spec)
-        _, version = pool.deploy(ref, chosen)
-        console.print(f"loaded {ref} → {version.ref} ({version.id}, {chosen or precision})")
+        engine, version = pool.deploy(ref, chosen)
+        how = engine.describe()
+        where = f"engine process {how['process']}" if how.get("process") else "in this process"
+        console.print(
+            f"loaded {ref} → {version.ref} ({version.id}, {chosen or precision}, {how['runner']}, {where})"
+        )
     url = f"http://{server.host}:{server.port}"
     console.print(
         f"[green]✓[/] Serving {ws.root} at {url}/v1  (health: {url}/health, metrics: {url}/metrics)"

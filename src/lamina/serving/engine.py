@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from lamina.core.errors import LaminaError
-from lamina.serving.detokenize import Detokenizer
+from lamina.serving.detokenize import Detokenizer, piece_table
 from lamina.serving.sampling import SamplingParams, StopMatcher, apply_penalties, needs_penalties, sample
 
 log = logging.getLogger(__name__)
@@ -146,10 +146,11 @@ class Request(Stream):
         params: SamplingParams,
         eos_ids: set[int],
         tokenizer: Any,
+        pieces: dict[int, str] | None = None,
     ) -> None:
         super().__init__(request_id, prompt_ids, params)
         self.eos_ids = eos_ids
-        self.detokenizer = Detokenizer(tokenizer)
+        self.detokenizer = Detokenizer(tokenizer, pieces)
         self.generator = torch.Generator().manual_seed(params.seed) if params.seed is not None else None
         self.stop = StopMatcher(params.stop)
 
@@ -251,6 +252,7 @@ class Engine:
         self.runner = make_runner(model, precision, max_batch, path, compile)
         eos = tokenizer.eos_token_id
         self.eos_ids = {int(eos)} if eos is not None else set()
+        self._pieces = piece_table(tokenizer)
         self._waiting: queue.Queue[Request] = queue.Queue()
         self._requests: list[Request] = []  # the running batch, in the runner's row order
         self._last = torch.zeros(0, dtype=torch.long)  # (B,) the token each row feeds next
@@ -300,7 +302,7 @@ class Engine:
         ids = self.check(prompt)
         if self._waiting.qsize() >= self.max_waiting:
             raise EngineBusy(f"{self._waiting.qsize()} requests are already waiting", hint="retry shortly")
-        request = Request(request_id, ids, params, self.eos_ids, self.tokenizer)
+        request = Request(request_id, ids, params, self.eos_ids, self.tokenizer, self._pieces)
         if loop is not None:
             request.bind_loop(loop)
         if sink is not None:
@@ -406,12 +408,14 @@ class Engine:
         ``seen``/``generated`` are updated in place.
         """
         params = [r.params for r in requests]
-        if needs_penalties(params):
+        penalties = needs_penalties(params)
+        if penalties:
             logits = apply_penalties(logits, seen, generated, params)
         picked = sample(logits, params, [r.generator for r in requests])
-        rows = torch.arange(len(requests))
-        seen[rows, picked.tokens] += 1
-        generated[rows, picked.tokens] += 1
+        if penalties:  # only a row with penalties reads its counts, and then they are kept for all rows
+            rows = torch.arange(len(requests))
+            seen[rows, picked.tokens] += 1
+            generated[rows, picked.tokens] += 1
         self.stats["tokens"] += len(requests)
         tokens, logprobs = picked.tokens.tolist(), picked.logprobs.tolist()
         going_on: list[bool] = []

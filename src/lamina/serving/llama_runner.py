@@ -31,12 +31,14 @@ not cover (other architectures, RoPE scaling, sliding windows) use ``dynamic_run
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+log = logging.getLogger(__name__)
 MAX_CACHE_BYTES = 2 << 30  # beyond this, the generic (growing) cache path is the better trade
 
 
@@ -249,12 +251,21 @@ class SlotRunner:
             self.warm_up()
 
     def warm_up(self) -> None:
-        """Compile the single-row decode step now rather than on the first request."""
-        self.prefill([0])
-        self.commit()
-        for _ in range(2):
-            self.decode(torch.zeros(1, dtype=torch.long))
-        self.keep([])
+        """Compile the single-row decode step now rather than on the first request.
+
+        Compiling needs a C++ compiler; where it fails, the eager step serves instead (slower, same
+        tokens) and the reason is logged once.
+        """
+        try:
+            self.prefill([0])
+            self.commit()
+            for _ in range(2):
+                self.decode(torch.zeros(1, dtype=torch.long))
+        except Exception as exc:  # inductor raises many kinds; any of them means "serve eagerly"
+            log.warning("torch.compile failed; decoding without it: %s", str(exc).splitlines()[0][:300])
+            self._single_row = self.many.decode
+        finally:
+            self.keep([])
 
     @property
     def rows(self) -> int:
