@@ -28,7 +28,7 @@ from lamina.core.settings import Settings
 from lamina.core.workspace import Workspace
 from lamina.gateway.metrics import Metrics
 from lamina.serving.engine import Engine, TokenEvent
-from lamina.serving.engine import Request as EngineRequest
+from lamina.serving.engine import Stream as EngineRequest
 from lamina.serving.pool import EMBEDDING_MODEL, ModelPool
 from lamina.serving.schemas import (
     ChatRequest,
