@@ -88,3 +88,14 @@ def test_stop_matcher_holds_back_possible_starts() -> None:
     assert m2.feed("a sto") == ("a ", False) and m2.flush() == "sto"
     assert StopMatcher([]).feed("anything") == ("anything", False)
     assert SamplingParams(stop="x").stop == ["x"]
+
+
+def test_top_k_then_top_p_keep_the_renormalised_nucleus() -> None:
+    logits = torch.tensor([[3.0, 2.0, 1.0, 0.0, -1.0]])
+    params = [SamplingParams(top_k=3, top_p=0.8)]
+    # within the top 3 the probabilities are 0.665, 0.245, 0.090: 0.8 is reached by the first two
+    counts = torch.zeros(5)
+    for seed in range(400):
+        counts[int(sample(logits, params, gens(1, seed)).tokens)] += 1
+    assert counts[2:].sum() == 0 and counts[1] > 0
+    assert abs(float(counts[0]) / 400 - 0.665 / 0.910) < 0.07
