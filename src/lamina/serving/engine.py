@@ -52,7 +52,7 @@ class EngineBusy(LaminaError):
     code = "rate_limit_exceeded"
 
 
-@dataclass
+@dataclass(slots=True)
 class TokenEvent:
     """One step of one request: new text (possibly empty while a stop sequence may be forming)."""
 

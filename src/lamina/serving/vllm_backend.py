@@ -50,7 +50,10 @@ class VLLMEngine:
         self.engine = AsyncLLMEngine.from_engine_args(
             AsyncEngineArgs(model=model_dir, max_num_seqs=max_batch)
         )
-        config = self.engine.engine.model_config if hasattr(self.engine, "engine") else None
+        # vLLM V1's AsyncLLM carries ``model_config`` itself; the older AsyncLLMEngine on ``.engine``
+        config = getattr(self.engine, "model_config", None) or getattr(
+            getattr(self.engine, "engine", None), "model_config", None
+        )
         self.context = int(getattr(config, "max_model_len", 0) or tokenizer.model_max_length)
         self.max_waiting = max_waiting
         self.eos_ids = {int(tokenizer.eos_token_id)} if tokenizer.eos_token_id is not None else set()
