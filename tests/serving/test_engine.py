@@ -198,3 +198,33 @@ def test_the_compiled_single_row_step_matches_eager_and_falls_back_when_compilin
     assert fallback.runner._single_row == fallback.runner.many.decode
     assert fallback.generate("To be", greedy)[0]
     fallback.close()
+
+
+@PATHS
+def test_requests_admitted_together_some_ending_on_their_first_token(lm, path: str) -> None:
+    """Waiting requests are prefilled in one pass; one-token requests leave, the others stay exact."""
+    model, tokenizer = lm
+    engine = Engine(model, tokenizer, max_batch=8, path=path)
+    plan = [("To be", 1), ("or not to", 9), ("q", 1), ("whether 'tis nobler", 6), ("the", 1)]
+    requests = [engine.submit(p, SamplingParams(temperature=0, max_tokens=n)) for p, n in plan]
+    engine.start()
+    for (prompt, n), request in zip(plan, requests, strict=True):
+        events = list(request.events(timeout=60))
+        assert request.generated == reference(model, tokenizer, prompt, n), prompt
+        assert events[-1].finish_reason == "length"
+    engine.close()
+
+
+def test_prefilling_together_gives_each_prompt_its_own_logits(lm) -> None:
+    from lamina.serving.llama_runner import SlotRunner
+
+    model, tokenizer = lm
+    prompts = [
+        tokenizer(p, add_special_tokens=False)["input_ids"] for p in ("To be", "whether 'tis nobler", "q")
+    ]
+    together = Engine(model, tokenizer).runner
+    assert isinstance(together, SlotRunner)
+    batched = together.prefill(prompts)
+    for row, prompt in enumerate(prompts):
+        alone = Engine(model, tokenizer).runner.prefill([prompt])
+        assert torch.allclose(batched[row], alone[0], atol=1e-4)

@@ -39,11 +39,11 @@ def test_the_fast_path_serves_each_precision_close_to_fp32(precision: str) -> No
     tok = train_tokenizer(["the quick brown fox jumps over the lazy dog " * 20], "char")
     model = build_model(LMConfig.from_preset("tiny", vocab_size=len(tok)), tok, seed=0).eval()
     ids = tok("the quick brown", add_special_tokens=False)["input_ids"]
-    exact = Engine(model, tok).runner.prefill(ids)
+    exact = Engine(model, tok).runner.prefill([ids])
     engine = Engine(model, tok, precision=precision)
     assert isinstance(engine.runner, SlotRunner)
     ref = torch.log_softmax(exact.float(), -1)
-    out = torch.log_softmax(engine.runner.prefill(ids).float(), -1)
+    out = torch.log_softmax(engine.runner.prefill([ids]).float(), -1)
     assert float(torch.sum(ref.exp() * (ref - out), -1).mean()) < 0.05
     assert model.model.layers[0].mlp.gate_proj.weight.dtype == torch.float32  # the original is untouched
     text, reason = engine.start().generate("the", SamplingParams(temperature=0, max_tokens=8))

@@ -22,24 +22,33 @@ class DynamicRunner:
         self.model = model
         self.cache: Any = None
         self.mask: torch.Tensor | None = None  # (B, L) 1 for real tokens
-        self._pending: tuple[Any, int] | None = None
+        self._pending: list[tuple[Any, int]] = []
 
     @property
     def rows(self) -> int:
         return 0 if self.mask is None else self.mask.shape[0]
 
     @torch.inference_mode()
-    def prefill(self, ids: list[int]) -> torch.Tensor:
-        out = self.model(input_ids=torch.tensor([ids]), use_cache=True)
-        self._pending = (out.past_key_values, len(ids))
-        return out.logits[:, -1, :]
+    def prefill(self, prompts: list[list[int]]) -> torch.Tensor:
+        """Each prompt alone (its own cache); their last logits ``(k, V)``."""
+        self._pending = []
+        logits = []
+        for ids in prompts:
+            out = self.model(input_ids=torch.tensor([ids]), use_cache=True)
+            self._pending.append((out.past_key_values, len(ids)))
+            logits.append(out.logits[:, -1, :])
+        return torch.cat(logits)
 
-    def commit(self) -> None:
+    def commit(self, joining: list[bool]) -> None:
+        """Merge the caches of the prefilled prompts marked True into the batch."""
+        for (cache, n), joins in zip(self._pending, joining, strict=True):
+            if joins:
+                self._merge(cache, n)
+        self._pending = []
+
+    def _merge(self, cache: Any, n: int) -> None:
         from transformers import DynamicCache
 
-        assert self._pending is not None
-        cache, n = self._pending
-        self._pending = None
         new_mask = torch.ones(1, n, dtype=torch.long)
         if self.mask is None:
             self.cache, self.mask = cache, new_mask

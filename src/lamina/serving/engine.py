@@ -10,8 +10,9 @@ and a *runner* holds the model and its KV cache:
   per-token overhead than transformers' modules on this CPU);
 - ``dynamic_runner.DynamicRunner`` for any other causal LM, over transformers' ``DynamicCache``.
 
-Each iteration decodes one token for every running request in one forward pass; a new request is
-prefilled alone and joins at the next iteration; finished or cancelled rows leave at once.
+Each iteration decodes one token for every running request in one forward pass; requests that
+arrived meanwhile are prefilled (together, on the fast path) and join at the next iteration;
+finished or cancelled rows leave at once.
 Sampling runs on the whole batch at once (``sampling.sample``); only per-request bookkeeping
 (text, stop sequences, limits) is a Python loop, and events reach each asyncio loop in one
 callback per iteration. The engine runs in one background thread (torch releases the GIL).
@@ -336,33 +337,37 @@ class Engine:
                 self._fail_all(f"engine error: {exc}")
 
     def _admit(self) -> None:
-        while self.running < self.max_batch:
+        """Prefill every waiting request there is room for, together, and let them join the batch."""
+        joining: list[Request] = []
+        while self.running + len(joining) < self.max_batch:
             try:
                 request = self._waiting.get_nowait()
             except queue.Empty:
-                return
+                break
             if request.cancelled.is_set():
                 request.emit(TokenEvent("", finish_reason="cancelled"))
                 continue
-            self._join(request)
+            joining.append(request)
+        if joining:
+            self._join(joining)
 
-    def _join(self, request: Request) -> None:
-        """Prefill ``request`` alone; if its first token does not end it, it joins the batch."""
-        logits = self.runner.prefill(request.prompt_ids)
-        n = len(request.prompt_ids)
-        seen = torch.zeros(1, self.vocab)
-        seen[0].index_add_(0, torch.tensor(request.prompt_ids), torch.ones(n))
-        generated = torch.zeros(1, self.vocab)
+    def _join(self, requests: list[Request]) -> None:
+        """Prefill ``requests`` in one pass; those whose first token does not end them join."""
+        logits = self.runner.prefill([r.prompt_ids for r in requests])
+        seen = torch.zeros(len(requests), self.vocab)
+        for row, request in enumerate(requests):
+            seen[row].index_add_(0, torch.tensor(request.prompt_ids), torch.ones(len(request.prompt_ids)))
+        generated = torch.zeros(len(requests), self.vocab)
         outbox = Outbox()
-        token, going_on = self._choose([request], logits, seen, generated, outbox)
+        tokens, going_on = self._choose(requests, logits, seen, generated, outbox)
         outbox.send()
-        if not going_on[0]:  # finished on its first token
-            return
-        self.runner.commit()
-        self._requests.append(request)
-        self._last = torch.cat([self._last, token])
-        self._seen = torch.cat([self._seen, seen])
-        self._generated = torch.cat([self._generated, generated])
+        self.runner.commit(going_on)
+        if any(going_on):
+            index = torch.tensor([row for row, going in enumerate(going_on) if going])
+            self._requests.extend(r for r, going in zip(requests, going_on, strict=True) if going)
+            self._last = torch.cat([self._last, tokens[index]])
+            self._seen = torch.cat([self._seen, seen[index]])
+            self._generated = torch.cat([self._generated, generated[index]])
 
     def _step(self) -> None:
         self.stats["max_batch_seen"] = max(self.stats["max_batch_seen"], len(self._requests))

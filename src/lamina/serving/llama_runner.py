@@ -201,6 +201,35 @@ class FastLlama(nn.Module):
             x = self._mlp(layer, x)
         return self.lm_head(self._rms(self.norm, x[:, -1]))
 
+    def prefill_many(
+        self, prompts: list[list[int]], first_slot: int, keys: list[torch.Tensor], values: list[torch.Tensor]
+    ) -> torch.Tensor:
+        """Several prompts in one forward pass, into slots ``first_slot…``; each one's last logits.
+
+        Prompts are right-padded to the longest; a mask hides each prompt's padding. The padding's
+        keys and values land in the cache past the prompt's end, where decoding overwrites them
+        before any query can see them.
+        """
+        rows, lengths = len(prompts), torch.tensor([len(p) for p in prompts])
+        t = int(lengths.max())
+        tokens = torch.zeros(rows, t, dtype=torch.long)
+        for row, prompt in enumerate(prompts):
+            tokens[row, : len(prompt)] = torch.tensor(prompt)
+        x = self.embed(tokens)  # (rows, T, hidden)
+        cos, sin = self.cos[:t][None, :, None], self.sin[:t][None, :, None]
+        real = torch.arange(t)[None, :] < lengths[:, None]  # (rows, T)
+        mask = torch.ones(t, t, dtype=torch.bool).tril()[None, None] & real[:, None, None, :]
+        for i, layer in enumerate(self.layers):
+            q, k, v = (part.transpose(1, 2) for part in self._qkv(layer, x, cos, sin))  # (rows, heads, T, d)
+            keys[i][first_slot : first_slot + rows, :, :t] = k
+            values[i][first_slot : first_slot + rows, :, :t] = v
+            out = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, enable_gqa=self.heads != self.kv_heads
+            )  # fmt: skip
+            x = x + layer.o(out.transpose(1, 2).reshape(rows, t, -1))
+            x = self._mlp(layer, x)
+        return self.lm_head(self._rms(self.norm, x[torch.arange(rows), lengths - 1]))
+
     def decode(
         self, tokens: torch.Tensor, positions: torch.Tensor, length: int, keys: list[torch.Tensor],
         values: list[torch.Tensor],
@@ -246,7 +275,7 @@ class SlotRunner:
         self.keys = [torch.zeros(shape, dtype=dtype) for _ in fast.layers]
         self.values = [torch.zeros(shape, dtype=dtype) for _ in fast.layers]
         self.lengths: list[int] = []  # tokens in the cache for each running row
-        self._pending = 0
+        self._pending: list[int] = []
         if compile:
             self.warm_up()
 
@@ -257,8 +286,8 @@ class SlotRunner:
         tokens) and the reason is logged once.
         """
         try:
-            self.prefill([0])
-            self.commit()
+            self.prefill([[0]])
+            self.commit([True])
             for _ in range(2):
                 self.decode(torch.zeros(1, dtype=torch.long))
         except Exception as exc:  # inductor raises many kinds; any of them means "serve eagerly"
@@ -272,13 +301,19 @@ class SlotRunner:
         return len(self.lengths)
 
     @torch.inference_mode()
-    def prefill(self, ids: list[int]) -> torch.Tensor:
-        n = self.rows
-        self._pending = len(ids)
-        return self.many.prefill(torch.tensor(ids), n, self.keys, self.values)
+    def prefill(self, prompts: list[list[int]]) -> torch.Tensor:
+        """Prompts into the next free slots (one forward pass); their last logits ``(k, V)``."""
+        self._pending = [len(p) for p in prompts]
+        if len(prompts) == 1:
+            return self.many.prefill(torch.tensor(prompts[0]), self.rows, self.keys, self.values)
+        return self.many.prefill_many(prompts, self.rows, self.keys, self.values)
 
-    def commit(self) -> None:
-        self.lengths.append(self._pending)
+    def commit(self, joining: list[bool]) -> None:
+        """The prefilled prompts marked True join the batch (the others finished on their first token)."""
+        before = self.rows
+        self.lengths.extend(self._pending)
+        if not all(joining):
+            self.keep([*range(before), *(before + j for j, joins in enumerate(joining) if joins)])
 
     @torch.inference_mode()
     def decode(self, tokens: torch.Tensor) -> torch.Tensor:
