@@ -1,9 +1,9 @@
 """The fast decode path for Llama-architecture models: fused projections and a static slot cache.
 
 Why this exists: on this CPU a 4-layer model's decode step is ~1.5 ms in transformers' modules, and
-almost all of it is per-call Python and dispatch, not arithmetic (llama.cpp runs the same model at
-~0.6 ms/token). So for the family Lamina trains (``LlamaForCausalLM``) the engine runs its own
-forward pass over the same weights:
+almost all of it is per-call Python and dispatch, not arithmetic (llama.cpp runs the same weights
+at ~0.3 ms/token, bench/serve.py). So for the family Lamina trains (``LlamaForCausalLM``) the engine
+runs its own forward pass over the same weights:
 
 - q/k/v and gate/up projections are fused into one matmul each (from the model's own weights);
 - the KV cache is allocated once, ``(slots, kv_heads, context, head_dim)`` per layer. Row ``i`` of
@@ -11,12 +11,11 @@ forward pass over the same weights:
   need no padding and no copying when a request joins; when rows leave, the ones after them move
   down (one copy of their filled part), so the batch is always slots ``0..n-1`` and attention reads
   a plain view of the cache;
-- rotary tables are precomputed for every position with the model's own ``rotary_emb``.
-
+- rotary tables are precomputed for every position with the model's own ``rotary_emb``;
+- prompts waiting together are prefilled in one padded, masked forward pass (``prefill_many``);
 - fp32 projections of more than one row use oneDNN with weights packed once at load
   (``PackedLinear``): MKL's sgemm takes the slow generic path on this AMD CPU for small batches
-  (2.2× slower at 8–32 rows); a single row keeps MKL's gemv, the faster kernel there.
-
+  (2.2× slower at 8–32 rows); a single row keeps MKL's gemv, the faster kernel there;
 - optionally (``compile=True``, on by default in ``lamina serve``) the *single-row* fp32 decode
   step goes through ``torch.compile`` with weight freezing: inductor fuses the norm/RoPE/SwiGLU
   element-wise chains into C++ loops, which takes a lone stream from ~0.75 to ~0.55 ms per token.
