@@ -21,13 +21,17 @@ def serve(
         "fp32", "--precision", help="Default weights: fp32, bf16 or int8 (Linear)."
     ),
     backend: str = typer.Option(
-        "lamina", "--backend", help="lamina (in-process engine) or vllm (GPU, optional)."
+        "lamina", "--backend", help="lamina (Lamina's own engine, on CPU) or vllm (GPU, optional)."
     ),
 ) -> None:
     """Serve registered models at /v1 (completions, chat, embeddings, images), keys required.
 
     Binding beyond localhost needs server.admin_key (LAMINA_SERVER__ADMIN_KEY). Create keys with
     'lamina keys create --role user --name app'. Example: lamina serve --model shakes@champion
+
+    Each text model decodes in its own engine process (server.engine_process), and a lone stream's
+    decode step is compiled at load (server.compile, ~5 s per model); set either to false in
+    lamina.yaml or LAMINA_SERVER__COMPILE=false. Speed per precision: docs/serving.md.
     """
     import uvicorn
 
