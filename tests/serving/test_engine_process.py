@@ -7,6 +7,7 @@ import signal
 import time
 
 import pytest
+import torch
 
 from lamina.models.causal_lm import LMConfig, build_model
 from lamina.models.tokenizer import train_tokenizer
@@ -85,3 +86,37 @@ def test_a_folder_that_is_not_a_model_is_reported(tmp_path) -> None:
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(EngineUnavailable, match="failed to start"):
         EngineProcess(tmp_path, None, 64)
+
+
+def test_a_lora_adapter_is_served_merged_on_the_fast_path(folder, tmp_path) -> None:
+    from peft import LoraConfig, get_peft_model
+
+    from lamina.serving.llama_runner import SlotRunner
+    from lamina.training.sft import load_any
+
+    path, model, tokenizer = folder
+    base = type(model).from_pretrained(path)
+    adapted = get_peft_model(
+        base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    )
+    adapted.save_pretrained(tmp_path / "adapter")  # records the base model's absolute path
+    tok, context = serving_tokenizer(tmp_path / "adapter")
+    assert context == 64 and tok("To be", add_special_tokens=False)["input_ids"]
+    loaded, loaded_tok = load_any(tmp_path / "adapter")
+    engine = Engine(loaded, loaded_tok).start()
+    assert isinstance(engine.runner, SlotRunner)
+    greedy = SamplingParams(temperature=0, max_tokens=10)
+    text, _ = engine.generate("To be", greedy)
+    engine.close()
+    merged = get_peft_model(type(model).from_pretrained(path), adapted.peft_config["default"])
+    merged.load_state_dict(adapted.state_dict())
+    ids = tokenizer("To be", return_tensors="pt", add_special_tokens=False)["input_ids"]
+    expected = merged.merge_and_unload().generate(
+        input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=10, do_sample=False,
+        pad_token_id=tokenizer.pad_token_id,
+    )  # fmt: skip
+    assert text == tokenizer.decode(expected[0, ids.shape[1] :], skip_special_tokens=True)
+    unadapted = Engine(model, tokenizer).start()
+    plain, _ = unadapted.generate("To be", greedy)
+    unadapted.close()
+    assert text != plain  # the adapter changed the model, and the merged weights were served
