@@ -52,6 +52,9 @@ def test_the_engine_process_streams_what_the_engine_makes(folder) -> None:
         with pytest.raises(ContextTooLong):
             remote.submit("x" * 64, greedy)
 
+        os.kill(remote._process.pid, signal.SIGINT)  # Ctrl-C in the terminal: the server decides
+        assert remote.generate("To be", greedy)[0] == local.generate("To be", greedy)[0]
+
         long = remote.submit("To be", SamplingParams(temperature=0, max_tokens=50))
         for event in long.events(timeout=60):
             if event.token_id is not None:

@@ -75,7 +75,7 @@ class EngineProcess:
         self._streams: dict[int, Stream] = {}
         self._ids = itertools.count()
         self._send_lock, self._state_lock = threading.Lock(), threading.Lock()
-        self._alive = True
+        self._alive, self._closing = True, False
         self.stats = {"steps": 0, "tokens": 0, "max_batch_seen": 0}
         self._reader = threading.Thread(target=self._read, name="lamina-engine-events", daemon=True)
         self._reader.start()
@@ -134,6 +134,7 @@ class EngineProcess:
         return stream.text, reason
 
     def close(self) -> None:
+        self._closing = True
         if self._alive:
             try:
                 self._send(("close",))
@@ -183,7 +184,8 @@ class EngineProcess:
                 outbox.add(stream, TokenEvent("", finish_reason="error"))
             self._streams.clear()
         outbox.send()
-        log.warning("engine process ended", extra={"exitcode": self._process.exitcode})
+        if not self._closing:  # it died (killed, out of memory, a crash): say so
+            log.warning("engine process ended unexpectedly", extra={"exitcode": self._process.exitcode})
 
 
 class _RemoteStream(Stream):
@@ -206,6 +208,11 @@ class _RemoteStream(Stream):
 
 def _child(folder: str, options: dict[str, Any], commands: Any, events: Any) -> None:
     """The engine process: load, report ready, then serve commands until told to close."""
+    import signal
+
+    # Ctrl-C reaches the whole process group; the server shuts its engines down itself (a closed
+    # pipe ends this loop), so the child must not die mid-step with a traceback of its own
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         import torch
 
