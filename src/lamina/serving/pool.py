@@ -48,14 +48,11 @@ class Loaded:
 
 def serving_tokenizer(folder: Path) -> tuple[Any, int]:
     """A model folder's tokenizer and context length, without loading its weights."""
-    import json
-
     from transformers import AutoConfig, AutoTokenizer
 
-    base = folder
-    adapter = folder / "adapter_config.json"
-    if adapter.exists():  # a LoRA adapter: tokenizer and architecture are its base model's
-        base = Path(json.loads(adapter.read_text())["base_model_name_or_path"])
+    from lamina.training.sft import base_folder
+
+    base = base_folder(folder)  # a LoRA adapter's tokenizer and architecture are its base model's
     config = AutoConfig.from_pretrained(str(base))
     return AutoTokenizer.from_pretrained(str(base)), int(config.max_position_embeddings)
 

@@ -130,16 +130,23 @@ class SFTTask:
         return int(batch["attention_mask"].sum())
 
 
-def load_any(folder: Path) -> tuple[Any, Any]:
-    """A registered model folder: a full model, or a LoRA adapter on its recorded base."""
+def base_folder(folder: Path) -> Path:
+    """Where a model folder's architecture and tokenizer live: itself, or a LoRA adapter's base."""
     adapter = folder / "adapter_config.json"
     if not adapter.exists():
+        return folder
+    return Path(json.loads(adapter.read_text())["base_model_name_or_path"])
+
+
+def load_any(folder: Path) -> tuple[Any, Any]:
+    """A registered model folder: a full model, or a LoRA adapter on its recorded base."""
+    base = base_folder(folder)
+    if base == folder:
         return load_pretrained(folder)
     from peft import PeftModel
 
-    base_path = json.loads(adapter.read_text())["base_model_name_or_path"]
-    base, tokenizer = load_pretrained(base_path)
-    return PeftModel.from_pretrained(base, str(folder)), tokenizer
+    model, tokenizer = load_pretrained(base)
+    return PeftModel.from_pretrained(model, str(folder)), tokenizer
 
 
 def finetune(
