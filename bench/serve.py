@@ -60,8 +60,9 @@ OVERRIDES = {"hidden_size": 256, "num_layers": 4, "num_heads": 4, "num_kv_heads"
 NEW_TOKENS = 128
 # Lamina server configurations: the default, then what each default buys
 VARIANTS = [
-    ("default (fast path, engine process, compiled single-row step)", "bench@champion", {}),
+    ("default (fp32, fast path, engine process, compiled lone-request step)", "bench@champion", {}),
     ("engine in the server process", "bench@champion", {"LAMINA_SERVER__ENGINE_PROCESS": "false"}),
+    ("bf16 weights (`-m bench@champion:bf16`)", "bench@champion:bf16", {}),
     ("int8 weights (`-m bench@champion:int8`)", "bench@champion:int8", {}),
 ]
 
@@ -250,7 +251,8 @@ def precisions(model, tokenizer, val_text: str, prompts: list[str]) -> list[dict
             ppl = perplexity(variant, ids, OVERRIDES["context_length"], max_windows=100)["perplexity"]
         row = {"precision": precision, "perplexity": ppl}
         for path in ("generic", "auto"):
-            engine = Engine(model, tokenizer, precision=precision, path=path).start()
+            # compiled where `lamina serve` compiles (the fast path's lone-request step)
+            engine = Engine(model, tokenizer, precision=precision, path=path, compile=path == "auto").start()
             for concurrency in (1, 32):
                 row[f"{path}_{concurrency}"] = engine_tokens_per_s(engine, prompts, concurrency)
             engine.close()

@@ -181,7 +181,7 @@ def test_the_compiled_single_row_step_matches_eager_and_falls_back_when_compilin
     greedy = SamplingParams(temperature=0, max_tokens=20)
     eager = Engine(model, tokenizer).start()
     compiled = Engine(model, tokenizer, compile=True).start()
-    assert compiled.runner._single_row is not compiled.runner.many.decode  # the compiled function
+    assert compiled.runner._alone is not compiled.runner.fast.step_alone  # the compiled function
     for prompt in ("To be", "whether 'tis"):
         assert compiled.generate(prompt, greedy) == eager.generate(prompt, greedy)
     compiled.close()
@@ -195,7 +195,7 @@ def test_the_compiled_single_row_step_matches_eager_and_falls_back_when_compilin
 
     monkeypatch.setattr(torch, "compile", broken)
     fallback = Engine(model, tokenizer, compile=True).start()
-    assert fallback.runner._single_row == fallback.runner.many.decode
+    assert fallback.runner._alone == fallback.runner.fast.step_alone
     assert fallback.generate("To be", greedy)[0]
     fallback.close()
 
@@ -228,3 +228,73 @@ def test_prefilling_together_gives_each_prompt_its_own_logits(lm) -> None:
     for row, prompt in enumerate(prompts):
         alone = Engine(model, tokenizer).runner.prefill([prompt])
         assert torch.allclose(batched[row], alone[0], atol=1e-4)
+
+
+def test_a_request_joining_one_that_runs_alone_leaves_both_exact(lm) -> None:
+    """A lone request makes several tokens per runner call; one arriving mid-way joins at once."""
+    from lamina.serving.engine import ALONE_STEPS
+
+    model, tokenizer = lm
+    engine = Engine(model, tokenizer).start()
+    greedy = SamplingParams(temperature=0, max_tokens=3 * ALONE_STEPS + 3)  # not a multiple of the steps
+    first = engine.submit("To be", greedy)
+    events = first.events(timeout=60)
+    next(events)
+    second = engine.submit("whether 'tis", greedy)
+    rest = list(events)
+    list(second.events(timeout=60))
+    assert first.generated == reference(model, tokenizer, "To be", greedy.max_tokens)
+    assert second.generated == reference(model, tokenizer, "whether 'tis", greedy.max_tokens)
+    assert rest[-1].finish_reason == "length" and len(first.generated) == greedy.max_tokens
+    assert engine.stats["max_batch_seen"] == 2
+    engine.close()
+
+
+def test_alone_and_batched_steps_choose_the_same_tokens_with_penalties_and_logprobs(lm) -> None:
+    """Run alone, a request samples in the runner's step; batched, in ``sample``: same seed, same output."""
+    model, tokenizer = lm
+    mine = SamplingParams(
+        temperature=0.9, top_p=0.9, top_k=20, max_tokens=20, seed=5, frequency_penalty=0.7,
+        presence_penalty=0.3, repetition_penalty=1.3, logprobs=3,
+    )  # fmt: skip
+    alone = Engine(model, tokenizer).start()
+    solo = alone.submit("To be", mine)
+    solo_events = list(solo.events(timeout=60))
+    assert alone.stats["max_batch_seen"] == 1
+    alone.close()
+    busy = Engine(model, tokenizer)
+    others = [busy.submit("whether", SamplingParams(temperature=1.0, max_tokens=30)) for _ in range(2)]
+    batched = busy.submit("To be", mine)
+    busy.start()
+    batched_events = list(batched.events(timeout=60))
+    for other in others:
+        list(other.events(timeout=60))
+    busy.close()
+    assert batched.generated == solo.generated and len(solo.generated) > 8  # more than one runner call
+    for a, b in zip(solo_events, batched_events, strict=True):
+        assert a.logprob == pytest.approx(b.logprob, abs=1e-4)
+        assert [t for t, _ in a.top] == [t for t, _ in b.top] and len(a.top) == 3
+
+
+@pytest.mark.parametrize("precision, tolerance", [("fp32", 1e-4), ("bf16", 0.05)])
+def test_the_compiled_lone_step_gives_the_eager_steps_log_probabilities(lm, precision, tolerance) -> None:
+    """Compiled, projections become reductions and attention plain loops: the numbers must not move."""
+    from lamina.serving.engine import make_runner
+    from lamina.serving.sampling import choice_knobs, penalty_knobs
+
+    model, tokenizer = lm
+    greedy = SamplingParams(temperature=0)
+    knobs = torch.cat([choice_knobs([greedy], len(tokenizer)), penalty_knobs([greedy])], dim=1)
+    prompt = tokenizer("whether 'tis", add_special_tokens=False)["input_ids"]
+    results = []
+    for compile in (False, True):
+        runner = make_runner(model, precision, slots=4, compile=compile)
+        first = runner.prefill([prompt]).argmax(-1)
+        runner.commit([True])
+        counts = torch.zeros(1, len(tokenizer))
+        results.append(runner.decode_alone(first, 1, counts, counts.clone(), knobs))
+    (eager_token, eager_rows), (compiled_token, compiled_rows) = results
+    assert torch.allclose(eager_rows, compiled_rows, atol=tolerance)
+    assert torch.isfinite(compiled_rows).all() and compiled_rows.exp().sum().item() == pytest.approx(
+        1, abs=1e-3
+    )

@@ -33,9 +33,21 @@ import torch
 
 from lamina.core.errors import LaminaError
 from lamina.serving.detokenize import Detokenizer, piece_table
-from lamina.serving.sampling import SamplingParams, StopMatcher, apply_penalties, needs_penalties, sample
+from lamina.serving.sampling import (
+    SamplingParams,
+    StopMatcher,
+    apply_penalties,
+    choice_knobs,
+    needs_penalties,
+    penalty_knobs,
+    sample,
+    top_alternatives,
+)
 
 log = logging.getLogger(__name__)
+# tokens a lone request makes per runner call: the engine's per-token work is paid once per call;
+# a request arriving meanwhile waits at most this many steps (~2–4 ms) to be admitted
+ALONE_STEPS = 8
 
 
 class ContextTooLong(LaminaError):
@@ -217,7 +229,7 @@ def make_runner(
 ) -> Any:
     """The fast Llama runner where it applies (``path="auto"``), else the generic cache runner.
 
-    ``compile`` puts the fast runner's single-row fp32 decode step through ``torch.compile``.
+    ``compile`` puts the fast runner's single-row step (fp32 and bf16) through ``torch.compile``.
     """
     from lamina.serving import llama_runner
     from lamina.serving.dynamic_runner import DynamicRunner
@@ -230,7 +242,8 @@ def make_runner(
     if path == "auto" and llama_runner.supports(model, slots):
         fast = with_precision(llama_runner.FastLlama(model.eval()), precision)
         fp32 = precision == "fp32"
-        return llama_runner.SlotRunner(fast, slots, pack=fp32, compile=compile and fp32)
+        # int8 (dynamically quantized Linears) stays eager: inductor does not take those modules
+        return llama_runner.SlotRunner(fast, slots, pack=fp32, compile=compile and precision != "int8")
     return DynamicRunner(with_precision(model, precision).eval())
 
 
@@ -371,6 +384,11 @@ class Engine:
 
     def _step(self) -> None:
         self.stats["max_batch_seen"] = max(self.stats["max_batch_seen"], len(self._requests))
+        if len(self._requests) == 1 and hasattr(self.runner, "decode_alone"):
+            request = self._requests[0]
+            if not request.cancelled.is_set():
+                self._step_alone(request)
+                return
         logits = self.runner.decode(self._last)
         self.stats["steps"] += 1
         outbox = Outbox()
@@ -423,28 +441,75 @@ class Engine:
             generated[rows, picked.tokens] += 1
         self.stats["tokens"] += len(requests)
         tokens, logprobs = picked.tokens.tolist(), picked.logprobs.tolist()
-        going_on: list[bool] = []
-        for i, request in enumerate(requests):
-            token = tokens[i]
-            request.generated.append(token)
-            reason = None
-            if token in request.eos_ids:
-                reason, piece = "stop", ""
-            else:
-                piece = request.detokenizer.add(token)
-            out, stopped = request.stop.feed(piece) if request.stop.stops else (piece, False)
-            if stopped:
-                reason = "stop"
-            elif reason is None and (
-                len(request.generated) >= request.params.max_tokens
-                or len(request.prompt_ids) + len(request.generated) >= self.context
-            ):
-                reason = "length"
-                out += request.stop.flush()
-            request.finish_reason = reason
-            outbox.add(request, TokenEvent(out, token, logprobs[i], picked.top[i], reason))
-            going_on.append(reason is None)
+        going_on = [
+            self._emit(request, tokens[i], logprobs[i], picked.top[i], outbox)
+            for i, request in enumerate(requests)
+        ]
         return picked.tokens, going_on
+
+    def _emit(
+        self, request: Request, token: int, logprob: float, top: list[tuple[int, float]], outbox: Outbox
+    ) -> bool:
+        """Record ``token`` for ``request`` and queue its event; whether the request goes on."""
+        request.generated.append(token)
+        reason = None
+        if token in request.eos_ids:
+            reason, piece = "stop", ""
+        else:
+            piece = request.detokenizer.add(token)
+        out, stopped = request.stop.feed(piece) if request.stop.stops else (piece, False)
+        if stopped:
+            reason = "stop"
+        elif reason is None and (
+            len(request.generated) >= request.params.max_tokens
+            or len(request.prompt_ids) + len(request.generated) >= self.context
+        ):
+            reason = "length"
+            out += request.stop.flush()
+        request.finish_reason = reason
+        outbox.add(request, TokenEvent(out, token, logprob, top, reason))
+        return reason is None
+
+    def _step_alone(self, request: Request) -> None:
+        """The one running request: several tokens in one runner call (``ALONE_STEPS``).
+
+        Each step decodes and samples in one graph, and the engine's per-token bookkeeping runs
+        once per call, not once per token. With requests waiting, one step, so they join at once.
+        Tokens past one that ends the request are dropped with it (the row leaves the cache).
+        """
+        room = self.context - (len(request.prompt_ids) + len(request.generated) - 1)
+        left = request.params.max_tokens - len(request.generated)
+        steps = max(1, min(ALONE_STEPS if self._waiting.empty() else 1, room, left))
+        params = request.params
+        sampled = params.temperature > 0
+        if not sampled:  # greedy: no random numbers drawn
+            uniform = torch.zeros(steps)
+        else:
+            uniform = torch.rand(steps, generator=request.generator)
+        knobs = torch.cat([choice_knobs([params], self.vocab), penalty_knobs([params])], dim=1)
+        count = needs_penalties([params])
+        tokens, rows = self.runner.decode_alone(
+            self._last, steps, self._seen, self._generated, knobs, uniform, count
+        )
+        self.stats["steps"] += steps
+        chosen = tokens.tolist()
+        picked = rows.gather(1, tokens[:, None])[:, 0].tolist()
+        outbox = Outbox()
+        going = True
+        for step, token in enumerate(chosen):
+            self.stats["tokens"] += 1
+            top = top_alternatives(rows[step], params)
+            going = self._emit(request, token, picked[step], top, outbox)
+            if not going:
+                break
+        outbox.send()
+        if going:
+            self._last = tokens[-1:]
+        else:
+            self.runner.keep([])
+            self._requests = []
+            self._last = torch.zeros(0, dtype=torch.long)
+            self._seen, self._generated = torch.zeros(0, self.vocab), torch.zeros(0, self.vocab)
 
     def _fail_all(self, message: str) -> None:
         outbox = Outbox()

@@ -66,10 +66,24 @@ def apply_penalties(
     logits: torch.Tensor, seen: torch.Tensor, generated: torch.Tensor, params: list[SamplingParams]
 ) -> torch.Tensor:
     """Penalise tokens already used. ``seen``/``generated``: (B, V) counts over prompt+output / output."""
-    device = logits.device
-    rep = torch.tensor([p.repetition_penalty for p in params], device=device)[:, None]
-    freq = torch.tensor([p.frequency_penalty for p in params], device=device)[:, None]
-    pres = torch.tensor([p.presence_penalty for p in params], device=device)[:, None]
+    return penalise(logits, seen, generated, penalty_knobs(params, logits.device))
+
+
+def penalty_knobs(params: list[SamplingParams], device: torch.device | str = "cpu") -> torch.Tensor:
+    """``(B, 3)``: each row's repetition, frequency and presence penalty."""
+    return torch.tensor(
+        [[p.repetition_penalty, p.frequency_penalty, p.presence_penalty] for p in params], device=device
+    )
+
+
+def penalise(
+    logits: torch.Tensor, seen: torch.Tensor, generated: torch.Tensor, knobs: torch.Tensor
+) -> torch.Tensor:
+    """``apply_penalties`` on tensors only (so a compiled step can run it); knobs ``(B, 3)``.
+
+    With no penalty (1, 0, 0) the logits come back unchanged, bit for bit.
+    """
+    rep, freq, pres = knobs[:, 0:1], knobs[:, 1:2], knobs[:, 2:3]
     logits = logits.float()
     used = seen > 0
     penalised = torch.where(logits > 0, logits / rep, logits * rep)
@@ -82,11 +96,9 @@ def sample(
 ) -> Sampled:
     """Choose one token per row. Temperature 0 is greedy; top-k and top-p cut the tail first.
 
-    All rows are sampled together by inverse CDF over the sorted distribution: a row keeps its
-    ``top_k`` best tokens, then the smallest prefix of those whose (renormalised) mass reaches
-    ``top_p``; it draws one uniform number (from its own seeded generator when it has one, so a seed
-    gives the same tokens whatever else is batched with it) and takes the first kept token whose
-    cumulative probability reaches it. About 20 tensor operations per step whatever the batch size.
+    Each row draws one uniform number, from its own seeded generator when it has one, so a seed
+    gives the same tokens whatever else is batched with it (``choose`` says how it is used). About
+    20 tensor operations per step whatever the batch size.
     """
     logits = logits.float()
     logprobs_all = torch.log_softmax(logits, dim=-1)
@@ -95,33 +107,51 @@ def sample(
     if all(greedy):
         chosen = logits.argmax(dim=-1)
     else:
-        temps = torch.tensor([p.temperature or 1.0 for p in params])[:, None]
-        top_k = torch.tensor([p.top_k if 0 < p.top_k < vocab else vocab for p in params])
-        top_p = torch.tensor([p.top_p for p in params])
         uniform = torch.rand(rows)
         for row, gen in enumerate(generators):
             if gen is not None and not greedy[row]:
                 uniform[row] = torch.rand((), generator=gen)
-        ordered, order = (logits / temps).sort(dim=-1, descending=True)
-        cdf = torch.softmax(ordered, dim=-1).cumsum(dim=-1)
-        top_k_mass = cdf.gather(1, (top_k - 1)[:, None])[:, 0]
-        before = torch.cat([cdf.new_zeros(rows, 1), cdf[:, :-1]], dim=1)  # mass strictly before each
-        nucleus = (before < (top_p * top_k_mass)[:, None]).sum(dim=-1)  # always >= 1 token
-        kept = torch.minimum(nucleus, top_k)
-        target = uniform * cdf.gather(1, (kept - 1)[:, None])[:, 0]
-        index = torch.minimum((cdf < target[:, None]).sum(dim=-1), kept - 1)
-        chosen = order.gather(1, index[:, None])[:, 0]
-        if any(greedy):
-            chosen = torch.where(torch.tensor(greedy), logits.argmax(dim=-1), chosen)
+        chosen = choose(logits, choice_knobs(params, vocab), uniform)
     picked = logprobs_all.gather(1, chosen[:, None])[:, 0]
-    top: list[list[tuple[int, float]]] = []
-    for row, p in enumerate(params):
-        if p.logprobs:
-            values, ids = logprobs_all[row].topk(p.logprobs)
-            top.append([(int(i), float(v)) for i, v in zip(ids, values, strict=True)])
-        else:
-            top.append([])
-    return Sampled(chosen, picked, top)
+    return Sampled(chosen, picked, [top_alternatives(logprobs_all[row], p) for row, p in enumerate(params)])
+
+
+def top_alternatives(logprobs: torch.Tensor, params: SamplingParams) -> list[tuple[int, float]]:
+    """The ``logprobs`` most likely tokens of one row ``(V,)`` and their log-probabilities, if asked."""
+    if not params.logprobs:
+        return []
+    values, ids = logprobs.topk(params.logprobs)
+    return [(int(i), float(v)) for i, v in zip(ids.tolist(), values.tolist(), strict=True)]
+
+
+def choice_knobs(params: list[SamplingParams], vocab: int) -> torch.Tensor:
+    """``(B, 3)``: each row's temperature (0: greedy), top-k (``vocab`` when off) and top-p."""
+    return torch.tensor([[p.temperature, p.top_k if 0 < p.top_k < vocab else vocab, p.top_p] for p in params])
+
+
+def choose(logits: torch.Tensor, knobs: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
+    """The token of each row for its ``choice_knobs`` and one uniform number ``(B,)``; tensors only.
+
+    Inverse CDF over the sorted distribution: a row keeps its ``top_k`` best tokens, then the
+    smallest prefix of those whose (renormalised) mass reaches ``top_p``, and takes the first kept
+    token whose cumulative probability reaches the uniform number. Temperature 0 takes the argmax.
+    Written without Python branching so the compiled single-row step runs the same code.
+    """
+    rows = logits.shape[0]
+    temperature = knobs[:, 0]
+    greedy = temperature == 0
+    temps = torch.where(greedy, torch.ones_like(temperature), temperature)[:, None]
+    top_k, top_p = knobs[:, 1].long(), knobs[:, 2]
+    ordered, order = (logits / temps).sort(dim=-1, descending=True)
+    cdf = torch.softmax(ordered, dim=-1).cumsum(dim=-1)
+    top_k_mass = cdf.gather(1, (top_k - 1)[:, None])[:, 0]
+    before = torch.cat([cdf.new_zeros(rows, 1), cdf[:, :-1]], dim=1)  # mass strictly before each
+    nucleus = (before < (top_p * top_k_mass)[:, None]).sum(dim=-1)  # always >= 1 token
+    kept = torch.minimum(nucleus, top_k)
+    target = uniform * cdf.gather(1, (kept - 1)[:, None])[:, 0]
+    index = torch.minimum((cdf < target[:, None]).sum(dim=-1), kept - 1)
+    chosen = order.gather(1, index[:, None])[:, 0]
+    return torch.where(greedy, logits.argmax(dim=-1), chosen)
 
 
 class StopMatcher:
