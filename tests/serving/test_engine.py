@@ -196,6 +196,7 @@ def test_the_compiled_single_row_step_matches_eager_and_falls_back_when_compilin
     monkeypatch.setattr(torch, "compile", broken)
     fallback = Engine(model, tokenizer, compile=True).start()
     assert fallback.runner._alone == fallback.runner.fast.step_alone
+    assert fallback.runner.many.attend_rows.keywords == {"loops": False}  # eager attention too
     assert fallback.generate("To be", greedy)[0]
     fallback.close()
 
@@ -298,3 +299,26 @@ def test_the_compiled_lone_step_gives_the_eager_steps_log_probabilities(lm, prec
     assert torch.isfinite(compiled_rows).all() and compiled_rows.exp().sum().item() == pytest.approx(
         1, abs=1e-3
     )
+
+
+@pytest.mark.parametrize("compile", [False, True])
+def test_grouped_query_attention_on_the_fast_path_matches_transformers(compile: bool) -> None:
+    """Two query heads per kv head: each reads the right cache, batched and alone, eager and compiled."""
+    tokenizer = train_tokenizer([TEXT], "char")
+    config = LMConfig.from_preset(
+        "tiny", vocab_size=len(tokenizer), context_length=64, num_heads=4, num_kv_heads=2
+    )  # fmt: skip
+    model = build_model(config, tokenizer, seed=1).eval()
+    assert model.config.num_key_value_heads == 2
+    engine = Engine(model, tokenizer, compile=compile)
+    greedy = SamplingParams(temperature=0, max_tokens=12)
+    prompts = ["To be", "whether 'tis nobler"]
+    requests = [engine.submit(p, greedy) for p in prompts]  # batched
+    engine.start()
+    for prompt, request in zip(prompts, requests, strict=True):
+        list(request.events(timeout=60))
+        assert request.generated == reference(model, tokenizer, prompt, 12)
+    alone = engine.submit("the question", greedy)  # alone
+    list(alone.events(timeout=60))
+    assert alone.generated == reference(model, tokenizer, "the question", 12)
+    engine.close()

@@ -241,9 +241,10 @@ def make_runner(
         model = model.merge_and_unload()
     if path == "auto" and llama_runner.supports(model, slots):
         fast = with_precision(llama_runner.FastLlama(model.eval()), precision)
-        fp32 = precision == "fp32"
         # int8 (dynamically quantized Linears) stays eager: inductor does not take those modules
-        return llama_runner.SlotRunner(fast, slots, pack=fp32, compile=compile and precision != "int8")
+        return llama_runner.SlotRunner(
+            fast, slots, pack=precision != "int8", compile=compile and precision != "int8"
+        )
     return DynamicRunner(with_precision(model, precision).eval())
 
 
