@@ -48,7 +48,7 @@ from lamina.data.recipe import parse_recipe  # noqa: E402
 from lamina.evaluation.lm import perplexity  # noqa: E402
 from lamina.hub.registry import model_path  # noqa: E402
 from lamina.serving.engine import Engine  # noqa: E402
-from lamina.serving.quantize import with_precision  # noqa: E402
+from lamina.serving.quantize import resolve_precision, with_precision  # noqa: E402
 from lamina.serving.sampling import SamplingParams  # noqa: E402
 from lamina.training.lm import train_lm  # noqa: E402
 from lamina.training.loop import TrainConfig  # noqa: E402
@@ -60,9 +60,13 @@ OVERRIDES = {"hidden_size": 256, "num_layers": 4, "num_heads": 4, "num_kv_heads"
 NEW_TOKENS = 128
 # Lamina server configurations: the default, then what each default buys
 VARIANTS = [
-    ("default (fp32, fast path, engine process, compiled lone-request step)", "bench@champion", {}),
+    (
+        f"default ({resolve_precision('auto')} here, fast path, engine process, compiled)",
+        "bench@champion",
+        {},
+    ),
+    ("fp32 weights (`-m bench@champion:fp32`)", "bench@champion:fp32", {}),
     ("engine in the server process", "bench@champion", {"LAMINA_SERVER__ENGINE_PROCESS": "false"}),
-    ("bf16 weights (`-m bench@champion:bf16`)", "bench@champion:bf16", {}),
     ("int8 weights (`-m bench@champion:int8`)", "bench@champion:int8", {}),
 ]
 

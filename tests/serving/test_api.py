@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from lamina.serving.quantize import resolve_precision
 from tests.conftest import run_lamina
 from tests.serving.conftest import ADMIN, Server
 
@@ -184,7 +185,7 @@ def process_exists(pid: int) -> bool:
 def test_text_models_decode_on_the_fast_path_in_their_own_process(server: Server) -> None:
     client(server).completions.create(model="shakes@champion", prompt="A", max_tokens=2)
     engine = next(e for e in engines(server).values() if e["model"].startswith("shakes"))
-    assert engine["runner"] == "SlotRunner" and engine["precision"] == "fp32"
+    assert engine["runner"] == "SlotRunner" and engine["precision"] == resolve_precision("auto")
     assert engine["process"] != server.process.pid and process_exists(engine["process"])
 
 

@@ -57,3 +57,12 @@ def test_deployment_specs() -> None:
     assert parse_deployment("mv-123:bf16") == ("mv-123", "bf16")
     with pytest.raises(ConfigError, match="unknown precision"):
         with_precision(None, "fp16")
+
+
+def test_auto_precision_is_bf16_only_where_the_cpu_has_native_bf16() -> None:
+    from lamina.serving.quantize import native_bf16, resolve_precision
+
+    assert resolve_precision("auto") == ("bf16" if native_bf16() else "fp32")
+    assert resolve_precision("int8") == "int8"
+    with pytest.raises(ConfigError, match="unknown precision 'fp16'"):
+        resolve_precision("fp16")

@@ -18,7 +18,9 @@ def serve(
         [], "--model", "-m", help="Deploy REF or REF:PRECISION at start, e.g. shakes@champion:int8."
     ),
     precision: str = typer.Option(
-        "fp32", "--precision", help="Default weights: fp32, bf16 or int8 (Linear)."
+        "auto",
+        "--precision",
+        help="Default weights: auto (bf16 if the CPU has native bf16, else fp32), fp32, bf16, int8.",
     ),
     backend: str = typer.Option(
         "lamina", "--backend", help="lamina (Lamina's own engine, on CPU) or vllm (GPU, optional)."
@@ -30,8 +32,10 @@ def serve(
     'lamina keys create --role user --name app'. Example: lamina serve --model shakes@champion
 
     Each text model decodes in its own engine process (server.engine_process), and a lone stream's
-    decode step is compiled at load (server.compile, ~5 s per model); set either to false in
-    lamina.yaml or LAMINA_SERVER__COMPILE=false. Speed per precision: docs/serving.md.
+    step (decode and sample) and several streams' attention are compiled at load (server.compile,
+    5-12 s per model); set either to false in lamina.yaml or LAMINA_SERVER__COMPILE=false.
+    Weights: bf16 where the CPU has native bf16 (same perplexity, faster), else fp32; --precision fp32
+    (or -m REF:fp32) gives transformers-exact tokens. Speed per precision: docs/serving.md.
     """
     import uvicorn
 
@@ -51,7 +55,7 @@ def serve(
     torch.set_num_threads(server.threads or max(1, (os.cpu_count() or 2) // 2))
     from lamina.core.errors import ConfigError
     from lamina.serving.pool import ModelPool
-    from lamina.serving.quantize import PRECISIONS, parse_deployment
+    from lamina.serving.quantize import parse_deployment, resolve_precision
 
     if backend not in ("lamina", "vllm"):
         raise ConfigError(f"unknown backend {backend!r}", hint="use lamina or vllm")
@@ -63,8 +67,7 @@ def serve(
             raise ConfigError(
                 f"the vLLM backend cannot start: {reason}", hint="use --backend lamina (the default)"
             )
-    if precision not in PRECISIONS:
-        raise ConfigError(f"unknown precision {precision!r}", hint=f"use one of {', '.join(PRECISIONS)}")
+    precision = resolve_precision(precision)
     pool = ModelPool.from_settings(ws, server, precision, backend)
     app = create_app(ws, settings, pool)
     for spec in preload:

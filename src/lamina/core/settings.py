@@ -47,7 +47,7 @@ class ServerSettings(BaseModel):
     max_waiting: int = Field(256, ge=1)  # queued requests per model; beyond it 429 + Retry-After
     audit_text: bool = False  # store request and response text in the audit log
     threads: int | None = Field(None, ge=1)  # torch threads for inference; None: half the cores (min 1)
-    compile: bool = True  # torch.compile the single-stream decode step (~5 s per model at load)
+    compile: bool = True  # torch.compile the lone-stream step and batched attention (5-12 s at load)
     engine_process: bool = True  # run each text model's engine in its own process (no shared GIL)
 
     def require_secure_bind(self) -> None:
