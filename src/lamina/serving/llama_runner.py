@@ -13,15 +13,15 @@ runs its own forward pass over the same weights:
   a plain view of the cache;
 - rotary tables are precomputed for every position with the model's own ``rotary_emb``;
 - prompts waiting together are prefilled in one padded, masked forward pass (``prefill_many``);
-- fp32 projections of more than one row use oneDNN with weights packed once at load
+- fp32 and bf16 projections of more than one row use oneDNN with weights packed once at load
   (``PackedLinear``): MKL's sgemm takes the slow generic path on this AMD CPU for small batches
-  (2.2× slower at 8–32 rows); a single row keeps MKL's gemv, the faster kernel there;
-- optionally (``compile=True``, on by default in ``lamina serve``) the *single-row* fp32 decode
-  step goes through ``torch.compile`` with weight freezing: inductor fuses the norm/RoPE/SwiGLU
-  element-wise chains into C++ loops, which takes a lone stream from ~0.75 to ~0.55 ms per token.
-  Several rows stay eager: there the compiled graph was slower than oneDNN's packed matmuls and
-  the flash-attention kernel (5.8 vs 3.9 ms per step at 32 rows, measured in the engine). About
-  5–10 s of compiling at load, done before the model serves.
+  (2.2× slower at 8–32 rows); several rows' attention is batched matmuls (``_attend``);
+- one running row (``step_alone``) decodes *and samples* in one function, which ``SlotRunner``
+  calls several times per engine iteration; with ``compile=True`` (on by default in ``lamina
+  serve``) it goes through ``torch.compile`` written for inductor (``_project``, ``_attend``), so
+  the whole step is one C++ kernel streaming the weights: ~0.42 ms per token fp32, ~0.34 bf16,
+  against ~0.65 for the compiled transformers-style step before. Several rows' attention is
+  compiled too. About 5–12 s of compiling at load, done before the model serves.
 
 RMSNorm, RoPE, attention and SwiGLU are written with the same operations in the same order as
 transformers' Llama, so greedy decoding gives transformers' tokens (tested). Models this path does
