@@ -55,7 +55,7 @@ def serve(
     torch.set_num_threads(server.threads or max(1, (os.cpu_count() or 2) // 2))
     from lamina.core.errors import ConfigError
     from lamina.serving.pool import ModelPool
-    from lamina.serving.quantize import parse_deployment, resolve_precision
+    from lamina.serving.quantize import parse_deployment
 
     if backend not in ("lamina", "vllm"):
         raise ConfigError(f"unknown backend {backend!r}", hint="use lamina or vllm")
@@ -67,17 +67,15 @@ def serve(
             raise ConfigError(
                 f"the vLLM backend cannot start: {reason}", hint="use --backend lamina (the default)"
             )
-    precision = resolve_precision(precision)
-    pool = ModelPool.from_settings(ws, server, precision, backend)
+    pool = ModelPool.from_settings(ws, server, precision, backend)  # resolves auto, refuses unknown
     app = create_app(ws, settings, pool)
     for spec in preload:
         ref, chosen = parse_deployment(spec)
         engine, version = pool.deploy(ref, chosen)
         how = engine.describe()
         where = f"engine process {how['process']}" if how.get("process") else "in this process"
-        console.print(
-            f"loaded {ref} → {version.ref} ({version.id}, {chosen or precision}, {how['runner']}, {where})"
-        )
+        weights = chosen or pool.precision
+        console.print(f"loaded {ref} → {version.ref} ({version.id}, {weights}, {how['runner']}, {where})")
     url = f"http://{server.host}:{server.port}"
     console.print(
         f"[green]✓[/] Serving {ws.root} at {url}/v1  (health: {url}/health, metrics: {url}/metrics)"

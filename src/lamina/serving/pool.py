@@ -20,6 +20,7 @@ from lamina.core.catalog import ModelVersion
 from lamina.core.errors import LaminaError, NotFound
 from lamina.core.workspace import Workspace
 from lamina.serving.engine import Engine
+from lamina.serving.quantize import resolve_precision
 
 log = logging.getLogger(__name__)
 TEXT_FAMILIES = {"causal_lm"}
@@ -81,13 +82,18 @@ class ModelPool:
 
     @classmethod
     def from_settings(
-        cls, ws: Workspace, server: Any, precision: str = "fp32", backend: str = "lamina"
+        cls, ws: Workspace, server: Any, precision: str = "auto", backend: str = "lamina"
     ) -> ModelPool:
-        """A pool configured by ``server`` settings (batching, queue, compile, engine process, threads)."""
+        """A pool configured by ``server`` settings (batching, queue, compile, engine process, threads).
+
+        ``precision`` ``auto`` is resolved here (``quantize.resolve_precision``), so every server
+        (``lamina serve``, the quickstart's) starts from the same default.
+        """
         import os
 
         return cls(
-            ws, max_batch=server.max_batch, max_waiting=server.max_waiting, precision=precision,
+            ws, max_batch=server.max_batch, max_waiting=server.max_waiting,
+            precision=resolve_precision(precision),
             backend=backend, compile=server.compile, engine_process=server.engine_process,
             threads=server.threads or max(1, (os.cpu_count() or 2) // 2),
         )  # fmt: skip
@@ -113,15 +119,7 @@ class ModelPool:
     def deploy(self, ref: str, precision: str | None = None) -> tuple[Engine, ModelVersion]:
         """Serve ``ref`` at ``precision`` (fp32, bf16 or int8) from now on, and load it."""
         if precision:
-            from lamina.serving.quantize import PRECISIONS
-
-            if precision not in PRECISIONS:
-                from lamina.core.errors import ConfigError
-
-                raise ConfigError(
-                    f"unknown precision {precision!r}", hint=f"use one of {', '.join(PRECISIONS)}"
-                )
-            self._precisions[ref] = precision
+            self._precisions[ref] = resolve_precision(precision)
         return self.engine(ref)
 
     def engine(self, ref: str) -> tuple[Engine, ModelVersion]:
