@@ -9,7 +9,7 @@ import pytest
 from lamina.core.errors import ConfigError, NotFound
 from lamina.core.workspace import Workspace
 from lamina.gateway.keys import create_key, hash_key, list_keys, revoke_key, verify_key
-from lamina.gateway.permissions import PERMISSIONS, ROLES, allowed, is_public, matrix_markdown
+from lamina.gateway.permissions import ROLES, PermissionTable, UndeclaredRoute, permit
 from tests.conftest import run_lamina
 
 
@@ -61,8 +61,12 @@ def test_bad_key_requests_are_refused(
     assert list_keys(workspace) == []
 
 
-# The matrix written out by hand: a change to PERMISSIONS must change this table too.
+# The matrix written out by hand: a change to a route's permit() must change this table too.
 EXPECTED = {
+    ("GET", "/openapi.json"): {"admin", "developer", "user"},
+    ("GET", "/docs"): {"admin", "developer", "user"},
+    ("GET", "/docs/oauth2-redirect"): {"admin", "developer", "user"},
+    ("GET", "/redoc"): {"admin", "developer", "user"},
     ("GET", "/health"): {"admin", "developer", "user", "anonymous"},
     ("GET", "/ready"): {"admin", "developer", "user", "anonymous"},
     ("GET", "/v1/models"): {"admin", "developer", "user"},
@@ -78,16 +82,41 @@ EXPECTED = {
 }
 
 
-def test_permission_matrix_exhaustively() -> None:
-    assert set(PERMISSIONS) == set(EXPECTED)
+def test_permission_matrix_exhaustively(workspace: Workspace) -> None:
+    from lamina.serving.api import create_app
+
+    table: PermissionTable = create_app(workspace).state.permissions  # read from the routes themselves
+    assert set(table.entries) == set(EXPECTED)
     for (method, route), who in EXPECTED.items():
         for role in (*ROLES, "anonymous"):
             expected = role in who
-            got = is_public(method, route) if role == "anonymous" else allowed(role, method, route)
+            got = (
+                table.is_public(method, route) if role == "anonymous" else table.allowed(role, method, route)
+            )
             assert got == expected, (method, route, role)
-    assert not allowed("admin", "GET", "/v1/unknown") and not allowed("admin", "PUT", "/v1/models")
-    table = matrix_markdown()
-    assert table.count("\n") == len(EXPECTED) + 1 and "`GET /metrics` | yes | yes | no |" in table
+    assert not table.allowed("admin", "GET", "/v1/unknown") and not table.allowed(
+        "admin", "PUT", "/v1/models"
+    )
+    markdown = table.markdown()
+    assert markdown.count("\n") == len(EXPECTED) + 1 and "`GET /metrics` | yes | yes | no |" in markdown
+
+
+def test_a_route_without_a_permission_stops_the_app_from_being_built() -> None:
+    from fastapi import FastAPI
+
+    from lamina.serving.api import docs_paths
+
+    app = FastAPI()
+
+    @app.get("/declared", openapi_extra=permit("admin"))
+    def declared() -> None: ...
+
+    assert PermissionTable.from_routes(app.routes, docs_paths=docs_paths(app)).entries
+    app.get("/forgotten")(declared)
+    with pytest.raises(UndeclaredRoute, match="/forgotten"):
+        PermissionTable.from_routes(app.routes, docs_paths=docs_paths(app))
+    with pytest.raises(ValueError, match="root"):
+        permit("root")
 
 
 def test_keys_cli_shows_the_key_once(workspace: Workspace) -> None:

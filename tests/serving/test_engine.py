@@ -7,6 +7,7 @@ model) and the generic transformers-cache path.
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 import torch
@@ -321,4 +322,94 @@ def test_grouped_query_attention_on_the_fast_path_matches_transformers(compile: 
     alone = engine.submit("the question", greedy)  # alone
     list(alone.events(timeout=60))
     assert alone.generated == reference(model, tokenizer, "the question", 12)
+    engine.close()
+
+
+@pytest.mark.parametrize("compile", [False, True])
+def test_a_vanishing_top_p_still_samples_the_best_token(lm, compile: bool) -> None:
+    """Regression: top_p 1e-300 rounds to 0 in float32; the empty nucleus failed the step, and the
+    request (failing while it was being prefilled) never got a last event: the server hung."""
+    model, tokenizer = lm
+    engine = Engine(model, tokenizer, compile=compile).start()
+    greedy = engine.generate("To be", SamplingParams(temperature=0, max_tokens=6))[0]
+    for top_p in (1e-300, 5e-324, 1e-10):
+        text, reason = engine.generate("To be", SamplingParams(temperature=1.5, top_p=top_p, max_tokens=6))
+        assert (text, reason) == (greedy, "length")  # a nucleus of one token: the argmax
+    engine.close()
+
+
+def test_a_failure_while_prefilling_ends_those_requests_too(lm) -> None:
+    """Every request the engine holds gets a last event when a step fails, also those it was
+    still prefilling (fault injected into the runner: nothing else makes a correct model fail)."""
+    model, tokenizer = lm
+    engine = Engine(model, tokenizer)
+    prefill = engine.runner.prefill
+
+    def broken(prompts):
+        engine.runner.prefill = prefill  # fail once, then work again
+        raise RuntimeError("injected fault")
+
+    engine.runner.prefill = broken
+    failed = engine.submit("To be", SamplingParams(max_tokens=5))
+    engine.start()
+    events = list(failed.events(timeout=10))
+    assert events[-1].finish_reason == "error" and failed.finish_reason == "error"
+    assert engine.generate("To be", SamplingParams(max_tokens=3))[1] == "length"  # it serves on
+    assert engine.queue_depth == 0 and engine.running == 0
+    engine.close()
+
+
+def test_a_request_that_cannot_start_in_time_is_shed_not_queued(lm) -> None:
+    model, tokenizer = lm
+    engine = Engine(model, tokenizer, max_batch=1).start()
+    first = engine.submit("To be", SamplingParams(temperature=0, max_tokens=63))
+    next(first.events(timeout=10))  # running: it holds the only place in the batch
+    engine.max_queue_wait = 1e-4  # shorter than what is left of the first request
+    waiting = engine.submit("To be", SamplingParams(temperature=0, max_tokens=2))
+    assert [e.finish_reason for e in waiting.events(timeout=10)] == ["overloaded"]
+    assert not waiting.generated
+    assert list(first.events(timeout=30))[-1].finish_reason == "length"
+    assert engine.queue_depth == 0
+    engine.close()
+
+
+def test_closing_the_engine_ends_waiting_and_running_requests(lm) -> None:
+    model, tokenizer = lm
+    engine = Engine(model, tokenizer, max_batch=1)
+    running = engine.submit("To be", SamplingParams(temperature=0, max_tokens=63))
+    waiting = engine.submit("To be", SamplingParams(temperature=0, max_tokens=63))
+    engine.start()
+    next(running.events(timeout=10))
+    engine.close()
+    for request in (running, waiting):
+        assert [e.finish_reason for e in request.events(timeout=10)][-1] in ("error", "length")
+
+
+def test_a_client_that_goes_away_cancels_its_generation(lm) -> None:
+    """The API's watcher on the connection (generation.collect) cancels a plain request at once;
+    the request object is a stand-in for Starlette's: only its ``receive`` is read."""
+    import asyncio
+
+    from lamina.serving import generation
+
+    model, tokenizer = lm
+    engine = Engine(model, tokenizer).start()
+
+    class Gone:
+        async def receive(self) -> dict:
+            await asyncio.sleep(0.01)
+            return {"type": "http.disconnect"}
+
+    async def call():
+        params = SamplingParams(temperature=0, max_tokens=63)
+        job = engine.submit("To be", params, loop=asyncio.get_running_loop())
+        with pytest.raises(generation.ClientGone):
+            await generation.collect([(0, job)], Gone(), asyncio.get_running_loop().time() + 30)
+        return job
+
+    job = asyncio.run(call())
+    deadline = time.time() + 10
+    while job.finish_reason is None and time.time() < deadline:
+        time.sleep(0.01)
+    assert job.cancelled.is_set() and job.finish_reason == "cancelled" and len(job.generated) < 63
     engine.close()

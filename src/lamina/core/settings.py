@@ -45,6 +45,10 @@ class ServerSettings(BaseModel):
     request_timeout_s: float = Field(120.0, gt=0)  # a generation running longer is cancelled (504)
     max_batch: int = Field(32, ge=1)  # sequences decoded together per model
     max_waiting: int = Field(256, ge=1)  # queued requests per model; beyond it 429 + Retry-After
+    # seconds a request may wait for a place in the batch before it gets 429 + Retry-After: under
+    # overload, load is shed instead of queued, and admitted requests start fast
+    max_queue_wait: float = Field(0.5, gt=0)
+    public_docs: bool = False  # serve /docs and /openapi.json without a key
     audit_text: bool = False  # store request and response text in the audit log
     threads: int | None = Field(None, ge=1)  # torch threads for inference; None: half the cores (min 1)
     compile: bool = True  # torch.compile the lone-stream step and batched attention (5-12 s at load)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
-import re
 import time
 from typing import Any
 
@@ -23,35 +22,21 @@ from lamina.gateway.audit import AuditWriter
 from lamina.gateway.keys import verify_key
 from lamina.gateway.limits import KeyLimiter, retry_after_header
 from lamina.gateway.metrics import Metrics
-from lamina.gateway.permissions import PERMISSIONS, allowed, is_public
+from lamina.gateway.permissions import PermissionTable
 
-DOCS = {"/docs", "/openapi.json", "/redoc", "/docs/oauth2-redirect"}
 ADMIN = {"id": None, "role": "admin", "limits": {}, "name": "admin key"}
-
-
-def _patterns() -> list[tuple[str, re.Pattern[str], str]]:
-    out = []
-    for method, route in PERMISSIONS:
-        regex = "^" + re.sub(r"\{[^/]+\}", "[^/]+", route) + "$"
-        out.append((method, re.compile(regex), route))
-    return out
 
 
 class Gateway:
     def __init__(
-        self, app: Any, *, settings: Settings, workspace: Workspace, metrics: Metrics, audit: AuditWriter
-    ) -> None:
+        self, app: Any, *, settings: Settings, workspace: Workspace, metrics: Metrics, audit: AuditWriter,
+        permissions: PermissionTable, docs_paths: set[str],
+    ) -> None:  # fmt: skip
         self.app, self.settings, self.ws, self.metrics, self.audit = app, settings, workspace, metrics, audit
         self.limiter = KeyLimiter()
-        self.routes = _patterns()
+        self.permissions, self.docs_paths = permissions, docs_paths
         admin = settings.server.admin_key
         self.admin_secret = admin.get_secret_value() if admin is not None else None
-
-    def route_of(self, method: str, path: str) -> str | None:
-        for m, pattern, route in self.routes:
-            if m == method and pattern.match(path):
-                return route
-        return None
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -64,8 +49,8 @@ class Gateway:
         state = scope.setdefault("state", {})
         state["request_id"] = rid
         method, path = scope["method"], scope["path"]
-        route = self.route_of(method, path)
-        label = route or ("docs" if path in DOCS else "unmatched")
+        route = self.permissions.match(method, path)
+        label = "docs" if path in self.docs_paths else (route or "unmatched")
         status = {"code": 500}
         key: dict[str, Any] | None = None
         body: bytes | None = b""
@@ -87,7 +72,9 @@ class Gateway:
                     "request_too_large",
                 )
                 return
-            if route is not None and not is_public(method, route):
+            # fail closed: every route but a public one needs a key, and so does a path that
+            # matches no route (a valid key then gets the app's 404/405; without one: 401)
+            if route is None or not self.permissions.is_public(method, route):
                 key = await self._authenticate(headers.get("authorization", ""))
                 if key is None:
                     await self._reject(
@@ -97,7 +84,7 @@ class Gateway:
                         "invalid_api_key",
                     )
                     return
-                if not allowed(key["role"], method, route):
+                if route is not None and not self.permissions.allowed(key["role"], method, route):
                     await self._reject(
                         send_wrapped,
                         403,

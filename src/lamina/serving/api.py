@@ -13,6 +13,7 @@ import asyncio
 import base64
 import json
 import logging
+import math
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -21,15 +22,19 @@ from typing import Any
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lamina.core.errors import LaminaError
 from lamina.core.settings import Settings
 from lamina.core.workspace import Workspace
 from lamina.gateway.metrics import Metrics
+from lamina.gateway.permissions import ADMIN_ONLY, ANY_KEY, ANYONE, OPERATORS, PermissionTable
+from lamina.serving import generation
 from lamina.serving.engine import Engine, TokenEvent
 from lamina.serving.engine import Stream as EngineRequest
 from lamina.serving.pool import EMBEDDING_MODEL, ModelPool
+from lamina.serving.sampling import LOGPROB_FLOOR
 from lamina.serving.schemas import (
     ChatRequest,
     CompletionRequest,
@@ -52,6 +57,44 @@ ERROR_TYPES = {
 }
 
 
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorBody(BaseModel):
+    """OpenAI's error shape: every error response of the API has this body."""
+
+    error: ErrorDetail
+
+
+ERROR_MEANINGS = {
+    400: "invalid request (the message names the field)",
+    401: "no valid API key",
+    403: "the key's role may not call this route",
+    404: "no such model or object",
+    413: "request body too large",
+    429: "rate limit, or the server is at capacity (see Retry-After)",
+    503: "the engine or catalog is unavailable",
+    504: "generation ran past the server's time limit",
+}
+KEYED = (400, 401, 403, 413, 429)  # what any route behind a key can answer
+
+
+def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for the error codes a route really returns (all in ``ErrorBody``)."""
+    return {code: {"model": ErrorBody, "description": ERROR_MEANINGS[code]} for code in sorted(set(codes))}
+
+
+GENERATION: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"application/json": {}, "text/event-stream": {}}, "description": "the answer, or "
+          "with stream: true, server-sent events ending with data: [DONE]"},
+    **errors(*KEYED, 404, 503, 504),
+}  # fmt: skip
+
+
 def error_body(
     status: int, message: str, code: str | None = None, param: str | None = None
 ) -> dict[str, Any]:
@@ -67,11 +110,6 @@ def error_body(
 
 def error_response(status: int, message: str, code: str | None = None, **headers: str) -> JSONResponse:
     return JSONResponse(error_body(status, message, code), status_code=status, headers=headers or None)
-
-
-class Timeout(LaminaError):
-    http_status = 504
-    code = "timeout"
 
 
 def create_app(
@@ -119,11 +157,11 @@ def create_app(
         return error_response(500, f"internal error: {type(exc).__name__}", "internal_error")
 
     # -- health and models -------------------------------------------------------------------------
-    @app.get("/health")
+    @app.get("/health", openapi_extra=ANYONE, responses=errors(413))
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/ready")
+    @app.get("/ready", openapi_extra=ANYONE, responses=errors(413, 503))
     async def ready() -> JSONResponse:
         try:
             await asyncio.to_thread(ws.catalog.counts)
@@ -135,7 +173,7 @@ def create_app(
         ]
         return JSONResponse({"status": "ready", "loaded": [e["model"] for e in engines], "engines": engines})
 
-    @app.get("/v1/models")
+    @app.get("/v1/models", openapi_extra=ANY_KEY, responses=errors(*KEYED))
     async def models() -> dict[str, Any]:
         rows = await asyncio.to_thread(pool.listing)
         return {
@@ -152,40 +190,43 @@ def create_app(
             ],
         }
 
-    @app.get("/metrics")
+    @app.get(
+        "/metrics", openapi_extra=OPERATORS, response_class=PlainTextResponse,
+        responses={200: {"content": {"text/plain": {}}}, **errors(*KEYED)},
+    )  # fmt: skip
     async def prometheus() -> PlainTextResponse:
         metrics.observe_engines(pool)
         return PlainTextResponse(metrics.render(), media_type=metrics.content_type)
 
     # -- administration ------------------------------------------------------------------------------
-    @app.get("/admin/keys")
+    @app.get("/admin/keys", openapi_extra=ADMIN_ONLY, responses=errors(*KEYED))
     async def admin_keys() -> dict[str, Any]:
         from lamina.gateway.keys import list_keys
 
         return {"object": "list", "data": await asyncio.to_thread(list_keys, ws)}
 
-    @app.post("/admin/keys", status_code=201)
+    @app.post("/admin/keys", status_code=201, openapi_extra=ADMIN_ONLY, responses=errors(*KEYED))
     async def admin_create_key(body: NewKeyRequest) -> dict[str, Any]:
         from lamina.gateway.keys import create_key
 
         made = await asyncio.to_thread(create_key, ws, body.name, body.role, body.limits)
         return {"id": made.key.id, "name": made.key.name, "role": made.key.role, "key": made.secret}
 
-    @app.delete("/admin/keys/{key_id}")
+    @app.delete("/admin/keys/{key_id}", openapi_extra=ADMIN_ONLY, responses=errors(*KEYED, 404))
     async def admin_revoke_key(key_id: str) -> dict[str, Any]:
         from lamina.gateway.keys import revoke_key
 
         row = await asyncio.to_thread(revoke_key, ws, key_id)
         return {"id": row.id, "revoked_at": row.revoked_at.isoformat() if row.revoked_at else None}
 
-    @app.get("/admin/audit")
+    @app.get("/admin/audit", openapi_extra=OPERATORS, responses=errors(*KEYED))
     async def admin_audit(limit: int = Query(100, ge=1, le=1000)) -> dict[str, Any]:
         from lamina.gateway.audit import recent
 
         return {"object": "list", "data": await asyncio.to_thread(recent, ws, limit)}
 
     # -- text ------------------------------------------------------------------------------------------
-    @app.post("/v1/completions", response_model=None)
+    @app.post("/v1/completions", response_model=None, openapi_extra=ANY_KEY, responses=GENERATION)
     async def completions(body: CompletionRequest, request: Request) -> Any:
         prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
         if body.echo or body.suffix:
@@ -198,11 +239,14 @@ def create_app(
         ]
         _note(request, version.id)
         created, rid = int(time.time()), f"cmpl-{uuid.uuid4().hex[:24]}"
+        deadline = _deadline(server)
         if body.stream:
-            return _sse(_stream_completion(jobs, rid, created, body, request, engine, metrics), request, jobs)
-        results = await _collect(jobs, server.request_timeout_s)
+            await generation.started(jobs, request, deadline)
+            chunks = _stream_completion(jobs, rid, created, body, request, engine, metrics, deadline)
+            return _sse(chunks, jobs)
+        results = await generation.collect(jobs, request, deadline)
         choices = []
-        for index, (events, _job) in zip([i for i, _ in jobs], results, strict=True):
+        for index, events in zip([i for i, _ in jobs], results, strict=True):
             text = "".join(e.text for e in events)
             choices.append(
                 {
@@ -218,7 +262,7 @@ def create_app(
             "system_fingerprint": version.id, "choices": choices, "usage": usage,
         }  # fmt: skip
 
-    @app.post("/v1/chat/completions", response_model=None)
+    @app.post("/v1/chat/completions", response_model=None, openapi_extra=ANY_KEY, responses=GENERATION)
     async def chat(body: ChatRequest, request: Request) -> Any:
         engine, version = await asyncio.to_thread(pool.engine, body.model)
         tokenizer = engine.tokenizer
@@ -238,9 +282,11 @@ def create_app(
         jobs = [(j, _submit(engine, prompt, body.sampling(256, top, j), request)) for j in range(body.n)]
         _note(request, version.id)
         created, rid = int(time.time()), f"chatcmpl-{uuid.uuid4().hex[:24]}"
+        deadline = _deadline(server)
         if body.stream:
-            return _sse(_stream_chat(jobs, rid, created, body, request, engine, metrics), request, jobs)
-        results = await _collect(jobs, server.request_timeout_s)
+            await generation.started(jobs, request, deadline)
+            return _sse(_stream_chat(jobs, rid, created, body, request, engine, metrics, deadline), jobs)
+        results = await generation.collect(jobs, request, deadline)
         choices = [
             {
                 "index": index,
@@ -248,7 +294,7 @@ def create_app(
                 "logprobs": _chat_logprobs(engine, events) if body.logprobs else None,
                 "finish_reason": _finish(events),
             }
-            for (index, _), (events, _) in zip(jobs, results, strict=True)
+            for (index, _), events in zip(jobs, results, strict=True)
         ]
         return {
             "id": rid, "object": "chat.completion", "created": created, "model": body.model,
@@ -257,7 +303,7 @@ def create_app(
         }  # fmt: skip
 
     # -- embeddings and images ---------------------------------------------------------------------
-    @app.post("/v1/embeddings")
+    @app.post("/v1/embeddings", openapi_extra=ANY_KEY, responses=errors(*KEYED, 404, 503))
     async def embeddings(body: EmbeddingRequest, request: Request) -> dict[str, Any]:
         if body.model not in (EMBEDDING_MODEL, f"sentence-transformers/{EMBEDDING_MODEL}"):
             return error_response(  # type: ignore[return-value]
@@ -288,7 +334,7 @@ def create_app(
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
         }
 
-    @app.post("/v1/images/generations")
+    @app.post("/v1/images/generations", openapi_extra=ANY_KEY, responses=errors(*KEYED, 404, 503))
     async def images(body: ImageRequest, request: Request) -> dict[str, Any]:
         if body.response_format == "url":
             return error_response(
@@ -317,8 +363,20 @@ def create_app(
         from lamina.gateway.audit import AuditWriter
 
         app.state.audit = AuditWriter(ws)
-        app.add_middleware(Gateway, settings=settings, workspace=ws, metrics=metrics, audit=app.state.audit)
+        docs = docs_paths(app)
+        permissions = PermissionTable.from_routes(app.routes, docs_paths=docs, public_docs=server.public_docs)
+        app.state.permissions = permissions
+        app.add_middleware(
+            Gateway, settings=settings, workspace=ws, metrics=metrics, audit=app.state.audit,
+            permissions=permissions, docs_paths=docs,
+        )  # fmt: skip
     return app
+
+
+def docs_paths(app: FastAPI) -> set[str]:
+    """The paths FastAPI serves its docs and schema at (they need a key unless public_docs)."""
+    paths = {app.openapi_url, app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url}
+    return {p for p in paths if p}
 
 
 def shutdown(app: FastAPI) -> None:
@@ -360,28 +418,13 @@ def _note(request: Request, version_id: str) -> None:
     request.state.model_version = version_id
 
 
-async def _collect(
-    jobs: list[tuple[int, EngineRequest]], timeout: float
-) -> list[tuple[list[TokenEvent], EngineRequest]]:
-    async def one(job: EngineRequest) -> tuple[list[TokenEvent], EngineRequest]:
-        return [e async for e in job.aevents()], job
-
-    try:
-        return await asyncio.wait_for(asyncio.gather(*(one(j) for _, j in jobs)), timeout)
-    except TimeoutError:
-        for _, job in jobs:
-            job.cancel()
-        raise Timeout(
-            f"generation took longer than {timeout:g} s and was cancelled", hint="ask for fewer tokens"
-        ) from None
-    except asyncio.CancelledError:
-        for _, job in jobs:
-            job.cancel()
-        raise
-
-
 def _finish(events: list[TokenEvent]) -> str:
+    """OpenAI's finish reason for a choice's last event; an engine failure mid-stream raises."""
     reason = events[-1].finish_reason if events else "stop"
+    if reason == "error":
+        raise generation.GenerationFailed(
+            "the engine failed while generating", hint="retry; see the server log"
+        )
     return "length" if reason == "length" else "stop"
 
 
@@ -407,14 +450,19 @@ def _completion_logprobs(engine: Engine, events: list[TokenEvent]) -> dict[str, 
         at += len(_token_text(engine, e.token_id))
     return {
         "tokens": [_token_text(engine, e.token_id) for e in tokens],
-        "token_logprobs": [e.logprob for e in tokens],
-        "top_logprobs": [{_token_text(engine, t): lp for t, lp in e.top} for e in tokens],
+        "token_logprobs": [_finite(e.logprob) for e in tokens],
+        "top_logprobs": [{_token_text(engine, t): _finite(lp) for t, lp in e.top} for e in tokens],
         "text_offset": offsets,
     }
 
 
+def _finite(logprob: float | None) -> float | None:
+    """JSON has no -inf or NaN: report them as ``LOGPROB_FLOOR``."""
+    return logprob if logprob is None or math.isfinite(logprob) else LOGPROB_FLOOR
+
+
 def _top_entry(text: str, logprob: float) -> dict[str, Any]:
-    return {"token": text, "logprob": logprob, "bytes": list(text.encode())}
+    return {"token": text, "logprob": _finite(logprob), "bytes": list(text.encode())}
 
 
 def _chat_logprobs(engine: Engine, events: list[TokenEvent]) -> dict[str, Any]:
@@ -425,65 +473,45 @@ def _chat_logprobs(engine: Engine, events: list[TokenEvent]) -> dict[str, Any]:
         text = _token_text(engine, e.token_id)
         content.append(
             {
-                "token": text, "logprob": e.logprob, "bytes": list(text.encode()),
+                "token": text, "logprob": _finite(e.logprob), "bytes": list(text.encode()),
                 "top_logprobs": [_top_entry(_token_text(engine, t), lp) for t, lp in e.top],
             }
         )  # fmt: skip
     return {"content": content}
 
 
-def _sse(
-    chunks: AsyncIterator[list[dict[str, Any]]], request: Request, jobs: list[tuple[int, EngineRequest]]
-) -> StreamingResponse:
-    """Server-sent events; chunks that are ready together go out in one write."""
+def _deadline(server: Any) -> float:
+    return asyncio.get_running_loop().time() + server.request_timeout_s
+
+
+def _sse(chunks: AsyncIterator[list[dict[str, Any]]], jobs: generation.Jobs) -> StreamingResponse:
+    """Server-sent events; chunks that are ready together go out in one write.
+
+    A stream that fails after it began (time limit, engine error) cannot change its status any
+    more: it ends with an ``error`` event in OpenAI's error shape, then ``[DONE]``.
+    """
 
     async def body() -> AsyncIterator[bytes]:
         try:
             async for group in chunks:
                 if group:
                     yield b"".join(f"data: {json.dumps(chunk)}\n\n".encode() for chunk in group)
-            yield b"data: [DONE]\n\n"
+        except LaminaError as exc:
+            error = error_body(exc.http_status, exc.message, exc.code)
+            yield f"data: {json.dumps(error)}\n\n".encode()
         finally:  # the client went away (or we finished): stop generating for it
-            for _, job in jobs:
-                job.cancel()
+            generation.cancel(jobs)
+        yield b"data: [DONE]\n\n"
 
     return StreamingResponse(body(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
 
-async def _merged(jobs: list[tuple[int, EngineRequest]]) -> AsyncIterator[list[tuple[int, TokenEvent]]]:
-    """Events of one job, or of several (n > 1), in the groups they arrive in."""
-    if len(jobs) == 1:
-        index, job = jobs[0]
-        async for batch in job.abatches():
-            yield [(index, event) for event in batch]
-        return
-    queue: asyncio.Queue[tuple[int, list[TokenEvent] | None]] = asyncio.Queue()
-
-    async def pump(index: int, job: EngineRequest) -> None:
-        async for batch in job.abatches():
-            await queue.put((index, batch))
-        await queue.put((index, None))
-
-    tasks = [asyncio.create_task(pump(i, j)) for i, j in jobs]
-    try:
-        remaining = len(tasks)
-        while remaining:
-            index, events = await queue.get()
-            if events is None:
-                remaining -= 1
-            else:
-                yield [(index, event) for event in events]
-    finally:
-        for task in tasks:
-            task.cancel()
-
-
 async def _stream_completion(
     jobs: list[tuple[int, EngineRequest]], rid: str, created: int, body: CompletionRequest, request: Request,
-    engine: Engine, metrics: Metrics,
+    engine: Engine, metrics: Metrics, deadline: float,
 ) -> AsyncIterator[list[dict[str, Any]]]:  # fmt: skip
     base = {"id": rid, "object": "text_completion", "created": created, "model": body.model}
-    async for batch in _merged(jobs):
+    async for batch in generation.batches(jobs, deadline):
         group = []
         for index, event in batch:
             if not event.text and event.finish_reason is None:
@@ -500,7 +528,7 @@ async def _stream_completion(
 
 async def _stream_chat(
     jobs: list[tuple[int, EngineRequest]], rid: str, created: int, body: ChatRequest, request: Request,
-    engine: Engine, metrics: Metrics,
+    engine: Engine, metrics: Metrics, deadline: float,
 ) -> AsyncIterator[list[dict[str, Any]]]:  # fmt: skip
     base = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": body.model}
     yield [
@@ -510,7 +538,7 @@ async def _stream_chat(
         }
         for i, _ in jobs
     ]
-    async for batch in _merged(jobs):
+    async for batch in generation.batches(jobs, deadline):
         group = []
         for index, event in batch:
             logprobs = _chat_logprobs(engine, [event]) if body.logprobs else None

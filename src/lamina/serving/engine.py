@@ -21,6 +21,7 @@ callback per iteration. The engine runs in one background thread (torch releases
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import queue
 import threading
@@ -73,7 +74,9 @@ class TokenEvent:
     token_id: int | None = None
     logprob: float | None = None
     top: list[tuple[int, float]] = field(default_factory=list)
-    finish_reason: str | None = None  # "stop", "length", "cancelled", "error" on the last event
+    # on the last event: "stop", "length", "cancelled", "error", or "overloaded" (never started:
+    # the queue's wait budget ran out)
+    finish_reason: str | None = None
 
 
 class Stream:
@@ -95,6 +98,7 @@ class Stream:
         self._queue: queue.Queue[TokenEvent] = queue.Queue()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._aqueue: asyncio.Queue[TokenEvent] | None = None
+        self._held: list[TokenEvent] = []  # read ahead by first(), handed out next by abatches()
         self._sink: Callable[[list[tuple[Stream, TokenEvent]]], None] | None = None
 
     @property
@@ -139,14 +143,27 @@ class Stream:
 
     async def abatches(self) -> Any:
         """Events in the groups that are ready together (fewer wake-ups for a streaming writer)."""
-        assert self._aqueue is not None, "bind_loop() first"
         while True:
-            batch = [await self._aqueue.get()]
-            while not self._aqueue.empty():
-                batch.append(self._aqueue.get_nowait())
+            batch = self._held or await self._next_batch()
+            self._held = []
             yield batch
             if batch[-1].finish_reason is not None:
                 return
+
+    async def first(self) -> TokenEvent:
+        """Wait for the first event (the request started, or ended before starting) without
+        consuming it: ``abatches`` still yields it. The API waits for this before it answers, so a
+        request the queue sheds gets a 429, not a stream that says 200 and then nothing."""
+        if not self._held:
+            self._held = await self._next_batch()
+        return self._held[0]
+
+    async def _next_batch(self) -> list[TokenEvent]:
+        assert self._aqueue is not None, "bind_loop() first"
+        batch = [await self._aqueue.get()]
+        while not self._aqueue.empty():
+            batch.append(self._aqueue.get_nowait())
+        return batch
 
 
 class Request(Stream):
@@ -164,7 +181,9 @@ class Request(Stream):
         super().__init__(request_id, prompt_ids, params)
         self.eos_ids = eos_ids
         self.detokenizer = Detokenizer(tokenizer, pieces)
-        self.generator = torch.Generator().manual_seed(params.seed) if params.seed is not None else None
+        # any integer is a valid seed (OpenAI sets no range); torch takes 64 bits of it
+        seed = None if params.seed is None else params.seed % 2**64
+        self.generator = torch.Generator().manual_seed(seed) if seed is not None else None
         self.stop = StopMatcher(params.stop)
 
 
@@ -258,18 +277,24 @@ class Engine:
 
     def __init__(
         self, model: Any, tokenizer: Any, *, max_batch: int = 32, max_waiting: int = 256,
-        precision: str = "fp32", path: str = "auto", compile: bool = False,
+        max_queue_wait: float | None = None, precision: str = "fp32", path: str = "auto",
+        compile: bool = False,
     ) -> None:  # fmt: skip
         self.tokenizer = tokenizer
         self.context = int(model.config.max_position_embeddings)
         self.vocab = int(model.config.vocab_size)
         self.max_batch, self.max_waiting = max_batch, max_waiting
+        # seconds a request may wait for a place in the batch; past it, it ends "overloaded" (the
+        # API answers 429) rather than waiting on: load is shed, and admitted requests start soon
+        self.max_queue_wait = max_queue_wait
         self.runner = make_runner(model, precision, max_batch, path, compile)
         eos = tokenizer.eos_token_id
         self.eos_ids = {int(eos)} if eos is not None else set()
         self._pieces = piece_table(tokenizer)
-        self._waiting: queue.Queue[Request] = queue.Queue()
+        self._waiting: collections.deque[Request] = collections.deque()  # FIFO; appended under _lock
+        self._lock = threading.Lock()
         self._requests: list[Request] = []  # the running batch, in the runner's row order
+        self._joining: list[Request] = []  # taken from the queue, being prefilled
         self._last = torch.zeros(0, dtype=torch.long)  # (B,) the token each row feeds next
         self._seen = torch.zeros(0, self.vocab)  # (B, V) counts over prompt + output (repetition)
         self._generated = torch.zeros(0, self.vocab)  # (B, V) counts over output (frequency, presence)
@@ -297,7 +322,7 @@ class Engine:
 
     @property
     def queue_depth(self) -> int:
-        return self._waiting.qsize()
+        return len(self._waiting)
 
     @property
     def running(self) -> int:
@@ -315,14 +340,15 @@ class Engine:
     ) -> Request:  # fmt: skip
         """Queue a generation; its events go to ``loop`` or ``sink`` if given (bound before it runs)."""
         ids = self.check(prompt)
-        if self._waiting.qsize() >= self.max_waiting:
-            raise EngineBusy(f"{self._waiting.qsize()} requests are already waiting", hint="retry shortly")
         request = Request(request_id, ids, params, self.eos_ids, self.tokenizer, self._pieces)
         if loop is not None:
             request.bind_loop(loop)
         if sink is not None:
             request.bind_sink(sink)
-        self._waiting.put(request)
+        with self._lock:
+            if len(self._waiting) >= self.max_waiting:
+                raise EngineBusy(f"{len(self._waiting)} requests are already waiting", hint="retry shortly")
+            self._waiting.append(request)
         self._wake.set()
         return request
 
@@ -349,21 +375,58 @@ class Engine:
             except Exception as exc:  # a bug must not leave clients waiting forever
                 log.exception("engine step failed")
                 self._fail_all(f"engine error: {exc}")
+        # closed: whatever is still running or waiting ends now, not never
+        with self._lock:
+            self._joining.extend(self._waiting)
+            self._waiting.clear()
+        if self._requests or self._joining:
+            self._fail_all("the engine was closed")
 
     def _admit(self) -> None:
         """Prefill every waiting request there is room for, together, and let them join the batch."""
         joining: list[Request] = []
-        while self.running + len(joining) < self.max_batch:
-            try:
-                request = self._waiting.get_nowait()
-            except queue.Empty:
-                break
+        self._shed()
+        while self.running + len(joining) < self.max_batch and self._waiting:
+            with self._lock:
+                request = self._waiting.popleft()
             if request.cancelled.is_set():
+                request.finish_reason = "cancelled"
                 request.emit(TokenEvent("", finish_reason="cancelled"))
                 continue
             joining.append(request)
         if joining:
+            self._joining = joining  # until they join or finish: a failure must reach them too
             self._join(joining)
+            self._joining = []
+
+    def _shed(self) -> None:
+        """End waiting requests that were cancelled or have waited past ``max_queue_wait``.
+
+        Runs every iteration, also when the batch is full: a request that cannot start in time is
+        told so (``overloaded``) then, not when a place finally frees up.
+        """
+        if not self._waiting:
+            return
+        now = time.perf_counter()
+        budget = self.max_queue_wait
+        with self._lock:
+            keep: collections.deque[Request] = collections.deque()
+            ended: list[tuple[Request, str]] = []
+            for request in self._waiting:
+                if request.cancelled.is_set():
+                    ended.append((request, "cancelled"))
+                elif budget is not None and now - request.submitted > budget:
+                    ended.append((request, "overloaded"))
+                else:
+                    keep.append(request)
+            if ended:
+                self._waiting = keep
+        if ended:
+            outbox = Outbox()
+            for request, reason in ended:
+                request.finish_reason = reason
+                outbox.add(request, TokenEvent("", finish_reason=reason))
+            outbox.send()
 
     def _join(self, requests: list[Request]) -> None:
         """Prefill ``requests`` in one pass; those whose first token does not end them join."""
@@ -480,7 +543,7 @@ class Engine:
         """
         room = self.context - (len(request.prompt_ids) + len(request.generated) - 1)
         left = request.params.max_tokens - len(request.generated)
-        steps = max(1, min(ALONE_STEPS if self._waiting.empty() else 1, room, left))
+        steps = max(1, min(1 if self._waiting else ALONE_STEPS, room, left))
         params = request.params
         sampled = params.temperature > 0
         if not sampled:  # greedy: no random numbers drawn
@@ -513,11 +576,18 @@ class Engine:
             self._seen, self._generated = torch.zeros(0, self.vocab), torch.zeros(0, self.vocab)
 
     def _fail_all(self, message: str) -> None:
+        """End every request the engine holds (running, or being prefilled) with an ``error`` event.
+
+        Every request must get a last event: one that got none would wait for ever, and its slot in
+        the server's queue would never come back.
+        """
         outbox = Outbox()
-        for request in self._requests:
-            outbox.add(request, TokenEvent("", finish_reason="error"))
+        for request in [*self._requests, *self._joining]:
+            if request.finish_reason is None:
+                request.finish_reason = "error"
+                outbox.add(request, TokenEvent("", finish_reason="error"))
         outbox.send()
-        self._requests = []
+        self._requests, self._joining = [], []
         self.runner.keep([])
         self._last = torch.zeros(0, dtype=torch.long)
         self._seen, self._generated = torch.zeros(0, self.vocab), torch.zeros(0, self.vocab)

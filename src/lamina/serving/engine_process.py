@@ -44,13 +44,15 @@ class EngineProcess:
 
     def __init__(
         self, folder: Path | str, tokenizer: Any, context: int, *, max_batch: int = 32,
-        max_waiting: int = 256, precision: str = "fp32", compile: bool = False, threads: int = 1,
+        max_waiting: int = 256, max_queue_wait: float | None = None, precision: str = "fp32",
+        compile: bool = False, threads: int = 1,
     ) -> None:  # fmt: skip
         self.tokenizer, self.context, self.max_waiting = tokenizer, context, max_waiting
         ctx = mp.get_context("spawn")  # never fork a process that holds torch's thread pools
         commands_out, self._commands = ctx.Pipe(duplex=False)
         self._events, events_in = ctx.Pipe(duplex=False)
-        options = {"max_batch": max_batch, "max_waiting": max_waiting, "precision": precision,
+        options = {"max_batch": max_batch, "max_waiting": max_waiting, "max_queue_wait": max_queue_wait,
+                   "precision": precision,
                    "compile": compile, "threads": threads}  # fmt: skip
         self._process = ctx.Process(
             target=_child,
@@ -122,7 +124,12 @@ class EngineProcess:
             if sink is not None:
                 stream.bind_sink(sink)
             self._streams[uid] = stream
-        self._send(("submit", uid, ids, params.model_dump()))
+        try:
+            self._send(("submit", uid, ids, params.model_dump()))
+        except EngineUnavailable:
+            with self._state_lock:
+                self._streams.pop(uid, None)
+            raise
         return stream
 
     def generate(self, prompt: str, params: SamplingParams) -> tuple[str, str]:
@@ -147,6 +154,15 @@ class EngineProcess:
         self._alive = False
 
     # -- plumbing ---------------------------------------------------------------------------------------
+    def _forget(self, stream: _RemoteStream) -> None:
+        """End ``stream`` here with ``cancelled`` unless it already ended (see ``_RemoteStream.cancel``)."""
+        with self._state_lock:
+            if self._streams.pop(stream._uid, None) is None:
+                return
+            stream.finish_reason = "cancelled"
+            outbox = Outbox().add(stream, TokenEvent("", finish_reason="cancelled"))
+        outbox.send()
+
     def _send(self, message: tuple) -> None:
         with self._send_lock:
             try:
@@ -198,12 +214,20 @@ class _RemoteStream(Stream):
         self._owner, self._uid = owner, uid
 
     def cancel(self) -> None:
-        if not self.cancelled.is_set():
-            self.cancelled.set()
-            try:
-                self._owner._send(("cancel", self._uid))
-            except EngineUnavailable:
-                pass
+        """Tell the engine process, and end the stream here at once.
+
+        Ending it here (a ``cancelled`` event, the stream forgotten) means the server's queue and
+        running counts never depend on the child answering: a stream the child lost, or one it is
+        slow to drop, still gives its place back now. Events that arrive later are ignored.
+        """
+        if self.cancelled.is_set():
+            return
+        self.cancelled.set()
+        self._owner._forget(self)
+        try:
+            self._owner._send(("cancel", self._uid))
+        except EngineUnavailable:
+            pass
 
 
 def _child(folder: str, options: dict[str, Any], commands: Any, events: Any) -> None:
@@ -223,7 +247,8 @@ def _child(folder: str, options: dict[str, Any], commands: Any, events: Any) -> 
         model, tokenizer = load_any(Path(folder))
         engine = Engine(
             model, tokenizer, max_batch=options["max_batch"], max_waiting=options["max_waiting"],
-            precision=options["precision"], compile=options["compile"],
+            max_queue_wait=options["max_queue_wait"], precision=options["precision"],
+            compile=options["compile"],
         )  # fmt: skip
     except Exception as exc:  # reported to the parent, which raises it with the folder's name
         events.send(("error", f"{type(exc).__name__}: {exc}"))
@@ -249,8 +274,12 @@ def _child(folder: str, options: dict[str, Any], commands: Any, events: Any) -> 
             _, uid, ids, params = message
             try:
                 open_requests[uid] = engine.submit(ids, SamplingParams(**params), str(uid), sink=sink)
-            except LaminaError:  # checked in the parent already; a queue race ends the stream
-                sink([(_Placeholder(uid), TokenEvent("", finish_reason="error"))])
+            except Exception as exc:  # checked in the parent already; whatever slips through ends
+                # that one stream (never this loop, which every other stream depends on)
+                if not isinstance(exc, LaminaError):
+                    log.exception("engine process: a request could not be queued")
+                reason = "overloaded" if isinstance(exc, EngineBusy) else "error"
+                sink([(_Placeholder(uid), TokenEvent("", finish_reason=reason))])
         elif kind == "cancel":
             request = open_requests.get(message[1])
             if request is not None:

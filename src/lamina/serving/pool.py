@@ -65,6 +65,7 @@ class ModelPool:
         *,
         max_batch: int = 32,
         max_waiting: int = 256,
+        max_queue_wait: float | None = None,
         precision: str = "fp32",
         backend: str = "lamina",
         compile: bool = False,
@@ -72,6 +73,7 @@ class ModelPool:
         threads: int = 1,
     ) -> None:
         self.ws, self.max_batch, self.max_waiting, self.backend = ws, max_batch, max_waiting, backend
+        self.max_queue_wait = max_queue_wait
         self.compile, self.engine_process, self.threads = compile, engine_process, threads
         self.precision = precision  # the default; deploy() sets it per ref
         self._precisions: dict[str, str] = {}
@@ -93,6 +95,7 @@ class ModelPool:
 
         return cls(
             ws, max_batch=server.max_batch, max_waiting=server.max_waiting,
+            max_queue_wait=server.max_queue_wait,
             precision=resolve_precision(precision),
             backend=backend, compile=server.compile, engine_process=server.engine_process,
             threads=server.threads or max(1, (os.cpu_count() or 2) // 2),
@@ -142,7 +145,11 @@ class ModelPool:
 
                     _, tokenizer = load_any(folder)
                     engine = VLLMEngine(
-                        str(folder), tokenizer, max_batch=self.max_batch, max_waiting=self.max_waiting
+                        str(folder),
+                        tokenizer,
+                        max_batch=self.max_batch,
+                        max_waiting=self.max_waiting,
+                        max_queue_wait=self.max_queue_wait,
                     )
                 elif self.engine_process:
                     from lamina.serving.engine_process import EngineProcess
@@ -150,13 +157,14 @@ class ModelPool:
                     tokenizer, context = serving_tokenizer(folder)
                     engine = EngineProcess(
                         folder, tokenizer, context, max_batch=self.max_batch, max_waiting=self.max_waiting,
-                        precision=precision, compile=self.compile, threads=self.threads,
+                        max_queue_wait=self.max_queue_wait, precision=precision, compile=self.compile,
+                        threads=self.threads,
                     )  # fmt: skip
                 else:
                     model, tokenizer = load_any(folder)
                     engine = Engine(
                         model, tokenizer, max_batch=self.max_batch, max_waiting=self.max_waiting,
-                        precision=precision, compile=self.compile,
+                        max_queue_wait=self.max_queue_wait, precision=precision, compile=self.compile,
                     )  # fmt: skip
                 loaded = self._engines[key] = Loaded(version, engine.start(), time.monotonic(), precision)
                 if previous and previous != key:

@@ -16,6 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 MAX_STOP = 4
 MAX_LOGPROBS = 20
+MIN_REPETITION_PENALTY = 0.01
+# what a -inf (or NaN) log-probability is reported as: JSON has no inf (vLLM's choice too)
+LOGPROB_FLOOR = -9999.0
 
 
 class SamplingParams(BaseModel):
@@ -26,7 +29,8 @@ class SamplingParams(BaseModel):
     temperature: float = Field(1.0, ge=0.0, le=2.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     top_k: int = Field(0, ge=0)  # 0: off
-    repetition_penalty: float = Field(1.0, gt=0.0, le=10.0)
+    # from 0.01: smaller factors multiply logits past float32's range (inf, then NaN probabilities)
+    repetition_penalty: float = Field(1.0, ge=MIN_REPETITION_PENALTY, le=10.0)
     frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
     presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
     stop: list[str] = Field(default_factory=list)
@@ -37,15 +41,20 @@ class SamplingParams(BaseModel):
     @field_validator("stop", mode="before")
     @classmethod
     def _stop_list(cls, value: object) -> object:
-        if value is None:
-            return []
-        if isinstance(value, str):
-            value = [value]
-        if isinstance(value, list) and len(value) > MAX_STOP:
-            raise ValueError(f"at most {MAX_STOP} stop sequences")
-        if isinstance(value, list) and any(isinstance(s, str) and not s for s in value):
-            raise ValueError("stop sequences must not be empty")
-        return value
+        return stop_list(value)
+
+
+def stop_list(value: object) -> object:
+    """``stop`` as a list (OpenAI takes a string, a list or null); at most ``MAX_STOP``, none empty."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        value = [value]
+    if isinstance(value, list) and len(value) > MAX_STOP:
+        raise ValueError(f"at most {MAX_STOP} stop sequences")
+    if isinstance(value, list) and any(isinstance(s, str) and not s for s in value):
+        raise ValueError("stop sequences must not be empty")
+    return value
 
 
 @dataclass
@@ -146,8 +155,10 @@ def choose(logits: torch.Tensor, knobs: torch.Tensor, uniform: torch.Tensor) -> 
     cdf = torch.softmax(ordered, dim=-1).cumsum(dim=-1)
     top_k_mass = cdf.gather(1, (top_k - 1)[:, None])[:, 0]
     before = torch.cat([cdf.new_zeros(rows, 1), cdf[:, :-1]], dim=1)  # mass strictly before each
-    nucleus = (before < (top_p * top_k_mass)[:, None]).sum(dim=-1)  # always >= 1 token
-    kept = torch.minimum(nucleus, top_k)
+    # at least the best token: a top_p that rounds to 0 in float32 (1e-300) must not leave none
+    # (an empty nucleus indexed position -1, the engine step failed, and the request hung)
+    nucleus = (before < (top_p * top_k_mass)[:, None]).sum(dim=-1).clamp(min=1)
+    kept = torch.minimum(nucleus, top_k).clamp(min=1)
     target = uniform * cdf.gather(1, (kept - 1)[:, None])[:, 0]
     index = torch.minimum((cdf < target[:, None]).sum(dim=-1), kept - 1)
     chosen = order.gather(1, index[:, None])[:, 0]

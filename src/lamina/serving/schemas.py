@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from lamina.serving.sampling import MAX_LOGPROBS, SamplingParams
+from lamina.serving.sampling import MAX_LOGPROBS, MIN_REPETITION_PENALTY, SamplingParams, stop_list
 
 MAX_N = 16
 MAX_TOKENS = 4096
@@ -24,10 +24,17 @@ class _Common(BaseModel):
     temperature: float = Field(1.0, ge=0.0, le=2.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     top_k: int = Field(0, ge=0)  # an extension, as in vLLM
-    repetition_penalty: float = Field(1.0, gt=0.0, le=10.0)  # an extension, as in vLLM
+    repetition_penalty: float = Field(1.0, ge=MIN_REPETITION_PENALTY, le=10.0)  # an extension, as in vLLM
     frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
     presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
     stop: str | list[str] | None = None
+
+    @field_validator("stop")
+    @classmethod
+    def _stop(cls, value: str | list[str] | None) -> str | list[str] | None:
+        stop_list(value)  # the engine's rules, checked here so a bad stop is a 400 naming it
+        return value
+
     seed: int | None = None
     n: int = Field(1, ge=1, le=MAX_N)
     stream: bool = False

@@ -10,12 +10,15 @@ been run in this project yet (no GPU was lent to the session that wrote it).
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from typing import Any
 
 from lamina.core.errors import ConfigError
-from lamina.serving.engine import Stream, TokenEvent, checked_ids
+from lamina.serving.engine import EngineBusy, Stream, TokenEvent, checked_ids
 from lamina.serving.sampling import SamplingParams
+
+log = logging.getLogger(__name__)
 
 
 def unavailable_reason() -> str | None:
@@ -37,8 +40,9 @@ class VLLMEngine:
     """The ``Engine`` interface over vLLM's async engine, which runs on its own event-loop thread."""
 
     def __init__(
-        self, model_dir: str, tokenizer: Any, *, max_batch: int = 32, max_waiting: int = 256
-    ) -> None:
+        self, model_dir: str, tokenizer: Any, *, max_batch: int = 32, max_waiting: int = 256,
+        max_queue_wait: float | None = None,
+    ) -> None:  # fmt: skip
         reason = unavailable_reason()
         if reason:
             raise ConfigError(
@@ -55,11 +59,17 @@ class VLLMEngine:
             getattr(self.engine, "engine", None), "model_config", None
         )
         self.context = int(getattr(config, "max_model_len", 0) or tokenizer.model_max_length)
-        self.max_waiting = max_waiting
+        self.max_waiting, self.max_queue_wait = max_waiting, max_queue_wait
         self.eos_ids = {int(tokenizer.eos_token_id)} if tokenizer.eos_token_id is not None else set()
         self._loop = asyncio.new_event_loop()
         threading.Thread(target=self._loop.run_forever, name="lamina-vllm", daemon=True).start()
         self.queue_depth, self.running = 0, 0
+        self._counts_lock = threading.Lock()  # counted from the caller's thread and vLLM's
+
+    def _count(self, waiting: int = 0, running: int = 0) -> None:
+        with self._counts_lock:
+            self.queue_depth += waiting
+            self.running += running
 
     def start(self) -> VLLMEngine:
         return self
@@ -80,6 +90,8 @@ class VLLMEngine:
         from vllm import SamplingParams as VParams
 
         ids = checked_ids(self.tokenizer, prompt, self.context)
+        if self.queue_depth >= self.max_waiting:  # the same limits as Lamina's engine
+            raise EngineBusy(f"{self.queue_depth} requests are already waiting", hint="retry shortly")
         request = Stream(request_id, ids, params)
         if loop is not None:
             request.bind_loop(loop)
@@ -92,21 +104,48 @@ class VLLMEngine:
             stop=params.stop or None, seed=params.seed, logprobs=params.logprobs,
         )  # fmt: skip
 
-        async def run() -> None:
-            sent = 0
-            async for out in self.engine.generate(
-                {"prompt_token_ids": ids}, vparams, f"{request_id}-{id(request)}"
-            ):
-                if request.cancelled.is_set():
-                    await self.engine.abort(f"{request_id}-{id(request)}")
-                    request.emit(TokenEvent("", finish_reason="cancelled"))
-                    return
-                choice = out.outputs[0]
-                new_ids = choice.token_ids[len(request.generated) :]
-                request.generated.extend(new_ids)
-                text, sent = choice.text[sent:], len(choice.text)
-                reason = choice.finish_reason if out.finished else None
-                request.emit(TokenEvent(text, new_ids[-1] if new_ids else None, None, [], reason))
+        uid = f"{request_id}-{id(request)}"
 
+        async def run() -> None:
+            """Relay vLLM's outputs; every way out ends the stream with a last event."""
+            sent, started, reason = 0, False, "error"
+            outputs = self.engine.generate({"prompt_token_ids": ids}, vparams, uid)
+            try:
+                while True:
+                    # not started within the queue's wait budget: shed it (429), as Lamina's engine does
+                    budget = None if started else self.max_queue_wait
+                    try:
+                        out = await asyncio.wait_for(anext(outputs), budget)
+                    except StopAsyncIteration:
+                        return
+                    except TimeoutError:
+                        reason = "overloaded"
+                        await self.engine.abort(uid)
+                        return
+                    if not started:
+                        started = True
+                        self._count(waiting=-1, running=1)
+                    if request.cancelled.is_set():
+                        reason = "cancelled"
+                        await self.engine.abort(uid)
+                        return
+                    choice = out.outputs[0]
+                    new_ids = choice.token_ids[len(request.generated) :]
+                    request.generated.extend(new_ids)
+                    text, sent = choice.text[sent:], len(choice.text)
+                    done = choice.finish_reason if out.finished else None
+                    request.emit(TokenEvent(text, new_ids[-1] if new_ids else None, None, [], done))
+                    if done is not None:
+                        reason = ""
+                        return
+            except Exception:
+                log.exception("vLLM generation failed")
+            finally:
+                self._count(running=-1) if started else self._count(waiting=-1)
+                if reason:
+                    request.finish_reason = reason
+                    request.emit(TokenEvent("", finish_reason=reason))
+
+        self._count(waiting=1)
         asyncio.run_coroutine_threadsafe(run(), self._loop)
         return request
