@@ -93,7 +93,11 @@ def test_sse_format_for_raw_clients(server: Server) -> None:
         ({"json": {"model": "shakes@champion", "prompt": 42}}, 400, "invalid_request"),
         ({"json": {"model": "nope@champion", "prompt": "x"}}, 404, "model_not_found"),
         ({"json": {"model": "shakes@champion", "prompt": "x", "n": 99}}, 400, "invalid_request"),
-        ({"json": {"model": "shakes@champion", "prompt": "x", "max_tokens": 0}}, 400, "invalid_request"),
+        (
+            {"json": {"model": "shakes@champion", "prompt": "x", "max_tokens": 0}},
+            400,
+            "unsupported_parameter",
+        ),
         ({"json": {"model": "shakes@champion", "prompt": "x", "temperature": 7}}, 400, "invalid_request"),
         ({"json": {"model": "shakes@champion", "prompt": "x", "bogus": 1}}, 400, "invalid_request"),
         ({"json": {"model": "shakes@champion", "prompt": "x" * 500}}, 400, "context_length_exceeded"),

@@ -157,7 +157,7 @@ class Gateway:
     async def _reject(
         send: Any, status: int, message: str, code: str, extra: list[tuple[bytes, bytes]] | None = None
     ) -> None:
-        from lamina.serving.api import error_body
+        from lamina.serving.protocol import error_body
 
         payload = json.dumps(error_body(status, message, code)).encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]

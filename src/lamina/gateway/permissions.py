@@ -34,6 +34,16 @@ OPERATORS = permit("admin", "developer")
 ADMIN_ONLY = permit("admin")
 
 
+def flat_routes(routes: Iterable[Any]) -> list[Any]:
+    """Every route of an app, its included routers' too (FastAPI ≥ 0.16x keeps included routers
+    as lazy entries in ``app.routes``; ``iter_route_contexts`` is how its OpenAPI code walks them)."""
+    try:
+        from fastapi.routing import iter_route_contexts
+    except ImportError:  # older FastAPI: app.routes is already flat
+        return list(routes)
+    return list(iter_route_contexts(list(routes)))
+
+
 class UndeclaredRoute(RuntimeError):
     """A route without a permission: a programming error, found when the app is built."""
 
@@ -57,8 +67,8 @@ class PermissionTable:
         that declares nothing."""
         docs = set(docs_paths)
         entries: dict[tuple[str, str], frozenset[str]] = {}
-        for route in routes:
-            path, methods = getattr(route, "path", None), getattr(route, "methods", None) or set()
+        for route in flat_routes(routes):
+            path, methods = getattr(route, "path", None), set(getattr(route, "methods", None) or ())
             if path is None:
                 continue
             if path in docs:

@@ -7,6 +7,7 @@ template, so chat-formatted SFT data renders the same way for every model Lamina
 
 from __future__ import annotations
 
+import string
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
@@ -33,7 +34,9 @@ def train_tokenizer(texts: Iterable[str], kind: TokenizerKind = "char", vocab_si
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
     if kind == "char":
-        chars = sorted({c for text in texts for c in text})
+        # the corpus's characters, and printable ASCII always: a model must be able to write what
+        # structured output asks of it ({, ", [ …) even when its training text never used them
+        chars = sorted({c for text in texts for c in text} | set(string.printable))
         vocab = {tok: i for i, tok in enumerate([*SPECIAL_TOKENS, *chars])}
         tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
         tok.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")

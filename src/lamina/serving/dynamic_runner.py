@@ -39,6 +39,11 @@ class DynamicRunner:
             logits.append(out.logits[:, -1, :])
         return torch.cat(logits)
 
+    @torch.inference_mode()
+    def score(self, ids: list[int]) -> torch.Tensor:
+        """The logits after every prompt token ``(T, V)`` (prompt log-probabilities, ``echo``)."""
+        return self.model(input_ids=torch.tensor([ids]), use_cache=False).logits[0].float()
+
     def commit(self, joining: list[bool]) -> None:
         """Merge the caches of the prefilled prompts marked True into the batch."""
         for (cache, n), joins in zip(self._pending, joining, strict=True):

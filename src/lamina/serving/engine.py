@@ -34,6 +34,7 @@ import torch
 
 from lamina.core.errors import LaminaError
 from lamina.serving.detokenize import Detokenizer, piece_table
+from lamina.serving.grammar import Grammars
 from lamina.serving.sampling import (
     SamplingParams,
     StopMatcher,
@@ -77,6 +78,9 @@ class TokenEvent:
     # on the last event: "stop", "length", "cancelled", "error", or "overloaded" (never started:
     # the queue's wait budget ran out)
     finish_reason: str | None = None
+    # on the first event, when asked (prompt_logprobs): each prompt token, its log-probability
+    # given the tokens before it (None for the first) and its top alternatives
+    prompt: list[tuple[int, float | None, list[tuple[int, float]]]] | None = None
 
 
 class Stream:
@@ -177,8 +181,11 @@ class Request(Stream):
         eos_ids: set[int],
         tokenizer: Any,
         pieces: dict[int, str] | None = None,
+        matcher: Any = None,
     ) -> None:
         super().__init__(request_id, prompt_ids, params)
+        self.matcher = matcher  # the grammar's state (grammar.Grammars.matcher), when constrained
+        self.prompt_scores: list[tuple[int, float | None, list[tuple[int, float]]]] | None = None
         self.eos_ids = eos_ids
         self.detokenizer = Detokenizer(tokenizer, pieces)
         # any integer is a valid seed (OpenAI sets no range); torch takes 64 bits of it
@@ -291,6 +298,7 @@ class Engine:
         eos = tokenizer.eos_token_id
         self.eos_ids = {int(eos)} if eos is not None else set()
         self._pieces = piece_table(tokenizer)
+        self.grammars = Grammars(tokenizer, self.vocab)
         self._waiting: collections.deque[Request] = collections.deque()  # FIFO; appended under _lock
         self._lock = threading.Lock()
         self._requests: list[Request] = []  # the running batch, in the runner's row order
@@ -340,7 +348,8 @@ class Engine:
     ) -> Request:  # fmt: skip
         """Queue a generation; its events go to ``loop`` or ``sink`` if given (bound before it runs)."""
         ids = self.check(prompt)
-        request = Request(request_id, ids, params, self.eos_ids, self.tokenizer, self._pieces)
+        matcher = self.grammars.matcher(params.grammar) if params.grammar else None  # GrammarError: 400
+        request = Request(request_id, ids, params, self.eos_ids, self.tokenizer, self._pieces, matcher)
         if loop is not None:
             request.bind_loop(loop)
         if sink is not None:
@@ -430,6 +439,9 @@ class Engine:
 
     def _join(self, requests: list[Request]) -> None:
         """Prefill ``requests`` in one pass; those whose first token does not end them join."""
+        for request in requests:
+            if request.params.prompt_logprobs is not None:
+                request.prompt_scores = self._score_prompt(request)
         logits = self.runner.prefill([r.prompt_ids for r in requests])
         seen = torch.zeros(len(requests), self.vocab)
         for row, request in enumerate(requests):
@@ -446,11 +458,27 @@ class Engine:
             self._seen = torch.cat([self._seen, seen[index]])
             self._generated = torch.cat([self._generated, generated[index]])
 
+    def _score_prompt(self, request: Request) -> list[tuple[int, float | None, list[tuple[int, float]]]]:
+        """Each prompt token's log-probability given the ones before it, and its alternatives."""
+        ids = request.prompt_ids
+        logprobs = torch.log_softmax(
+            self.runner.score(ids)[:-1].float(), dim=-1
+        )  # (T-1, V): predicts ids[1:]
+        picked = logprobs.gather(1, torch.tensor(ids[1:])[:, None])[:, 0].tolist()
+        scores: list[tuple[int, float | None, list[tuple[int, float]]]] = [(ids[0], None, [])]
+        for position, token in enumerate(ids[1:]):
+            top = top_alternatives(logprobs[position], request.params.model_copy(
+                update={"logprobs": request.params.prompt_logprobs}))  # fmt: skip
+            scores.append((token, picked[position], top))
+        return scores
+
     def _step(self) -> None:
         self.stats["max_batch_seen"] = max(self.stats["max_batch_seen"], len(self._requests))
         if len(self._requests) == 1 and hasattr(self.runner, "decode_alone"):
             request = self._requests[0]
-            if not request.cancelled.is_set():
+            # the lone step samples inside its compiled graph: rows whose logits need editing
+            # (grammar masks, logit bias) take the batched path, which samples here
+            if not request.cancelled.is_set() and not request.params.constrained:
                 self._step_alone(request)
                 return
         logits = self.runner.decode(self._last)
@@ -498,6 +526,17 @@ class Engine:
         penalties = needs_penalties(params)
         if penalties:
             logits = apply_penalties(logits, seen, generated, params)
+        alive = [True] * len(requests)
+        if any(p.constrained for p in params):
+            logits = logits.float().clone()  # edited in place below
+            for row, p in enumerate(params):
+                if p.logit_bias:
+                    ids = torch.tensor(
+                        [i for i in p.logit_bias if 0 <= i < logits.shape[-1]], dtype=torch.long
+                    )
+                    bias = torch.tensor([b for i, b in p.logit_bias.items() if 0 <= i < logits.shape[-1]])
+                    logits[row, ids] += bias
+            alive = self.grammars.apply(logits, [r.matcher for r in requests])
         picked = sample(logits, params, [r.generator for r in requests])
         if penalties:  # only a row with penalties reads its counts, and then they are kept for all rows
             rows = torch.arange(len(requests))
@@ -506,15 +545,29 @@ class Engine:
         self.stats["tokens"] += len(requests)
         tokens, logprobs = picked.tokens.tolist(), picked.logprobs.tolist()
         going_on = [
-            self._emit(request, tokens[i], logprobs[i], picked.top[i], outbox)
+            self._emit(request, tokens[i], logprobs[i], picked.top[i], outbox, alive[i])
             for i, request in enumerate(requests)
         ]
         return picked.tokens, going_on
 
     def _emit(
-        self, request: Request, token: int, logprob: float, top: list[tuple[int, float]], outbox: Outbox
-    ) -> bool:
-        """Record ``token`` for ``request`` and queue its event; whether the request goes on."""
+        self, request: Request, token: int, logprob: float, top: list[tuple[int, float]], outbox: Outbox,
+        alive: bool = True,
+    ) -> bool:  # fmt: skip
+        """Record ``token`` for ``request`` and queue its event; whether the request goes on.
+
+        ``alive`` False: the row's grammar allowed no token at all (a vocabulary that cannot write
+        what it asks for): the request ends with ``error`` instead of emitting a token it forbade.
+        """
+        if not alive:
+            request.finish_reason = "error"
+            outbox.add(request, TokenEvent(request.stop.flush(), finish_reason="error"))
+            return False
+        if request.matcher is not None and not request.matcher.accept_token(token):
+            request.finish_reason = "error"  # the mask allowed it, so this is a bug: say so, stop
+            log.error("the grammar refused a token its own mask allowed", extra={"token": token})
+            outbox.add(request, TokenEvent(request.stop.flush(), finish_reason="error"))
+            return False
         request.generated.append(token)
         reason = None
         if token in request.eos_ids:
@@ -531,7 +584,8 @@ class Engine:
             reason = "length"
             out += request.stop.flush()
         request.finish_reason = reason
-        outbox.add(request, TokenEvent(out, token, logprob, top, reason))
+        prompt, request.prompt_scores = request.prompt_scores, None  # the first event carries them
+        outbox.add(request, TokenEvent(out, token, logprob, top, reason, prompt))
         return reason is None
 
     def _step_alone(self, request: Request) -> None:

@@ -26,6 +26,7 @@ from typing import Any
 
 from lamina.core.errors import LaminaError
 from lamina.serving.engine import EngineBusy, Outbox, Stream, TokenEvent, checked_ids
+from lamina.serving.grammar import Grammars
 from lamina.serving.sampling import SamplingParams
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,7 @@ class EngineProcess:
         compile: bool = False, threads: int = 1,
     ) -> None:  # fmt: skip
         self.tokenizer, self.context, self.max_waiting = tokenizer, context, max_waiting
+        self.grammars = Grammars(tokenizer, len(tokenizer))
         ctx = mp.get_context("spawn")  # never fork a process that holds torch's thread pools
         commands_out, self._commands = ctx.Pipe(duplex=False)
         self._events, events_in = ctx.Pipe(duplex=False)
@@ -111,6 +113,8 @@ class EngineProcess:
         loop: asyncio.AbstractEventLoop | None = None, sink: Any = None,
     ) -> Stream:  # fmt: skip
         ids = checked_ids(self.tokenizer, prompt, self.context)
+        if params.grammar:  # a schema that cannot compile is the client's 400, found here
+            self.grammars.matcher(params.grammar)
         if not self._alive:
             raise EngineUnavailable("the engine process has stopped", hint="restart the server")
         with self._state_lock:
@@ -181,14 +185,14 @@ class EngineProcess:
             self.stats.update(counters["stats"])
             outbox = Outbox()
             with self._state_lock:
-                for uid, text, token_id, logprob, top, reason in events:
+                for uid, text, token_id, logprob, top, reason, prompt in events:
                     stream = self._streams.get(uid)
                     if stream is None:
                         continue
                     if token_id is not None:
                         stream.generated.append(token_id)
                     stream.finish_reason = reason
-                    outbox.add(stream, TokenEvent(text, token_id, logprob, top, reason))
+                    outbox.add(stream, TokenEvent(text, token_id, logprob, top, reason, prompt))
                     if reason is not None:
                         del self._streams[uid]
             outbox.send()
@@ -256,7 +260,9 @@ def _child(folder: str, options: dict[str, Any], commands: Any, events: Any) -> 
     send_lock = threading.Lock()
 
     def sink(items: list[tuple[Stream, TokenEvent]]) -> None:
-        payload = [(int(s.id), e.text, e.token_id, e.logprob, e.top, e.finish_reason) for s, e in items]
+        payload = [
+            (int(s.id), e.text, e.token_id, e.logprob, e.top, e.finish_reason, e.prompt) for s, e in items
+        ]
         counters = {"stats": dict(engine.stats)}
         with send_lock:
             events.send(("events", payload, counters))

@@ -193,22 +193,28 @@ class FastLlama(nn.Module):
         return x + _project(layer.down, F.silu(gate) * up, keep)
 
     def prefill(
-        self, ids: torch.Tensor, slot: int, keys: list[torch.Tensor], values: list[torch.Tensor]
-    ) -> torch.Tensor:
-        """Run a prompt ``(T,)`` into ``slot`` of the cache; the logits of its last token ``(1, V)``."""
+        self, ids: torch.Tensor, slot: int | None, keys: list[torch.Tensor], values: list[torch.Tensor],
+        every: bool = False,
+    ) -> torch.Tensor:  # fmt: skip
+        """Run a prompt ``(T,)`` into ``slot`` of the cache; the logits of its last token ``(1, V)``.
+
+        ``slot`` None: write no cache; ``every``: the logits after every token ``(T, V)`` (prompt
+        log-probabilities for ``echo``).
+        """
         t = ids.shape[0]
         x = self.embed(ids[None, :])  # (1, T, hidden)
         cos, sin = self.cos[:t][None, :, None], self.sin[:t][None, :, None]  # (1, T, 1, head_dim)
         for i, layer in enumerate(self.layers):
             q, k, v = (part.transpose(1, 2) for part in self._qkv(layer, x, cos, sin))  # (1, heads, T, d)
-            keys[i][slot, :, :t] = k[0]
-            values[i][slot, :, :t] = v[0]
+            if slot is not None:
+                keys[i][slot, :, :t] = k[0]
+                values[i][slot, :, :t] = v[0]
             out = F.scaled_dot_product_attention(
                 q, k, v, is_causal=True, enable_gqa=self.heads != self.kv_heads
             )
             x = x + layer.o(out.transpose(1, 2).reshape(1, t, -1))
             x = self._mlp(layer, x)
-        return self.lm_head(self._rms(self.norm, x[:, -1]))
+        return self.lm_head(self._rms(self.norm, x[0] if every else x[:, -1]))
 
     def prefill_many(
         self, prompts: list[list[int]], first_slot: int, keys: list[torch.Tensor], values: list[torch.Tensor]
@@ -375,11 +381,14 @@ class SlotRunner:
                     torch.zeros(1, dtype=torch.long), 3, counts, counts.clone(), torch.tensor([knobs])
                 )
                 self.keep([])
-            if self.slots > 1:
-                self.prefill([[0], [0, 1]])
-                self.commit([True, True])
+            # several rows; and one row on the batched path (a constrained request, whose logits
+            # are edited outside the graph): size 1 is a shape of its own to the compiler
+            for rows in ([[0], [0, 1]], [[0]]) if self.slots > 1 else ([[0]],):
+                self.keep([])
+                self.prefill(rows)
+                self.commit([True] * len(rows))
                 for _ in range(3):
-                    self.decode(torch.zeros(2, dtype=torch.long))
+                    self.decode(torch.zeros(len(rows), dtype=torch.long))
         except Exception as exc:  # inductor raises many kinds; any of them means "serve eagerly"
             log.warning("torch.compile failed; decoding without it: %s", str(exc).splitlines()[0][:300])
             self._alone = self.fast.step_alone
@@ -398,6 +407,11 @@ class SlotRunner:
         if len(prompts) == 1:
             return self.many.prefill(torch.tensor(prompts[0]), self.rows, self.keys, self.values)
         return self.many.prefill_many(prompts, self.rows, self.keys, self.values)
+
+    @torch.inference_mode()
+    def score(self, ids: list[int]) -> torch.Tensor:
+        """The logits after every prompt token ``(T, V)`` (prompt log-probabilities, ``echo``)."""
+        return self.many.prefill(torch.tensor(ids), None, self.keys, self.values, every=True).float()
 
     def commit(self, joining: list[bool]) -> None:
         """The prefilled prompts marked True join the batch (the others finished on their first token)."""
@@ -425,6 +439,9 @@ class SlotRunner:
         """
         if uniform is None:
             uniform = torch.rand(steps)
+        # always an inference tensor (a fed-back token is one, a prefilled one is not): a compiled
+        # step guards on the dispatch keys, and a mismatch recompiled it on the first request
+        token = token.clone()
         tokens, logprobs = [], []
         for step in range(steps):
             position = self.lengths[0]

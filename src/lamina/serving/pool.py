@@ -11,7 +11,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,14 @@ class WrongModelKind(LaminaError):
     exit_code = 2
     http_status = 400
     code = "invalid_model"
+
+
+@dataclass
+class _Pending:
+    """A load in progress: others asking for the same key wait on ``done``."""
+
+    done: threading.Event = field(default_factory=threading.Event)
+    error: BaseException | None = None
 
 
 @dataclass
@@ -80,7 +89,8 @@ class ModelPool:
         self._engines: dict[str, Loaded] = {}
         self._images: dict[str, Any] = {}
         self._current: dict[str, str] = {}  # ref → version id it resolved to last
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards the tables only; never held while loading
+        self._loading: dict[str, _Pending] = {}  # key → the load in progress
 
     @classmethod
     def from_settings(
@@ -126,70 +136,113 @@ class ModelPool:
         return self.engine(ref)
 
     def engine(self, ref: str) -> tuple[Engine, ModelVersion]:
-        """The engine serving what ``ref`` names now (loading it on first use)."""
-        from lamina.hub.registry import model_path
-        from lamina.training.sft import load_any
+        """The engine serving what ``ref`` names now (loading it on first use).
 
+        Loading (and compiling) runs outside the pool's lock: requests for other models, ``/ready``
+        and ``/metrics`` go on meanwhile; requests for the same model wait for that one load.
+        """
         version = self.resolve(ref, TEXT_FAMILIES)
         precision = self._precisions.get(ref, self.precision)
         key = f"{version.id}:{precision}"
         with self._lock:
             previous = self._current.get(ref)
             self._current[ref] = key
-            loaded = self._engines.get(key)
-            if loaded is None:
-                folder = model_path(self.ws, version)
-                engine: Any
-                if self.backend == "vllm":
-                    from lamina.serving.vllm_backend import VLLMEngine
+            retired = self._retire_idle()
+        for engine in retired:  # closing joins a thread or a process: never under the lock
+            engine.close()
+        loaded = self._load_once(
+            self._engines,
+            key,
+            lambda: Loaded(version, self._build(version, precision), time.monotonic(), precision),
+        )
+        if previous and previous != key:
+            log.info("alias moved", extra={"ref": ref, "from": previous, "to": key})
+        loaded.last_used = time.monotonic()
+        return loaded.engine, loaded.version
 
-                    _, tokenizer = load_any(folder)
-                    engine = VLLMEngine(
-                        str(folder),
-                        tokenizer,
-                        max_batch=self.max_batch,
-                        max_waiting=self.max_waiting,
-                        max_queue_wait=self.max_queue_wait,
-                    )
-                elif self.engine_process:
-                    from lamina.serving.engine_process import EngineProcess
+    def _build(self, version: ModelVersion, precision: str) -> Any:
+        """A started engine for ``version`` (the slow part: loading, packing, compiling)."""
+        from lamina.hub.registry import model_path
+        from lamina.training.sft import load_any
 
-                    tokenizer, context = serving_tokenizer(folder)
-                    engine = EngineProcess(
-                        folder, tokenizer, context, max_batch=self.max_batch, max_waiting=self.max_waiting,
-                        max_queue_wait=self.max_queue_wait, precision=precision, compile=self.compile,
-                        threads=self.threads,
-                    )  # fmt: skip
-                else:
-                    model, tokenizer = load_any(folder)
-                    engine = Engine(
-                        model, tokenizer, max_batch=self.max_batch, max_waiting=self.max_waiting,
-                        max_queue_wait=self.max_queue_wait, precision=precision, compile=self.compile,
-                    )  # fmt: skip
-                loaded = self._engines[key] = Loaded(version, engine.start(), time.monotonic(), precision)
-                if previous and previous != key:
-                    log.info("alias moved", extra={"ref": ref, "from": previous, "to": key})
-            loaded.last_used = time.monotonic()
-            self._retire_idle()
-            return loaded.engine, loaded.version
+        folder = model_path(self.ws, version)
+        engine: Any
+        if self.backend == "vllm":
+            from lamina.serving.vllm_backend import VLLMEngine
+
+            _, tokenizer = load_any(folder)
+            engine = VLLMEngine(
+                str(folder), tokenizer, max_batch=self.max_batch, max_waiting=self.max_waiting,
+                max_queue_wait=self.max_queue_wait,
+            )  # fmt: skip
+        elif self.engine_process:
+            from lamina.serving.engine_process import EngineProcess
+
+            tokenizer, context = serving_tokenizer(folder)
+            engine = EngineProcess(
+                folder, tokenizer, context, max_batch=self.max_batch, max_waiting=self.max_waiting,
+                max_queue_wait=self.max_queue_wait, precision=precision, compile=self.compile,
+                threads=self.threads,
+            )  # fmt: skip
+        else:
+            model, tokenizer = load_any(folder)
+            engine = Engine(
+                model, tokenizer, max_batch=self.max_batch, max_waiting=self.max_waiting,
+                max_queue_wait=self.max_queue_wait, precision=precision, compile=self.compile,
+            )  # fmt: skip
+        return engine.start()
+
+    def _load_once(self, table: dict[str, Any], key: str, build: Callable[[], Any]) -> Any:
+        """``table[key]``, built by the first caller outside the lock; others for the same key wait
+        for that build (and get its error, if it fails)."""
+        with self._lock:
+            if key in table:
+                return table[key]
+            pending = self._loading.get(key)
+            owner = pending is None
+            if owner:
+                pending = self._loading[key] = _Pending()
+        assert pending is not None
+        if not owner:
+            pending.done.wait()
+            if pending.error is not None:
+                raise pending.error
+            with self._lock:
+                return table[key]
+        try:
+            value = build()
+        except BaseException as exc:
+            pending.error = exc
+            raise
+        else:
+            with self._lock:
+                table[key] = value
+            return value
+        finally:
+            with self._lock:
+                self._loading.pop(key, None)
+            pending.done.set()
 
     def image(self, ref: str) -> tuple[Any, ModelVersion]:
         from lamina.hub.registry import model_path
         from lamina.models.image_generator import ImageGenerator
 
         version = self.resolve(ref, IMAGE_FAMILIES)
-        with self._lock:
-            if version.id not in self._images:
-                self._images[version.id] = ImageGenerator.load(model_path(self.ws, version))
-            return self._images[version.id], version
+        generator = self._load_once(
+            self._images, version.id, lambda: ImageGenerator.load(model_path(self.ws, version))
+        )
+        return generator, version
 
-    def _retire_idle(self) -> None:
-        """Close engines no ref points at any more once they have finished their requests."""
+    def _retire_idle(self) -> list[Any]:
+        """Take out engines no ref points at any more once they have finished their requests (call
+        under the lock; the caller closes what comes back, outside it)."""
         live = set(self._current.values())
+        retired = []
         for vid, loaded in list(self._engines.items()):
             if vid not in live and loaded.engine.running == 0 and loaded.engine.queue_depth == 0:
-                loaded.engine.close()
+                retired.append(loaded.engine)
                 del self._engines[vid]
+        return retired
 
     def engines(self) -> list[Loaded]:
         with self._lock:

@@ -37,6 +37,16 @@ class SamplingParams(BaseModel):
     seed: int | None = None
     n: int = Field(1, ge=1, le=16)
     logprobs: int | None = Field(None, ge=0, le=MAX_LOGPROBS)
+    # token id → added to its logit (OpenAI's logit_bias, -100..100)
+    logit_bias: dict[int, float] | None = None
+    grammar: str | None = None  # a grammar.GrammarSpec, encoded: the output must match it
+    # log-probabilities of the prompt's tokens too (with this many alternatives each): echo
+    prompt_logprobs: int | None = Field(None, ge=0, le=MAX_LOGPROBS)
+
+    @property
+    def constrained(self) -> bool:
+        """Whether each step must edit this row's logits (a grammar's mask, a logit bias)."""
+        return self.grammar is not None or bool(self.logit_bias)
 
     @field_validator("stop", mode="before")
     @classmethod

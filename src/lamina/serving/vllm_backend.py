@@ -90,6 +90,12 @@ class VLLMEngine:
         from vllm import SamplingParams as VParams
 
         ids = checked_ids(self.tokenizer, prompt, self.context)
+        for name in ("grammar", "prompt_logprobs", "logit_bias"):
+            if getattr(params, name):
+                raise ConfigError(
+                    f"the vLLM backend does not take {name} from Lamina yet",
+                    hint="serve this model with --backend lamina for structured output, echo and logit_bias",
+                )
         if self.queue_depth >= self.max_waiting:  # the same limits as Lamina's engine
             raise EngineBusy(f"{self.queue_depth} requests are already waiting", hint="retry shortly")
         request = Stream(request_id, ids, params)

@@ -1,0 +1,90 @@
+"""Embeddings and image generation: the logic behind ``/v1/embeddings`` and ``/v1/images/generations``."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from typing import Any
+
+from fastapi import Request
+
+from lamina.core.errors import ConfigError
+from lamina.serving.pool import EMBEDDING_MODEL, ModelNotFound, ModelPool
+from lamina.serving.protocol import (
+    EmbeddingList,
+    EmbeddingRequest,
+    ImageList,
+    ImageRequest,
+    UnsupportedParameter,
+)
+
+
+class MediaService:
+    def __init__(self, pool: ModelPool) -> None:
+        self.pool = pool
+
+    async def embed(self, body: EmbeddingRequest, request: Request) -> dict[str, Any]:
+        if body.model not in (EMBEDDING_MODEL, f"sentence-transformers/{EMBEDDING_MODEL}"):
+            raise ModelNotFound(
+                f"the embedding model {body.model!r} does not exist", hint=f"use {EMBEDDING_MODEL}"
+            )
+        if body.dimensions not in (None, 384):
+            raise UnsupportedParameter("dimensions", "all-MiniLM-L6-v2 gives 384 dimensions")
+        texts = [body.input] if isinstance(body.input, str) else body.input
+        if any(not t for t in texts):
+            raise ConfigError("input strings must not be empty")
+        from lamina.models.text_encoder import embed, load_encoder
+
+        vectors = await asyncio.to_thread(embed, texts)
+        tokens = sum(len(load_encoder().tokenizer(t)["input_ids"]) for t in texts)
+        request.state.usage = (tokens, 0)
+        data = []
+        for i, vector in enumerate(vectors):
+            value: Any = vector.tolist()
+            if body.encoding_format == "base64":
+                value = base64.b64encode(vector.numpy().astype("<f4").tobytes()).decode()
+            data.append({"index": i, "embedding": value})
+        return EmbeddingList(
+            data=data, model=body.model, usage={"prompt_tokens": tokens, "total_tokens": tokens}
+        ).model_dump()
+
+    async def images(self, body: ImageRequest, request: Request) -> dict[str, Any]:
+        if body.response_format == "url":
+            raise UnsupportedParameter("response_format", "images come back inline: use b64_json")
+        gen, version = await asyncio.to_thread(self.pool.image, body.model)
+        request.state.model_version = version.id
+        size = gen.info.image_size
+        if body.size not in (None, "auto", f"{size}x{size}"):
+            raise ConfigError(f"{body.model} makes {size}x{size} images, not {body.size}")
+        prompt, class_id = image_condition(gen, body.prompt)
+        from lamina.data.media import encode_png
+        from lamina.models.grid import to_uint8
+
+        images = await asyncio.to_thread(
+            gen.generate, body.n, seed=body.seed, prompt=prompt, class_id=class_id, steps=body.steps,
+            guidance=body.guidance,
+        )  # fmt: skip
+        data = [
+            {"b64_json": base64.b64encode(encode_png(p)).decode(), "revised_prompt": body.prompt}
+            for p in to_uint8(images)
+        ]
+        return ImageList(created=int(time.time()), data=data).model_dump()
+
+
+def image_condition(gen: Any, prompt: str) -> tuple[str | None, int | None]:
+    """Text models take the prompt; class models take a class named (or numbered) by the prompt."""
+    info = gen.info
+    if info.condition == "text":
+        return prompt or None, None
+    if info.condition == "class":
+        wanted = prompt.strip().lower().removeprefix("a photo of a ").removeprefix("a ").strip()
+        for i, name in enumerate(info.class_names):
+            if wanted in (name.lower(), str(i)):
+                return None, i
+        if wanted:
+            raise ConfigError(
+                f"this model draws classes, and {prompt!r} names none of them",
+                hint="use one of: " + ", ".join(info.class_names),
+            )
+    return None, None

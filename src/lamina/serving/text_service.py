@@ -1,0 +1,289 @@
+"""Completions and chat: an OpenAI request → engine jobs → an OpenAI answer (or its stream).
+
+The logic behind ``POST /v1/completions`` and ``POST /v1/chat/completions``; the routes only call
+it. What it adds to the engine: prompts × ``n`` as jobs, ``echo`` with prompt log-probabilities,
+chat templating, structured output and tool calls (``grammar``), usage, and the answer shapes
+(``shaping``). How a job ends (time limit, shed, client gone) is ``generation``'s concern.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import Request
+
+from lamina.gateway.metrics import Metrics
+from lamina.serving import generation, shaping
+from lamina.serving.engine import Engine, Stream
+from lamina.serving.grammar import GrammarError, GrammarSpec, response_format_spec, tool_call_schema
+from lamina.serving.pool import ModelPool
+from lamina.serving.protocol import (
+    ChatCompletion,
+    ChatRequest,
+    Completion,
+    CompletionRequest,
+    UnsupportedParameter,
+)
+
+
+@dataclass
+class ToolMode:
+    """How a chat request's tools shape the answer."""
+
+    forced: bool  # the grammar makes the model call a tool (tool_choice required, or named)
+    parse: bool  # read the answer as tool calls when it is one (tool_choice auto)
+
+
+class TextService:
+    def __init__(self, pool: ModelPool, metrics: Metrics, server: Any) -> None:
+        self.pool, self.metrics, self.server = pool, metrics, server
+
+    # -- completions ---------------------------------------------------------------------------------
+    async def complete(self, body: CompletionRequest, request: Request) -> Any:
+        body.check_supported()
+        prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
+        engine, version = await asyncio.to_thread(self.pool.engine, body.model)
+        only_prompt = body.max_tokens == 0  # echo, scoring the prompt alone
+        echo_logprobs = body.logprobs if body.echo and body.logprobs is not None else None
+        jobs = []
+        for i, prompt in enumerate(prompts):
+            for j in range(body.n):
+                params = body.sampling(16, body.logprobs, j).model_copy(
+                    update={"prompt_logprobs": echo_logprobs, **({"max_tokens": 1} if only_prompt else {})}
+                )
+                jobs.append((i * body.n + j, _submit(engine, prompt, params, request)))
+        request.state.model_version = version.id
+        created, rid, deadline = int(time.time()), f"cmpl-{uuid.uuid4().hex[:24]}", self._deadline()
+        echoed = {index: prompts[index // body.n] if body.echo else "" for index, _ in jobs}
+        if body.stream:
+            await generation.started(jobs, request, deadline)
+            chunks = self._completion_chunks(jobs, rid, created, body, request, engine, echoed, deadline)
+            return shaping.sse(chunks, jobs)
+        results = await generation.collect(jobs, request, deadline)
+        choices = []
+        for (index, _), events in zip(jobs, results, strict=True):
+            made = [] if only_prompt else events
+            scored = shaping.generated(made)
+            if echo_logprobs is not None:
+                scored = (events[0].prompt or []) + scored
+            choices.append(
+                {
+                    "index": index,
+                    "text": echoed[index] + ("" if only_prompt else "".join(e.text for e in events)),
+                    "logprobs": None
+                    if body.logprobs is None
+                    else shaping.completion_logprobs(engine.tokenizer, scored),
+                    "finish_reason": "length" if only_prompt else shaping.finish_reason(events),
+                }
+            )
+        usage = self._usage(request, jobs, body.n, 0 if only_prompt else None)
+        return Completion(
+            id=rid, created=created, model=body.model, system_fingerprint=version.id, choices=choices,
+            usage=usage,
+        ).model_dump()  # fmt: skip
+
+    async def _completion_chunks(
+        self, jobs: generation.Jobs, rid: str, created: int, body: CompletionRequest, request: Request,
+        engine: Engine, echoed: dict[int, str], deadline: float,
+    ) -> AsyncIterator[list[dict[str, Any]]]:  # fmt: skip
+        base = {"id": rid, "object": "text_completion", "created": created, "model": body.model}
+        only_prompt = body.max_tokens == 0
+        first = {index: True for index, _ in jobs}
+        async for batch in generation.batches(jobs, deadline):
+            group = []
+            for index, event in batch:
+                text = event.text if not only_prompt else ""
+                scored = [] if only_prompt else shaping.generated([event])
+                if first[index]:
+                    first[index] = False
+                    text = echoed[index] + text
+                    if body.echo and body.logprobs is not None:
+                        scored = (event.prompt or []) + scored
+                if not text and event.finish_reason is None and not scored:
+                    continue
+                logprobs = (
+                    None if body.logprobs is None else shaping.completion_logprobs(engine.tokenizer, scored)
+                )
+                finish = None
+                if event.finish_reason is not None:
+                    finish = "length" if only_prompt else shaping.finish_reason([event])
+                choice = {"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish}
+                group.append({**base, "choices": [choice]})
+            yield group
+        usage = self._usage(request, jobs, body.n, 0 if only_prompt else None)
+        if body.include_usage:
+            yield [{**base, "choices": [], "usage": usage}]
+
+    # -- chat ----------------------------------------------------------------------------------------
+    async def chat(self, body: ChatRequest, request: Request) -> Any:
+        body.check_supported()
+        engine, version = await asyncio.to_thread(self.pool.engine, body.model)
+        tokenizer = engine.tokenizer
+        if not getattr(tokenizer, "chat_template", None):
+            raise UnsupportedParameter("messages", f"{body.model} has no chat template; use /v1/completions")
+        spec, tools = chat_grammar(body)
+        prompt = render_chat(tokenizer, body)
+        top = (body.top_logprobs or 0) if body.logprobs else None
+        limit = body.max_completion_tokens or body.max_tokens
+        if limit:
+            body = body.model_copy(update={"max_tokens": limit})
+        grammar = spec.encode() if spec else None
+        jobs = [
+            (
+                j,
+                _submit(
+                    engine,
+                    prompt,
+                    body.sampling(256, top, j).model_copy(update={"grammar": grammar}),
+                    request,
+                ),
+            )
+            for j in range(body.n)
+        ]
+        request.state.model_version = version.id
+        created, rid, deadline = int(time.time()), f"chatcmpl-{uuid.uuid4().hex[:24]}", self._deadline()
+        if body.stream:
+            await generation.started(jobs, request, deadline)
+            return shaping.sse(
+                self._chat_chunks(jobs, rid, created, body, request, engine, tools, deadline), jobs
+            )
+        results = await generation.collect(jobs, request, deadline)
+        choices = []
+        for (index, _), events in zip(jobs, results, strict=True):
+            text = "".join(e.text for e in events)
+            finish = shaping.finish_reason(events)
+            calls = shaping.tool_calls_from(text) if tools.parse else None
+            message: dict[str, Any] = {"role": "assistant", "content": text}
+            if calls:
+                message, finish = {"role": "assistant", "content": None, "tool_calls": calls}, "tool_calls"
+            choices.append(
+                {
+                    "index": index, "message": message, "finish_reason": finish,
+                    "logprobs": shaping.chat_logprobs(tokenizer, events) if body.logprobs else None,
+                }
+            )  # fmt: skip
+        return ChatCompletion(
+            id=rid, created=created, model=body.model, system_fingerprint=version.id, choices=choices,
+            usage=self._usage(request, jobs, body.n),
+        ).model_dump(exclude_unset=False)  # fmt: skip
+
+    async def _chat_chunks(
+        self, jobs: generation.Jobs, rid: str, created: int, body: ChatRequest, request: Request,
+        engine: Engine, tools: ToolMode, deadline: float,
+    ) -> AsyncIterator[list[dict[str, Any]]]:  # fmt: skip
+        """Content deltas as tokens come; a forced tool call is sent whole once it is complete
+        (one ``tool_calls`` delta per call, as OpenAI's clients accumulate them)."""
+        base = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": body.model}
+        yield [
+            {
+                **base,
+                "choices": [
+                    {"index": i, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}
+                ],
+            }
+            for i, _ in jobs
+        ]
+        held: dict[int, list[str]] = {index: [] for index, _ in jobs}
+        async for batch in generation.batches(jobs, deadline):
+            group = []
+            for index, event in batch:
+                logprobs = shaping.chat_logprobs(engine.tokenizer, [event]) if body.logprobs else None
+                if tools.forced:
+                    held[index].append(event.text)
+                elif event.text or (logprobs and logprobs["content"]):
+                    delta = {"content": event.text}
+                    choice = {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": None}
+                    group.append({**base, "choices": [choice]})
+                if event.finish_reason is not None:
+                    finish = shaping.finish_reason([event])
+                    if tools.forced:
+                        text = "".join(held[index])
+                        calls = shaping.tool_calls_from(text)
+                        if calls:
+                            finish = "tool_calls"
+                            deltas = [{"index": k, **call} for k, call in enumerate(calls)]
+                            delta: dict[str, Any] = {"tool_calls": deltas}
+                        else:  # cut short (length): what was written, as content
+                            delta = {"content": text}
+                        group.append(
+                            {**base, "choices": [{"index": index, "delta": delta, "finish_reason": None}]}
+                        )
+                    group.append(
+                        {**base, "choices": [{"index": index, "delta": {}, "finish_reason": finish}]}
+                    )
+            yield group
+        usage = self._usage(request, jobs, body.n)
+        if body.include_usage:
+            yield [{**base, "choices": [], "usage": usage}]
+
+    # -- shared --------------------------------------------------------------------------------------
+    def _deadline(self) -> float:
+        return asyncio.get_running_loop().time() + self.server.request_timeout_s
+
+    def _usage(
+        self, request: Request, jobs: generation.Jobs, n: int, completion: int | None = None
+    ) -> dict[str, int]:
+        """Usage of the whole request (each distinct prompt counted once); records it for the
+        gateway (audit, token budgets) and the metrics."""
+        streams = [job for _, job in jobs]
+        prompt = sum(len(job.prompt_ids) for index, job in jobs if index % n == 0)
+        made = sum(len(job.generated) for job in streams) if completion is None else completion
+        request.state.usage = (prompt, made)
+        request.state.response_text = "\n".join(job.text for job in streams)
+        for job in streams:
+            self.metrics.observe_generation(job)
+        return {"prompt_tokens": prompt, "completion_tokens": made, "total_tokens": prompt + made}
+
+
+def _submit(engine: Engine, prompt: str, params: Any, request: Request) -> Stream:
+    rid = getattr(request.state, "request_id", "req")
+    return engine.submit(prompt, params, request_id=rid, loop=asyncio.get_running_loop())
+
+
+def chat_grammar(body: ChatRequest) -> tuple[GrammarSpec | None, ToolMode]:
+    """The grammar a chat request asks for (forced tool calls, else ``response_format``)."""
+    choice = body.tool_choice
+    tools = [t.model_dump(exclude_none=True) for t in body.tools or []]
+    if choice not in (None, "none") and not tools:
+        raise UnsupportedParameter("tool_choice", "tool_choice needs tools")
+    if tools and choice == "required":
+        parallel = body.parallel_tool_calls is not False
+        return GrammarSpec("json_schema", tool_call_schema(tools, parallel)), ToolMode(True, True)
+    if tools and isinstance(choice, dict):
+        name = (choice.get("function") or {}).get("name")
+        chosen = [t for t in tools if t["function"]["name"] == name]
+        if choice.get("type") != "function" or not chosen:
+            raise GrammarError(
+                f"tool_choice names the function {name!r}, which is not among the tools",
+                hint="name one of: " + ", ".join(t["function"]["name"] for t in tools),
+            )
+        return GrammarSpec("json_schema", tool_call_schema(chosen, parallel=False)), ToolMode(True, True)
+    return response_format_spec(body.response_format), ToolMode(False, bool(tools) and choice != "none")
+
+
+def render_chat(tokenizer: Any, body: ChatRequest) -> str:
+    """The prompt for ``body.messages`` by the model's chat template (tools passed to templates that
+    use them). An assistant's earlier tool calls are written as the JSON it would have produced."""
+    import json
+
+    messages = []
+    for m in body.messages:
+        content = m.text()
+        if m.role == "assistant" and m.tool_calls and not content:
+            calls = [
+                {
+                    "name": c["function"]["name"],
+                    "arguments": json.loads(c["function"].get("arguments") or "{}"),
+                }
+                for c in m.tool_calls
+                if c.get("function")
+            ]
+            content = json.dumps(calls[0] if len(calls) == 1 else calls, separators=(",", ":"))
+        messages.append({"role": "system" if m.role == "developer" else m.role, "content": content})
+    tools = [t.model_dump(exclude_none=True) for t in body.tools or []] or None
+    return tokenizer.apply_chat_template(messages, tools=tools, tokenize=False, add_generation_prompt=True)
