@@ -1,4 +1,5 @@
-"""What every benchmark result records beside its figures: code version, date, and the machine.
+"""What every benchmark result records beside its figures (code version, date, the machine), and
+where results go.
 
 A speed figure means nothing without the CPU it ran on (AVX2-only and AVX-512 BF16 machines differ
 by up to 3× here), so each bench writes this dict into its results.
@@ -61,3 +62,17 @@ def machine_line(info: dict) -> str:
         f"Measured {info['date']} at `{info['git_sha']}` on {c['model']} ({c['cores']} cores; "
         f"flags: {', '.join(c['flags']) or 'none of interest'}), torch {info['torch']}."
     )
+
+
+RESULTS = ROOT / "bench" / "results"
+
+
+def save(name: str, report: dict, markdown: str) -> None:
+    """``bench/results/NAME.json`` (with the machine) and ``NAME.md``; the table is printed too."""
+    import json
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    report = {"machine": machine_info(), **report}
+    (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=1))
+    (RESULTS / f"{name}.md").write_text(markdown)
+    print(markdown)

@@ -23,7 +23,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import shutil
 import socket
 import statistics
@@ -41,6 +40,8 @@ sys.path.insert(0, str(ROOT / "src"))
 SHAKESPEARE = ROOT.parent / "shared" / "data" / "text" / "tinyshakespeare.txt"
 RESULTS = ROOT / "bench" / "results"
 ADMIN = "bench-admin-key"
+
+from machine import machine_info, machine_line, save  # noqa: E402
 
 from lamina.core.workspace import Workspace  # noqa: E402
 from lamina.data.pipeline import build_dataset  # noqa: E402
@@ -348,18 +349,13 @@ def main() -> None:
     table = precisions(model, tokenizer, val_text, prompts)
     print(json.dumps(table), flush=True)
     report = {
-        "machine": {"platform": platform.platform(), "threads": torch.get_num_threads(),
-                    "torch": torch.__version__},
+        "machine": {**machine_info(), "threads": torch.get_num_threads()},
         "parameters": params, "new_tokens": NEW_TOKENS, "baseline": base, "http": runs, "gateway": gate,
         "precisions": table, "llama_cpp": llama_cpp(
             model_path(ws, "bench@champion"), tokenizer, prompts, args.llama_cpp_src, work
         ),
     }  # fmt: skip
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "serve.json").write_text(json.dumps(report, indent=1))
-    md = render(report)
-    (RESULTS / "serve.md").write_text(md)
-    print(md)
+    save("serve", report, render(report))
     ws.close()
     shutil.rmtree(work, ignore_errors=True)
 
@@ -370,8 +366,7 @@ def render(r: dict) -> str:
         f"# Serving benchmark ({r['parameters'] / 1e6:.2f}M-parameter Llama, "
         f"{r['new_tokens']} new tokens per prompt)",
         "",
-        f"Machine: {r['machine']['platform']}, {r['machine']['threads']} threads, "
-        f"torch {r['machine']['torch']}.",
+        machine_line(r["machine"]) + f" {r['machine']['threads']} torch threads.",
         "",
         "| run | concurrency | tokens/s | × baseline | TTFT p50 | TTFT p99 | time/output token |",
         "|---|---|---|---|---|---|---|",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
 from lamina.cli.render import console
@@ -19,7 +21,14 @@ def lm(
     split: str = typer.Option("val", "--split", help="Which split to measure perplexity on."),
     text_field: str = typer.Option("text", "--text-field", help="The field holding the text."),
     harness: str | None = typer.Option(
-        None, "--harness", help="lm-evaluation-harness tasks, comma-separated."
+        None, "--harness", help="lm-evaluation-harness tasks, comma-separated (needs 'lamina[eval]')."
+    ),
+    harness_tasks: Path | None = typer.Option(
+        None,
+        "--harness-tasks",
+        exists=True,
+        file_okay=False,
+        help="A folder of harness task YAML files with local data (dataset_path: json); no downloads.",
     ),
     limit: int | None = typer.Option(None, "--limit", min=1, help="Examples per harness task."),
 ) -> None:
@@ -39,8 +48,9 @@ def lm(
         metrics: dict = perplexity(model, ids, int(model.config.max_position_embeddings))
         if harness:
             metrics["harness"] = run_harness(
-                folder, [t.strip() for t in harness.split(",") if t.strip()], limit
-            )
+                folder, [t.strip() for t in harness.split(",") if t.strip()], limit, harness_tasks,
+                int(model.config.max_position_embeddings),
+            )  # fmt: skip
         samples = [
             {"prompt": p, "output": generate(model, tokenizer, p, max_new_tokens=80)} for p in DEFAULT_PROMPTS
         ]
@@ -49,8 +59,11 @@ def lm(
         )
     console.print(
         f"[green]✓[/] {version.ref} on {data.ref}/{split}: loss {metrics['loss']:.4f}, "
-        f"perplexity {metrics['perplexity']:.2f} ({metrics['tokens']:,} tokens); report {report.ref}"
+        f"perplexity {metrics['perplexity']:.4f} ({metrics['tokens']:,} tokens); report {report.ref}"
     )
+    for task, values in metrics.get("harness", {}).items():
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in values.items() if isinstance(v, float))
+        console.print(f"  harness {task}: {shown}")
 
 
 app.command("lm")(lm)

@@ -102,19 +102,46 @@ def _generate_cropped(
     return out[0, ids.shape[1] :]
 
 
-def run_harness(model_dir: Path, tasks: list[str], limit: int | None = None) -> dict[str, Any]:
-    """Run lm-evaluation-harness tasks on a saved model, when the package is installed."""
+def run_harness(
+    model_dir: Path, tasks: list[str], limit: int | None = None, include_path: Path | None = None,
+    context: int | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """Run lm-evaluation-harness tasks on a saved model (its own ``hf`` loader, fp32, offline).
+
+    ``include_path``: a folder of task YAML files (local data: ``dataset_path: json``), found by
+    name beside the harness's own tasks. Nothing is downloaded: datasets must be local files.
+    """
     try:
         import lm_eval
+        from lm_eval.tasks import TaskManager
     except ImportError as exc:
         raise LaminaError(
-            "lm-evaluation-harness is not installed",
-            hint="pip install lm-eval (its tasks also need their datasets available offline)",
+            "lm-evaluation-harness is not installed", hint="pip install 'lamina[eval]'"
         ) from exc
+    import os
+
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    manager = TaskManager(include_path=str(include_path)) if include_path else TaskManager()
+    unknown = [t for t in tasks if t not in manager.all_tasks]
+    if unknown:
+        raise LaminaError(
+            f"unknown harness task(s): {', '.join(unknown)}",
+            hint="name tasks defined in --harness-tasks DIR (YAML files) or built into lm-eval",
+        )
+    args = f"pretrained={model_dir},dtype=float32" + (f",max_length={context}" if context else "")
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # the harness assumes cuda otherwise
     results = lm_eval.simple_evaluate(
-        model="hf", model_args=f"pretrained={model_dir}", tasks=tasks, limit=limit
+        model="hf", model_args=args, tasks=tasks, limit=limit, task_manager=manager, device=device
     )
-    return dict(results.get("results", {}))
+    return {task: _plain(metrics) for task, metrics in (results or {}).get("results", {}).items()}
+
+
+def _plain(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The harness's metrics as JSON-safe numbers and strings (it also returns 'N/A' and numpy)."""
+    return {k: (float(v) if isinstance(v, int | float) else str(v)) for k, v in metrics.items()}
 
 
 def record_eval(

@@ -33,6 +33,7 @@ from typing import Any
 import torch
 
 from lamina.core.errors import LaminaError
+from lamina.serving.admission import WaitEstimate
 from lamina.serving.detokenize import Detokenizer, piece_table
 from lamina.serving.grammar import Grammars
 from lamina.serving.sampling import (
@@ -294,6 +295,7 @@ class Engine:
         # seconds a request may wait for a place in the batch; past it, it ends "overloaded" (the
         # API answers 429) rather than waiting on: load is shed, and admitted requests start soon
         self.max_queue_wait = max_queue_wait
+        self.admission = WaitEstimate()  # refuses at submit what could not start in time
         self.runner = make_runner(model, precision, max_batch, path, compile)
         eos = tokenizer.eos_token_id
         self.eos_ids = {int(eos)} if eos is not None else set()
@@ -357,6 +359,14 @@ class Engine:
         with self._lock:
             if len(self._waiting) >= self.max_waiting:
                 raise EngineBusy(f"{len(self._waiting)} requests are already waiting", hint="retry shortly")
+            if self.admission.refuses(
+                len(self._waiting), self.max_queue_wait, self.running >= self.max_batch
+            ):
+                raise EngineBusy(
+                    f"{len(self._waiting)} requests are waiting and would not start within "
+                    f"{self.max_queue_wait:g} s",
+                    hint="retry after the Retry-After seconds",
+                )
             self._waiting.append(request)
         self._wake.set()
         return request
@@ -584,6 +594,8 @@ class Engine:
             reason = "length"
             out += request.stop.flush()
         request.finish_reason = reason
+        if reason is not None:
+            self.admission.finished()
         prompt, request.prompt_scores = request.prompt_scores, None  # the first event carries them
         outbox.add(request, TokenEvent(out, token, logprob, top, reason, prompt))
         return reason is None

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from lamina.core.errors import LaminaError
+from lamina.serving.admission import WaitEstimate
 from lamina.serving.engine import EngineBusy, Outbox, Stream, TokenEvent, checked_ids
 from lamina.serving.grammar import Grammars
 from lamina.serving.sampling import SamplingParams
@@ -49,7 +50,9 @@ class EngineProcess:
         compile: bool = False, threads: int = 1,
     ) -> None:  # fmt: skip
         self.tokenizer, self.context, self.max_waiting = tokenizer, context, max_waiting
-        self.grammars = Grammars(tokenizer, len(tokenizer))
+        self.max_batch = max_batch
+        self.max_queue_wait, self.admission = max_queue_wait, WaitEstimate()
+        self._grammars: Grammars | None = None  # made on the first constrained request
         ctx = mp.get_context("spawn")  # never fork a process that holds torch's thread pools
         commands_out, self._commands = ctx.Pipe(duplex=False)
         self._events, events_in = ctx.Pipe(duplex=False)
@@ -114,13 +117,21 @@ class EngineProcess:
     ) -> Stream:  # fmt: skip
         ids = checked_ids(self.tokenizer, prompt, self.context)
         if params.grammar:  # a schema that cannot compile is the client's 400, found here
-            self.grammars.matcher(params.grammar)
+            if self._grammars is None:
+                self._grammars = Grammars(self.tokenizer, len(self.tokenizer))
+            self._grammars.matcher(params.grammar)
         if not self._alive:
             raise EngineUnavailable("the engine process has stopped", hint="restart the server")
         with self._state_lock:
             waiting = sum(1 for s in self._streams.values() if s.first_token_at is None)
             if waiting >= self.max_waiting:  # counted here, so a full queue never reaches the child
                 raise EngineBusy(f"{waiting} requests are already waiting", hint="retry shortly")
+            running = len(self._streams) - waiting
+            if self.admission.refuses(waiting, self.max_queue_wait, running >= self.max_batch):
+                raise EngineBusy(
+                    f"{waiting} requests are waiting and would not start within {self.max_queue_wait:g} s",
+                    hint="retry after the Retry-After seconds",
+                )
             uid = next(self._ids)
             stream = _RemoteStream(request_id, ids, params, self, uid)
             if loop is not None:
@@ -195,6 +206,8 @@ class EngineProcess:
                     outbox.add(stream, TokenEvent(text, token_id, logprob, top, reason, prompt))
                     if reason is not None:
                         del self._streams[uid]
+                        if stream.first_token_at is not None:  # a place in the batch is free
+                            self.admission.finished()
             outbox.send()
         self._alive = False
         outbox = Outbox()

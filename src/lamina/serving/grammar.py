@@ -37,7 +37,7 @@ class GrammarError(LaminaError):
 
 @dataclass(frozen=True)
 class GrammarSpec:
-    """What to constrain to: any JSON value (``json``) or JSON matching ``schema``."""
+    """What to constrain to: any JSON object (``json``) or JSON matching ``schema``."""
 
     kind: Literal["json", "json_schema"]
     schema: dict[str, Any] | None = None
@@ -83,11 +83,12 @@ class Grammars:
                 self._plain = _plain_tokens(info, self.vocab_size)
         spec = GrammarSpec.decode(encoded)
         try:
-            if spec.kind == "json":
-                return self._compiler.compile_builtin_json_grammar()
+            # json_object: any JSON *object* (OpenAI's guarantee), not any JSON value
+            schema = {"type": "object"} if spec.kind == "json" else spec.schema
+            strict = spec.strict if spec.kind == "json_schema" else False
             # compact JSON (no free whitespace): a small model finishes its answer sooner
             return self._compiler.compile_json_schema(
-                json.dumps(spec.schema), any_whitespace=False, separators=(",", ":"), strict_mode=spec.strict
+                json.dumps(schema), any_whitespace=False, separators=(",", ":"), strict_mode=strict
             )
         except (RuntimeError, ValueError, TypeError) as exc:
             raise GrammarError(f"the JSON schema cannot be used: {str(exc).splitlines()[0][:300]}") from None
@@ -166,7 +167,8 @@ def response_format_spec(response_format: dict[str, Any] | None) -> GrammarSpec 
         schema = block.get("schema")
         if not isinstance(schema, dict):
             raise GrammarError("response_format.json_schema.schema must be a JSON schema object")
-        return GrammarSpec("json_schema", schema, bool(block.get("strict", False)))
+        # strict or not, no properties beyond the schema's: the answer still validates, and is shorter
+        return GrammarSpec("json_schema", schema, True)
     raise GrammarError(
         f"response_format type {kind!r} is not supported", hint="use text, json_object or json_schema"
     )

@@ -47,7 +47,9 @@ class TextService:
     async def complete(self, body: CompletionRequest, request: Request) -> Any:
         body.check_supported()
         prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
-        engine, version = await asyncio.to_thread(self.pool.engine, body.model)
+        engine, version = self.pool.cached_engine(body.model) or await asyncio.to_thread(
+            self.pool.engine, body.model
+        )
         only_prompt = body.max_tokens == 0  # echo, scoring the prompt alone
         echo_logprobs = body.logprobs if body.echo and body.logprobs is not None else None
         jobs = []
@@ -122,7 +124,9 @@ class TextService:
     # -- chat ----------------------------------------------------------------------------------------
     async def chat(self, body: ChatRequest, request: Request) -> Any:
         body.check_supported()
-        engine, version = await asyncio.to_thread(self.pool.engine, body.model)
+        engine, version = self.pool.cached_engine(body.model) or await asyncio.to_thread(
+            self.pool.engine, body.model
+        )
         tokenizer = engine.tokenizer
         if not getattr(tokenizer, "chat_template", None):
             raise UnsupportedParameter("messages", f"{body.model} has no chat template; use /v1/completions")

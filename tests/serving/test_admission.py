@@ -1,0 +1,28 @@
+"""The door's estimate: refuse only what could not start in time while the batch is full."""
+
+from __future__ import annotations
+
+import time
+
+from lamina.serving.admission import DOOR_FACTOR, WaitEstimate
+
+
+def test_the_door_refuses_only_a_full_batch_with_a_long_wait_ahead() -> None:
+    door = WaitEstimate()
+    assert not door.refuses(50, 0.5, full=True)  # no history yet: admit (the budget still sheds)
+    for i in range(20):  # 20 places freed in one second: 20 per second
+        door.finished(now=100.0 + i * 0.05)
+
+    now = 100.0 + 20 * 0.05
+    wait = door.expected_wait(9, now=now)
+    assert wait is not None and abs(wait - 10 / 20) < 0.1
+    # the decision itself reads the clock: shift the history to now
+    door = WaitEstimate()
+    start = time.monotonic() - 1.0
+    for i in range(20):
+        door.finished(now=start + i * 0.05)
+    ahead = int(20 * 0.5 * DOOR_FACTOR) + 5  # clearly more than DOOR_FACTOR budgets of work
+    assert door.refuses(ahead, 0.5, full=True)
+    assert not door.refuses(ahead, 0.5, full=False)  # places are free: they are on their way in
+    assert not door.refuses(3, 0.5, full=True)  # a short wait: admitted, the batch stays full
+    assert not door.refuses(ahead, None, full=True)  # no budget configured
