@@ -139,3 +139,58 @@ def test_fuzzed_sampling_parameters_answer_or_refuse_and_leave_nothing_behind(se
     _fuzz(server=server, seen=seen)
     assert any(s == 200 for s in seen) and any(400 <= s < 500 for s in seen)
     assert_idle(server)
+
+
+def test_a_full_queue_and_a_spent_wait_budget_answer_429_through_the_engine_process(server: Server) -> None:
+    """A second real server, with a batch of 1, a queue of 2 and a 0.2 s wait budget: concurrent
+    streams past that get 429 with Retry-After (queue full, or not started in time); the admitted
+    ones finish; afterwards nothing is left queued."""
+    import os
+    import subprocess
+    import sys
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.serving.conftest import free_port
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LAMINA_")}
+    env.update(LAMINA_SERVER__ADMIN_KEY=ADMIN, LAMINA_SERVER__MAX_BATCH="1", LAMINA_SERVER__MAX_WAITING="2",
+               LAMINA_SERVER__MAX_QUEUE_WAIT="0.2", LAMINA_SERVER__COMPILE="false")  # fmt: skip
+    process = subprocess.Popen(
+        [sys.executable, "-m", "lamina", "--workspace", str(server.workspace), "serve", "--port", str(port),
+         "-m", MODEL],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    small = Server(f"http://127.0.0.1:{port}", server.workspace, server.user_key, process)
+    try:
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            try:
+                if httpx.get(f"{small.url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.3)
+        body = {"model": MODEL, "prompt": "ROMEO:", "max_tokens": 60, "temperature": 1.0, "stream": True}
+
+        def one(_: int) -> tuple[int, str | None, str]:
+            with httpx.stream("POST", f"{small.url}/v1/completions", json=body, headers=small.headers(),
+                              timeout=DEADLINE_S) as r:  # fmt: skip
+                text = "".join(r.iter_lines())
+                return r.status_code, r.headers.get("retry-after"), text
+
+        with ThreadPoolExecutor(16) as pool:
+            answers = list(pool.map(one, range(32)))
+        statuses = [status for status, _, _ in answers]
+        assert set(statuses) <= {200, 429} and 200 in statuses and 429 in statuses, statuses
+        for status, retry_after, text in answers:
+            if status == 429:
+                assert retry_after and json.loads(text)["error"]["code"] in (
+                    "rate_limit_exceeded",
+                    "server_overloaded",
+                )
+            else:
+                assert text.endswith("data: [DONE]")
+        assert_idle(small)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)

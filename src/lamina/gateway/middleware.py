@@ -24,7 +24,7 @@ from lamina.gateway.limits import KeyLimiter, retry_after_header
 from lamina.gateway.metrics import Metrics
 from lamina.gateway.permissions import PermissionTable
 
-ADMIN = {"id": None, "role": "admin", "limits": {}, "name": "admin key"}
+ADMIN: dict[str, Any] = {"id": None, "role": "admin", "limits": {}, "name": "admin key"}
 
 
 class Gateway:

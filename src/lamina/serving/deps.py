@@ -19,27 +19,27 @@ from lamina.serving.text_service import TextService
 
 
 def _pool(request: Request) -> ModelPool:
-    return request.app.state.pool  # type: ignore[no-any-return]
+    return request.app.state.pool
 
 
 def _workspace(request: Request) -> Workspace:
-    return request.app.state.workspace  # type: ignore[no-any-return]
+    return request.app.state.workspace
 
 
 def _metrics(request: Request) -> Metrics:
-    return request.app.state.metrics  # type: ignore[no-any-return]
+    return request.app.state.metrics
 
 
 def _server(request: Request) -> ServerSettings:
-    return request.app.state.server  # type: ignore[no-any-return]
+    return request.app.state.server
 
 
 def _text(request: Request) -> TextService:
-    return request.app.state.text  # type: ignore[no-any-return]
+    return request.app.state.text
 
 
 def _media(request: Request) -> MediaService:
-    return request.app.state.media  # type: ignore[no-any-return]
+    return request.app.state.media
 
 
 def _principal(request: Request) -> dict[str, Any] | None:

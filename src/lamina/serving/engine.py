@@ -36,6 +36,7 @@ from lamina.core.errors import LaminaError
 from lamina.serving.admission import WaitEstimate
 from lamina.serving.detokenize import Detokenizer, piece_table
 from lamina.serving.grammar import Grammars
+from lamina.serving.interfaces import LoneRunner, Runner
 from lamina.serving.sampling import (
     SamplingParams,
     StopMatcher,
@@ -253,7 +254,7 @@ def checked_ids(tokenizer: Any, prompt: str | list[int], context: int) -> list[i
 
 def make_runner(
     model: Any, precision: str = "fp32", slots: int = 32, path: str = "auto", compile: bool = False
-) -> Any:
+) -> Runner:
     """The fast Llama runner where it applies (``path="auto"``), else the generic cache runner.
 
     ``compile`` puts the fast runner's single-row step (fp32 and bf16) through ``torch.compile``.
@@ -484,7 +485,7 @@ class Engine:
 
     def _step(self) -> None:
         self.stats["max_batch_seen"] = max(self.stats["max_batch_seen"], len(self._requests))
-        if len(self._requests) == 1 and hasattr(self.runner, "decode_alone"):
+        if len(self._requests) == 1 and isinstance(self.runner, LoneRunner):
             request = self._requests[0]
             # the lone step samples inside its compiled graph: rows whose logits need editing
             # (grammar masks, logit bias) take the batched path, which samples here
@@ -618,6 +619,7 @@ class Engine:
             uniform = torch.rand(steps, generator=request.generator)
         knobs = torch.cat([choice_knobs([params], self.vocab), penalty_knobs([params])], dim=1)
         count = needs_penalties([params])
+        assert isinstance(self.runner, LoneRunner)
         tokens, rows = self.runner.decode_alone(
             self._last, steps, self._seen, self._generated, knobs, uniform, count
         )

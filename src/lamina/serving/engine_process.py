@@ -298,7 +298,7 @@ def _child(folder: str, options: dict[str, Any], commands: Any, events: Any) -> 
                 if not isinstance(exc, LaminaError):
                     log.exception("engine process: a request could not be queued")
                 reason = "overloaded" if isinstance(exc, EngineBusy) else "error"
-                sink([(_Placeholder(uid), TokenEvent("", finish_reason=reason))])
+                sink([(_Placeholder(uid), TokenEvent("", finish_reason=reason))])  # type: ignore[list-item]
         elif kind == "cancel":
             request = open_requests.get(message[1])
             if request is not None:

@@ -33,7 +33,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -101,11 +101,12 @@ def pack_linears(module: nn.Module, rows_hint: int) -> nn.Module:
         dtype = child.weight.dtype if type(child) is nn.Linear else None
         if dtype in (torch.float32, torch.bfloat16):
             tolerance = 1e-4 if dtype == torch.float32 else 2e-2
+            linear = cast(nn.Linear, child)
             try:
-                packed = PackedLinear(child, rows_hint)
-                probe = torch.randn(3, child.in_features, dtype=dtype)
+                packed = PackedLinear(linear, rows_hint)
+                probe = torch.randn(3, linear.in_features, dtype=dtype)
                 ok = torch.allclose(
-                    packed(probe).float(), F.linear(probe, child.weight, child.bias).float(),
+                    packed(probe).float(), F.linear(probe, linear.weight, linear.bias).float(),
                     atol=tolerance, rtol=tolerance,
                 )  # fmt: skip
             except RuntimeError:
@@ -142,6 +143,13 @@ class _Layer(nn.Module):
 class FastLlama(nn.Module):
     """A ``LlamaForCausalLM``'s weights arranged for slot-cache decoding (see the module docstring)."""
 
+    cos: torch.Tensor  # (context, head_dim) rotary tables, buffers
+    sin: torch.Tensor
+    embed: Any
+    layers: Any  # nn.ModuleList of _Layer
+    norm: Any
+    lm_head: Any
+
     def __init__(self, model: Any) -> None:
         super().__init__()
         cfg = model.config
@@ -177,7 +185,7 @@ class FastLlama(nn.Module):
         return (x * cos) + (rotated * sin)
 
     def _qkv(
-        self, layer: _Layer, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, keep: Keep = None
+        self, layer: Any, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, keep: Keep = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Rotated queries and keys and the values, ``(..., heads, head_dim)``; one RoPE for q and k."""
         qkv = _project(layer.qkv, self._rms(layer.norm1, x), keep)
@@ -188,7 +196,7 @@ class FastLlama(nn.Module):
         v = qkv[..., qk_size:].unflatten(-1, (self.kv_heads, self.head_dim))
         return qk[..., : self.heads, :], qk[..., self.heads :, :], v
 
-    def _mlp(self, layer: _Layer, x: torch.Tensor, keep: Keep = None) -> torch.Tensor:
+    def _mlp(self, layer: Any, x: torch.Tensor, keep: Keep = None) -> torch.Tensor:
         gate, up = _project(layer.gate_up, self._rms(layer.norm2, x), keep).chunk(2, dim=-1)
         return x + _project(layer.down, F.silu(gate) * up, keep)
 
@@ -344,7 +352,7 @@ class SlotRunner:
     def __init__(self, fast: FastLlama, slots: int, *, pack: bool = False, compile: bool = False) -> None:
         self.fast, self.slots = fast, slots
         # prefill and several rows: packed oneDNN weights where asked (fp32, bf16)
-        self.many = packed_twin(fast, slots) if pack else fast
+        self.many: FastLlama = cast(FastLlama, packed_twin(fast, slots)) if pack else fast
         self._alone = fast.step_alone
         if compile:
             for parameter in fast.parameters():

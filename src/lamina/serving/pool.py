@@ -21,6 +21,7 @@ from lamina.core.catalog import ModelVersion
 from lamina.core.errors import LaminaError, NotFound
 from lamina.core.workspace import Workspace
 from lamina.serving.engine import Engine
+from lamina.serving.interfaces import TextEngine
 from lamina.serving.quantize import resolve_precision
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ class _Pending:
 @dataclass
 class Loaded:
     version: ModelVersion
-    engine: Engine
+    engine: TextEngine
     last_used: float
     precision: str = "fp32"
 
@@ -126,7 +127,7 @@ class ModelPool:
         self._resolved[ref] = (time.monotonic(), version)
         return version
 
-    def cached_engine(self, ref: str) -> tuple[Engine, ModelVersion] | None:
+    def cached_engine(self, ref: str) -> tuple[TextEngine, ModelVersion] | None:
         """The loaded engine for ``ref`` when its resolution is fresh: no catalog, no thread hop."""
         hit = self._resolved.get(ref)
         if hit is None or time.monotonic() - hit[0] >= REF_TTL_S or hit[1].family not in TEXT_FAMILIES:
@@ -156,13 +157,13 @@ class ModelPool:
             )
         return version
 
-    def deploy(self, ref: str, precision: str | None = None) -> tuple[Engine, ModelVersion]:
+    def deploy(self, ref: str, precision: str | None = None) -> tuple[TextEngine, ModelVersion]:
         """Serve ``ref`` at ``precision`` (fp32, bf16 or int8) from now on, and load it."""
         if precision:
             self._precisions[ref] = resolve_precision(precision)
         return self.engine(ref)
 
-    def engine(self, ref: str) -> tuple[Engine, ModelVersion]:
+    def engine(self, ref: str) -> tuple[TextEngine, ModelVersion]:
         """The engine serving what ``ref`` names now (loading it on first use).
 
         Loading (and compiling) runs outside the pool's lock: requests for other models, ``/ready``
@@ -187,13 +188,13 @@ class ModelPool:
         loaded.last_used = time.monotonic()
         return loaded.engine, loaded.version
 
-    def _build(self, version: ModelVersion, precision: str) -> Any:
+    def _build(self, version: ModelVersion, precision: str) -> TextEngine:
         """A started engine for ``version`` (the slow part: loading, packing, compiling)."""
         from lamina.hub.registry import model_path
         from lamina.training.sft import load_any
 
         folder = model_path(self.ws, version)
-        engine: Any
+        engine: TextEngine
         if self.backend == "vllm":
             from lamina.serving.vllm_backend import VLLMEngine
 
@@ -260,7 +261,7 @@ class ModelPool:
         )
         return generator, version
 
-    def _retire_idle(self) -> list[Any]:
+    def _retire_idle(self) -> list[TextEngine]:
         """Take out engines no ref points at any more once they have finished their requests (call
         under the lock; the caller closes what comes back, outside it)."""
         live = set(self._current.values())
@@ -279,7 +280,7 @@ class ModelPool:
         """Every servable ref: aliases and versions of text and image models, and the embedder."""
         from lamina.hub.registry import list_models
 
-        rows = []
+        rows: list[dict[str, Any]] = []
         for m in list_models(self.ws):
             if m["family"] not in TEXT_FAMILIES | IMAGE_FAMILIES:
                 continue

@@ -98,7 +98,7 @@ class _Common(BaseModel):
             repetition_penalty=self.repetition_penalty,
             frequency_penalty=self.frequency_penalty,
             presence_penalty=self.presence_penalty,
-            stop=self.stop,  # type: ignore[arg-type]  # the validator turns str/None into a list
+            stop=self.stop,  # the SamplingParams validator turns str/None into a list
             seed=None if self.seed is None else self.seed + index,
             logprobs=logprobs,
             logit_bias={int(k): v for k, v in self.logit_bias.items()} if self.logit_bias else None,

@@ -68,4 +68,4 @@ def parse_deployment(spec: str) -> tuple[str, Precision | None]:
     ref, _, precision = spec.rpartition(":") if spec.rsplit(":", 1)[-1] in PRECISIONS else (spec, "", "")
     if precision and precision not in PRECISIONS:
         raise ConfigError(f"unknown precision in {spec!r}", hint=f"use one of {', '.join(PRECISIONS)}")
-    return ref, precision or None  # type: ignore[return-value]
+    return ref, precision or None

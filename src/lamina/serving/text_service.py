@@ -19,8 +19,9 @@ from fastapi import Request
 
 from lamina.gateway.metrics import Metrics
 from lamina.serving import generation, shaping
-from lamina.serving.engine import Engine, Stream
+from lamina.serving.engine import Stream
 from lamina.serving.grammar import GrammarError, GrammarSpec, response_format_spec, tool_call_schema
+from lamina.serving.interfaces import TextEngine
 from lamina.serving.pool import ModelPool
 from lamina.serving.protocol import (
     ChatCompletion,
@@ -47,9 +48,7 @@ class TextService:
     async def complete(self, body: CompletionRequest, request: Request) -> Any:
         body.check_supported()
         prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
-        engine, version = self.pool.cached_engine(body.model) or await asyncio.to_thread(
-            self.pool.engine, body.model
-        )
+        engine, version = await self._engine(body.model)
         only_prompt = body.max_tokens == 0  # echo, scoring the prompt alone
         echo_logprobs = body.logprobs if body.echo and body.logprobs is not None else None
         jobs = []
@@ -91,7 +90,7 @@ class TextService:
 
     async def _completion_chunks(
         self, jobs: generation.Jobs, rid: str, created: int, body: CompletionRequest, request: Request,
-        engine: Engine, echoed: dict[int, str], deadline: float,
+        engine: TextEngine, echoed: dict[int, str], deadline: float,
     ) -> AsyncIterator[list[dict[str, Any]]]:  # fmt: skip
         base = {"id": rid, "object": "text_completion", "created": created, "model": body.model}
         only_prompt = body.max_tokens == 0
@@ -124,9 +123,7 @@ class TextService:
     # -- chat ----------------------------------------------------------------------------------------
     async def chat(self, body: ChatRequest, request: Request) -> Any:
         body.check_supported()
-        engine, version = self.pool.cached_engine(body.model) or await asyncio.to_thread(
-            self.pool.engine, body.model
-        )
+        engine, version = await self._engine(body.model)
         tokenizer = engine.tokenizer
         if not getattr(tokenizer, "chat_template", None):
             raise UnsupportedParameter("messages", f"{body.model} has no chat template; use /v1/completions")
@@ -178,7 +175,7 @@ class TextService:
 
     async def _chat_chunks(
         self, jobs: generation.Jobs, rid: str, created: int, body: ChatRequest, request: Request,
-        engine: Engine, tools: ToolMode, deadline: float,
+        engine: TextEngine, tools: ToolMode, deadline: float,
     ) -> AsyncIterator[list[dict[str, Any]]]:  # fmt: skip
         """Content deltas as tokens come; a forced tool call is sent whole once it is complete
         (one ``tool_calls`` delta per call, as OpenAI's clients accumulate them)."""
@@ -200,8 +197,8 @@ class TextService:
                 if tools.forced:
                     held[index].append(event.text)
                 elif event.text or (logprobs and logprobs["content"]):
-                    delta = {"content": event.text}
-                    choice = {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": None}
+                    content = {"content": event.text}
+                    choice = {"index": index, "delta": content, "logprobs": logprobs, "finish_reason": None}
                     group.append({**base, "choices": [choice]})
                 if event.finish_reason is not None:
                     finish = shaping.finish_reason([event])
@@ -226,6 +223,11 @@ class TextService:
             yield [{**base, "choices": [], "usage": usage}]
 
     # -- shared --------------------------------------------------------------------------------------
+    async def _engine(self, ref: str) -> tuple[TextEngine, Any]:
+        """The engine for ``ref``: at once when loaded and freshly resolved, else from a thread."""
+        found = self.pool.cached_engine(ref)
+        return found if found is not None else await asyncio.to_thread(self.pool.engine, ref)
+
     def _deadline(self) -> float:
         return asyncio.get_running_loop().time() + self.server.request_timeout_s
 
@@ -244,7 +246,7 @@ class TextService:
         return {"prompt_tokens": prompt, "completion_tokens": made, "total_tokens": prompt + made}
 
 
-def _submit(engine: Engine, prompt: str, params: Any, request: Request) -> Stream:
+def _submit(engine: TextEngine, prompt: str, params: Any, request: Request) -> Stream:
     rid = getattr(request.state, "request_id", "req")
     return engine.submit(prompt, params, request_id=rid, loop=asyncio.get_running_loop())
 
