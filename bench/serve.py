@@ -267,6 +267,59 @@ def precisions(model, tokenizer, val_text: str, prompts: list[str]) -> list[dict
     return rows
 
 
+GRAMMAR_SCHEMA = {  # one long string field: every answer runs to max_tokens, as the plain one does
+    "type": "object", "properties": {"text": {"type": "string", "maxLength": 400}}, "required": ["text"],
+}  # fmt: skip
+
+
+def grammar_cost(model, tokenizer, prompts: list[str]) -> list[dict]:
+    """Engine tokens/s with a JSON-schema grammar (xgrammar masks) against without, at 1 and 32
+    concurrent requests, on the default deployment (fast path, compiled, default precision)."""
+    from lamina.serving.grammar import GrammarSpec
+
+    grammar = GrammarSpec("json_schema", GRAMMAR_SCHEMA).encode()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, (os.cpu_count() or 2) // 2))
+    engine = Engine(model, tokenizer, precision=resolve_precision("auto"), compile=True).start()
+    rows = []
+    for concurrency in (1, 32):
+        row: dict = {"concurrency": concurrency}
+        for name, extra in (("plain", {}), ("grammar", {"grammar": grammar})):
+            params = [
+                SamplingParams(temperature=0.8, top_p=0.95, max_tokens=NEW_TOKENS, seed=i, **extra)
+                for i in range(concurrency)
+            ]
+            engine.generate(prompts[0], params[0].model_copy(update={"max_tokens": 8}))  # warm-up
+            started = time.perf_counter()
+            requests = [engine.submit(prompts[i % len(prompts)], p) for i, p in enumerate(params)]
+            for request in requests:
+                list(request.events())
+            row[name] = sum(len(r.generated) for r in requests) / (time.perf_counter() - started)
+        row["us_per_token_added"] = 1e6 * (1 / row["grammar"] - 1 / row["plain"]) * concurrency
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    engine.close()
+    torch.set_num_threads(threads)
+    return rows
+
+
+def grammar_markdown(rows: list[dict]) -> str:
+    lines = [
+        "Grammar-constrained decoding (`response_format` json_schema, xgrammar), engine tokens/s on the",
+        "default deployment; a constrained row decodes on the batched path (masks are applied outside the",
+        "compiled lone-row step):",
+        "",
+        "| concurrent requests | plain tok/s | with grammar tok/s | ratio | added per token per row |",
+        "|---|---|---|---|---|",
+    ]
+    for g in rows:
+        lines.append(
+            f"| {g['concurrency']} | {g['plain']:.0f} | {g['grammar']:.0f} "
+            f"| {g['grammar'] / g['plain']:.2f}× | {g['us_per_token_added']:.0f} µs |"
+        )
+    return "\n".join(lines)
+
+
 def llama_cpp(folder: Path, tokenizer, prompts: list[str], source: str | None, work: Path) -> dict:
     """llama.cpp on the same weights (GGUF, f32), one stream, same prompts and sampling settings.
 
@@ -312,6 +365,10 @@ def main() -> None:
     parser.add_argument("--train-steps", type=int, default=200)
     parser.add_argument("--quick", action="store_true", help="fewer requests (a smoke run)")
     parser.add_argument(
+        "--grammar-only", action="store_true",
+        help="only the grammar-cost table (bench/results/serve_grammar.*), not the whole bench",
+    )  # fmt: skip
+    parser.add_argument(
         "--llama-cpp-src", default=os.environ.get("LLAMA_CPP_SRC"),
         help="llama.cpp sources (with convert_hf_to_gguf.py and gguf-py/), e.g. the llama-cpp-python "
         "sdist's vendor/llama.cpp; used only when llama-cpp-python is installed",
@@ -322,6 +379,10 @@ def main() -> None:
     model, tokenizer = load_any(model_path(ws, "bench@champion"))
     params = sum(p.numel() for p in model.parameters())
     print(f"model: {params / 1e6:.2f}M parameters", flush=True)
+    if args.grammar_only:
+        rows = grammar_cost(model, tokenizer, prompts)
+        save("serve_grammar", {"grammar": rows}, grammar_markdown(rows) + "\n")
+        return
     base = baseline(model, tokenizer, prompts[: 2 if args.quick else 8])
     print(f"baseline generate(): {base['tokens_per_s']:.1f} tok/s", flush=True)
     runs = []
@@ -348,10 +409,11 @@ def main() -> None:
     print(json.dumps(gate), flush=True)
     table = precisions(model, tokenizer, val_text, prompts)
     print(json.dumps(table), flush=True)
+    grammar = grammar_cost(model, tokenizer, prompts)
     report = {
         "machine": {**machine_info(), "threads": torch.get_num_threads()},
         "parameters": params, "new_tokens": NEW_TOKENS, "baseline": base, "http": runs, "gateway": gate,
-        "precisions": table, "llama_cpp": llama_cpp(
+        "precisions": table, "grammar": grammar, "llama_cpp": llama_cpp(
             model_path(ws, "bench@champion"), tokenizer, prompts, args.llama_cpp_src, work
         ),
     }  # fmt: skip
@@ -407,6 +469,8 @@ def render(r: dict) -> str:
         "",
         llama_line(r["llama_cpp"], base),
     ]
+    if r.get("grammar"):
+        lines += ["", grammar_markdown(r["grammar"])]
     return "\n".join(lines) + "\n"
 
 

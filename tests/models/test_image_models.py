@@ -193,7 +193,8 @@ def test_inception_fid_uses_a_local_torchscript_checkpoint(tmp_path: Path) -> No
     path = tmp_path / "inception.pt"
     torch.jit.script(Stub()).save(str(path))
     x, _ = digits(200)
-    assert inception_fid(path, x[:100], x[:100]) == pytest.approx(0.0, abs=1e-6)
+    # identical sets: 0 up to the matrix square root's rounding (a few 1e-6, by scipy/numpy version)
+    assert inception_fid(path, x[:100], x[:100]) == pytest.approx(0.0, abs=1e-4)
     assert inception_fid(path, x[:100], noise_images(x[:100])) > 1.0
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     from lamina.core.errors import LaminaError

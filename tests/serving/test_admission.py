@@ -26,3 +26,13 @@ def test_the_door_refuses_only_a_full_batch_with_a_long_wait_ahead() -> None:
     assert not door.refuses(ahead, 0.5, full=False)  # places are free: they are on their way in
     assert not door.refuses(3, 0.5, full=True)  # a short wait: admitted, the batch stays full
     assert not door.refuses(ahead, None, full=True)  # no budget configured
+
+
+def test_retry_after_is_the_queues_drain_time_within_bounds() -> None:
+    door = WaitEstimate()
+    assert door.retry_after(100) == 1.0  # no history: the minimum
+    start = time.monotonic() - 1.0
+    for i in range(10):  # 10 per second
+        door.finished(now=start + i * 0.1)
+    assert 4.0 < door.retry_after(49) < 6.5  # 50 ahead at ~10/s: about 5 s
+    assert door.retry_after(10_000) == 30.0  # capped

@@ -1,3 +1,4 @@
+import math
 from pathlib import Path
 
 import pytest
@@ -59,7 +60,10 @@ def test_loss_is_on_the_response_only(sft_ws: Workspace) -> None:
 def test_lora_trains_adapters_only_and_merges_exactly(sft_ws: Workspace) -> None:
     base_before = {k: v.clone() for k, v in load_any(model_path(sft_ws, "base"))[0].state_dict().items()}
     adapter = finetune(sft_ws, "base", "inst", "chat", method="lora", train_cfg=STEPS)
-    assert adapter.meta["adapter"] and adapter.metrics["train_loss"] < 3.0
+    # well below a uniform guess over the vocabulary (ln V), which char models now start from with
+    # all of printable ASCII in their vocabulary
+    uniform = math.log(len(load_any(model_path(sft_ws, "base"))[1]))
+    assert adapter.meta["adapter"] and adapter.metrics["train_loss"] < uniform - 1.0
     folder = sft_ws.artifact_path(adapter)
     assert (folder / "adapter_config.json").exists() and not (folder / "model.safetensors").exists()
     peft_model, tok = load_any(folder)

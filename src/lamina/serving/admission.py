@@ -22,6 +22,7 @@ MIN_FINISHES = 8  # fewer than this in the window: no estimate (admit)
 # retry after 1 s left places empty); without any door, 400 streams drowned the server in requests
 # held for the whole budget.
 DOOR_FACTOR = 3.0
+MAX_RETRY_AFTER_S = 30.0
 
 
 class WaitEstimate:
@@ -46,6 +47,13 @@ class WaitEstimate:
             # ago must not look like a slow engine
             rate = len(self._finishes) / max(now - self._finishes[0], 0.05)
         return (ahead + 1) / rate
+
+    def retry_after(self, ahead: int) -> float:
+        """Seconds a refused client should wait before it tries again: the queue's expected drain
+        time (1 to ``MAX_RETRY_AFTER_S``). Telling every client "1 s" brought them all back at once:
+        under heavy overload the server spent its time refusing the same clients again."""
+        wait = self.expected_wait(ahead)
+        return min(MAX_RETRY_AFTER_S, max(1.0, wait if wait is not None else 1.0))
 
     def refuses(self, ahead: int, budget: float | None, full: bool) -> bool:
         """Whether a request with ``ahead`` waiting before it should be refused now.

@@ -15,6 +15,7 @@ request, response and error schemas; ``text_service`` and ``media_service`` the 
 from __future__ import annotations
 
 import logging
+import math
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -79,7 +80,8 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _lamina_error(request: Request, exc: LaminaError) -> JSONResponse:
         status = exc.http_status if 400 <= exc.http_status < 600 else 500
         message = exc.message + (f" ({exc.hint})" if exc.hint else "")
-        headers = {"Retry-After": "1"} if status == 429 else {}
+        wait = getattr(exc, "retry_after", 1.0)
+        headers = {"Retry-After": str(max(1, math.ceil(wait)))} if status == 429 else {}
         return error_response(status, message, exc.code, getattr(exc, "param", None), **headers)
 
     @app.exception_handler(RequestValidationError)

@@ -67,6 +67,11 @@ class EngineBusy(LaminaError):
 
     http_status = 429
     code = "rate_limit_exceeded"
+    retry_after = 1.0  # seconds, for the Retry-After header
+
+    def waiting(self, seconds: float) -> EngineBusy:
+        self.retry_after = seconds
+        return self
 
 
 @dataclass(slots=True)
@@ -335,6 +340,10 @@ class Engine:
     def queue_depth(self) -> int:
         return len(self._waiting)
 
+    def retry_after(self) -> float:
+        """How long a refused client should wait before trying again (``admission``)."""
+        return self.admission.retry_after(len(self._waiting))
+
     @property
     def running(self) -> int:
         return len(self._requests)
@@ -367,7 +376,7 @@ class Engine:
                     f"{len(self._waiting)} requests are waiting and would not start within "
                     f"{self.max_queue_wait:g} s",
                     hint="retry after the Retry-After seconds",
-                )
+                ).waiting(self.admission.retry_after(len(self._waiting)))
             self._waiting.append(request)
         self._wake.set()
         return request

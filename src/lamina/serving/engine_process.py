@@ -102,6 +102,10 @@ class EngineProcess:
         with self._state_lock:
             return sum(1 for s in self._streams.values() if s.first_token_at is None)
 
+    def retry_after(self) -> float:
+        """How long a refused client should wait before trying again (``admission``)."""
+        return self.admission.retry_after(self.queue_depth)
+
     def describe(self) -> dict[str, Any]:
         """How this engine runs (for ``/ready``): the runner, and the process it runs in."""
         return {"runner": self.runner_kind, "process": self._process.pid if self._alive else None}
@@ -131,7 +135,7 @@ class EngineProcess:
                 raise EngineBusy(
                     f"{waiting} requests are waiting and would not start within {self.max_queue_wait:g} s",
                     hint="retry after the Retry-After seconds",
-                )
+                ).waiting(self.admission.retry_after(waiting))
             uid = next(self._ids)
             stream = _RemoteStream(request_id, ids, params, self, uid)
             if loop is not None:

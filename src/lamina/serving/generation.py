@@ -39,6 +39,7 @@ class Overloaded(LaminaError):
 
     http_status = 429
     code = "server_overloaded"
+    retry_after = 1.0
 
 
 class GenerationFailed(LaminaError):

@@ -72,6 +72,10 @@ class TextEngine(Protocol):
 
     def describe(self) -> dict[str, Any]: ...
 
+    def retry_after(self) -> float:
+        """Seconds a client refused for load should wait before trying again."""
+        ...
+
     def submit(
         self, prompt: str | list[int], params: SamplingParams, request_id: str = "req", *,
         loop: asyncio.AbstractEventLoop | None = None, sink: Callable[..., None] | None = None,

@@ -74,6 +74,9 @@ class VLLMEngine:
     def start(self) -> VLLMEngine:
         return self
 
+    def retry_after(self) -> float:
+        return 1.0
+
     def describe(self) -> dict[str, Any]:
         return {"runner": "vllm", "process": None}
 

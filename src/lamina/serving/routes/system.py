@@ -10,9 +10,16 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from lamina.core.errors import LaminaError
 from lamina.gateway.permissions import ANY_KEY, ANYONE, OPERATORS
 from lamina.serving.deps import MetricsDep, PoolDep, WorkspaceDep
-from lamina.serving.protocol import KEYED, ModelList, answers, error_body, errors
+from lamina.serving.protocol import KEYED, ModelList, answers, errors
 
 router = APIRouter()
+
+
+class NotReady(LaminaError):
+    """The catalog cannot be reached: do not send traffic here yet (HTTP 503)."""
+
+    http_status = 503
+    code = "not_ready"
 
 
 @router.get("/health", openapi_extra=ANYONE, responses=errors(413))
@@ -29,7 +36,7 @@ async def ready(ws: WorkspaceDep, pool: PoolDep) -> JSONResponse:
     try:
         await asyncio.to_thread(ws.catalog.counts)
     except LaminaError as exc:
-        return JSONResponse(error_body(503, f"not ready: {exc.message}", "not_ready"), status_code=503)
+        raise NotReady(f"not ready: {exc.message}", hint=exc.hint) from None
     engines = [
         {"model": e.version.ref, "version": e.version.id, "precision": e.precision, **e.engine.describe()}
         for e in pool.engines()
