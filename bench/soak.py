@@ -137,7 +137,7 @@ def main() -> None:
 
 def render(r: dict) -> str:
     lines = [
-        "# Soak: 64 and 400 streaming clients, closed loop",
+        "# Soak: 64, 128 and 400 streaming clients, closed loop",
         "",
         machine_line(r["machine"]),
         f"Each client streams {r['new_tokens']} new tokens, and waits Retry-After on a 429. "
