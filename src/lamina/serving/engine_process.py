@@ -302,7 +302,7 @@ def _child(folder: str, options: dict[str, Any], commands: Any, events: Any) -> 
                 if not isinstance(exc, LaminaError):
                     log.exception("engine process: a request could not be queued")
                 reason = "overloaded" if isinstance(exc, EngineBusy) else "error"
-                sink([(_Placeholder(uid), TokenEvent("", finish_reason=reason))])  # type: ignore[list-item]
+                sink([(_Unqueued(uid), TokenEvent("", finish_reason=reason))])  # type: ignore[list-item]
         elif kind == "cancel":
             request = open_requests.get(message[1])
             if request is not None:
@@ -314,6 +314,8 @@ def _child(folder: str, options: dict[str, Any], commands: Any, events: Any) -> 
     engine.close()
 
 
-class _Placeholder:
+class _Unqueued:
+    """Stands for a request the child could not queue, so its one error event can be sent."""
+
     def __init__(self, uid: int) -> None:
         self.id = str(uid)
