@@ -38,6 +38,20 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def wait_healthy(url: str, process: subprocess.Popen, log: Path | None = None, seconds: float = 90) -> None:
+    """Until ``url/health`` answers 200; fails at once if the server process exits."""
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.3)
+        if process.poll() is not None:
+            raise AssertionError(f"server exited: {log.read_text() if log else process.returncode}")
+    raise AssertionError(f"server at {url} did not become healthy in {seconds:g} s")
+
+
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     root = tmp_path_factory.mktemp("serve") / "demo"
@@ -56,15 +70,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.3)
-        if process.poll() is not None:
-            raise AssertionError(f"server exited: {(root.parent / 'server.log').read_text()}")
+    wait_healthy(url, process, root.parent / "server.log")
     yield Server(url, root, json.loads(made.stdout)["key"], process)
     process.terminate()
     process.wait(timeout=20)

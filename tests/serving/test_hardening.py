@@ -150,7 +150,7 @@ def test_a_full_queue_and_a_spent_wait_budget_answer_429_through_the_engine_proc
     import sys
     from concurrent.futures import ThreadPoolExecutor
 
-    from tests.serving.conftest import free_port
+    from tests.serving.conftest import free_port, wait_healthy
 
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("LAMINA_")}
@@ -163,13 +163,7 @@ def test_a_full_queue_and_a_spent_wait_budget_answer_429_through_the_engine_proc
     )  # fmt: skip
     small = Server(f"http://127.0.0.1:{port}", server.workspace, server.user_key, process)
     try:
-        deadline = time.time() + 90
-        while time.time() < deadline:
-            try:
-                if httpx.get(f"{small.url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.3)
+        wait_healthy(small.url, process)
         body = {"model": MODEL, "prompt": "ROMEO:", "max_tokens": 60, "temperature": 1.0, "stream": True}
 
         def one(_: int) -> tuple[int, str | None, str]:
