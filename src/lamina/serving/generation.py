@@ -18,7 +18,7 @@ A request's jobs are the ``(choice index, engine stream)`` pairs of its prompts 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from lamina.core.errors import LaminaError
@@ -61,15 +61,18 @@ def cancel(jobs: Jobs) -> None:
         job.cancel()
 
 
-def check_started(jobs: Jobs) -> None:
-    """Raise for a job that ended before it made a token: shed by the queue, or failed."""
+def check_started(jobs: Jobs, retry_after: Callable[[], float] | None = None) -> None:
+    """Raise for a job that ended before it made a token: shed by the queue (``retry_after``: how
+    long the client should stay away, from the engine), or failed."""
     for _, job in jobs:
         if job.finish_reason == "overloaded":
             cancel(jobs)
-            raise Overloaded(
+            shed = Overloaded(
                 "the server is at capacity: this request could not start within the queue's wait budget",
                 hint="retry after the Retry-After seconds, or lower the request rate",
             )
+            shed.retry_after = retry_after() if retry_after is not None else 1.0
+            raise shed
         if job.finish_reason == "error" and not job.generated:
             cancel(jobs)
             raise GenerationFailed(
@@ -77,7 +80,9 @@ def check_started(jobs: Jobs) -> None:
             )
 
 
-async def started(jobs: Jobs, request: Any, deadline: float) -> None:
+async def started(
+    jobs: Jobs, request: Any, deadline: float, retry_after: Callable[[], float] | None = None
+) -> None:
     """Wait until every job has its first event (started, or ended before starting).
 
     Streams call this before answering, so a shed request gets 429 and a failed one 503 instead
@@ -88,10 +93,12 @@ async def started(jobs: Jobs, request: Any, deadline: float) -> None:
         await asyncio.gather(*(job.first() for _, job in jobs))
 
     await _until(firsts(), jobs, request, deadline)
-    check_started(jobs)
+    check_started(jobs, retry_after)
 
 
-async def collect(jobs: Jobs, request: Any, deadline: float) -> list[list[TokenEvent]]:
+async def collect(
+    jobs: Jobs, request: Any, deadline: float, retry_after: Callable[[], float] | None = None
+) -> list[list[TokenEvent]]:
     """Every job's events, in the jobs' order; raises ``Timeout``/``Overloaded``/``GenerationFailed``."""
     events: dict[int, list[TokenEvent]] = {index: [] for index, _ in jobs}
 
@@ -101,7 +108,7 @@ async def collect(jobs: Jobs, request: Any, deadline: float) -> list[list[TokenE
                 events[index].append(event)
 
     await _until(gather(), jobs, request, deadline)
-    check_started(jobs)
+    check_started(jobs, retry_after)
     if any(job.finish_reason == "error" for _, job in jobs):
         raise GenerationFailed("the engine failed while generating", hint="retry; see the server log")
     return [events[index] for index, _ in jobs]

@@ -62,10 +62,10 @@ class TextService:
         created, rid, deadline = int(time.time()), f"cmpl-{uuid.uuid4().hex[:24]}", self._deadline()
         echoed = {index: prompts[index // body.n] if body.echo else "" for index, _ in jobs}
         if body.stream:
-            await self._started(engine, jobs, request, deadline)
+            await generation.started(jobs, request, deadline, engine.retry_after)
             chunks = self._completion_chunks(jobs, rid, created, body, request, engine, echoed, deadline)
             return shaping.sse(chunks, jobs)
-        results = await self._collect(engine, jobs, request, deadline)
+        results = await generation.collect(jobs, request, deadline, engine.retry_after)
         choices = []
         for (index, _), events in zip(jobs, results, strict=True):
             made = [] if only_prompt else events
@@ -149,11 +149,11 @@ class TextService:
         request.state.model_version = version.id
         created, rid, deadline = int(time.time()), f"chatcmpl-{uuid.uuid4().hex[:24]}", self._deadline()
         if body.stream:
-            await self._started(engine, jobs, request, deadline)
+            await generation.started(jobs, request, deadline, engine.retry_after)
             return shaping.sse(
                 self._chat_chunks(jobs, rid, created, body, request, engine, tools, deadline), jobs
             )
-        results = await self._collect(engine, jobs, request, deadline)
+        results = await generation.collect(jobs, request, deadline, engine.retry_after)
         choices = []
         for (index, _), events in zip(jobs, results, strict=True):
             text = "".join(e.text for e in events)
@@ -223,26 +223,6 @@ class TextService:
             yield [{**base, "choices": [], "usage": usage}]
 
     # -- shared --------------------------------------------------------------------------------------
-    async def _started(
-        self, engine: TextEngine, jobs: generation.Jobs, request: Request, deadline: float
-    ) -> None:
-        """``generation.started``; a shed request's 429 says how long to stay away."""
-        try:
-            await generation.started(jobs, request, deadline)
-        except generation.Overloaded as exc:
-            exc.retry_after = engine.retry_after()
-            raise
-
-    async def _collect(
-        self, engine: TextEngine, jobs: generation.Jobs, request: Request, deadline: float
-    ) -> list[list[Any]]:
-        """``generation.collect``; a shed request's 429 says how long to stay away."""
-        try:
-            return await generation.collect(jobs, request, deadline)
-        except generation.Overloaded as exc:
-            exc.retry_after = engine.retry_after()
-            raise
-
     async def _engine(self, ref: str) -> tuple[TextEngine, Any]:
         """The engine for ``ref``: at once when loaded and freshly resolved, else from a thread."""
         found = self.pool.cached_engine(ref)
