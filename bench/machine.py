@@ -8,7 +8,6 @@ by up to 3× here), so each bench writes this dict into its results.
 from __future__ import annotations
 
 import datetime
-import os
 import platform
 import subprocess
 from pathlib import Path
@@ -16,21 +15,17 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-# the flags that change which kernels and precisions are fast on this CPU
-FLAGS_OF_INTEREST = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile")
 
 
 def cpu() -> dict[str, object]:
-    model, flags = platform.processor() or "unknown", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and model in ("unknown", "x86_64", ""):
-                model = line.split(":", 1)[1].strip()
-            elif line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return {"model": model, "cores": os.cpu_count(), "flags": [f for f in FLAGS_OF_INTEREST if f in flags]}
+    """The CPU as Lamina's defaults see it (``lamina.core.machine``: one reading of the flags)."""
+    from lamina.core.machine import defaults, machine
+
+    m = machine()
+    return {
+        "model": m.cpu_model, "cores": m.cores, "flags": m.notable_flags,
+        "class": defaults().cpu_class, "torch_capability": m.torch_capability,
+    }  # fmt: skip
 
 
 def git_sha() -> str:
@@ -60,7 +55,7 @@ def machine_line(info: dict) -> str:
     c = info["cpu"]
     return (
         f"Measured {info['date']} at `{info['git_sha']}` on {c['model']} ({c['cores']} cores; "
-        f"flags: {', '.join(c['flags']) or 'none of interest'}), torch {info['torch']}."
+        f"class {c.get('class', '?')}; flags: {', '.join(c['flags']) or 'none of interest'}), torch {info['torch']}."
     )
 
 

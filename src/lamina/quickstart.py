@@ -15,12 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from lamina.core.catalog import Artifact, Source
+from lamina.core.machine import defaults
 from lamina.core.workspace import Workspace
 from lamina.demo import DEMO_DIGITS, DEMO_INSTRUCTIONS, DEMO_TEXT
 
 DEFAULT_DIR = Path("lamina-demo")
-DEFAULT_TRAIN_STEPS = 800  # ~35 s for the tiny preset on a 2-core CPU
-DEFAULT_IMAGE_STEPS = 2000  # class-conditional diffusion on 8x8 digits: ~2 min on a 2-core CPU
 
 
 @dataclass
@@ -36,8 +35,9 @@ class QuickstartContext:
     flags: Mapping[str, Any]
     workspace: Workspace | None = None
     outputs: dict[str, Any] = field(default_factory=dict)  # what steps hand to later steps
-    train_steps: int = DEFAULT_TRAIN_STEPS
-    image_steps: int = DEFAULT_IMAGE_STEPS
+    train_steps: int = 800
+    image_steps: int = 2000
+    eval_samples: int = 180
 
     @property
     def ws(self) -> Workspace:
@@ -184,7 +184,7 @@ def _step_train_diffusion(ctx: QuickstartContext) -> StepResult:
     result = train_image(
         ctx.ws, "digits", "digits-diffusion", family="diffusion", condition="class", train_cfg=cfg,
         class_names=["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"],
-        eval_samples=180, alias="champion",
+        eval_samples=ctx.eval_samples, alias="champion",
     )  # fmt: skip
     grid = ctx.ws.root / "digits-samples.png"
     if result.grid and result.grid.exists():
@@ -221,14 +221,23 @@ def quickstart_steps() -> list[QuickstartStep]:
 def run_quickstart(
     directory: Path | str = DEFAULT_DIR,
     flags: Mapping[str, Any] | None = None,
-    train_steps: int = DEFAULT_TRAIN_STEPS,
-    image_steps: int = DEFAULT_IMAGE_STEPS,
+    train_steps: int | None = None,
+    image_steps: int | None = None,
     on_start: Callable[[int, QuickstartStep], None] | None = None,
     on_done: Callable[[int, QuickstartStep, StepResult], None] | None = None,
 ) -> QuickstartReport:
-    """Run every step; ``on_start``/``on_done`` let a UI show progress. Returns what was made."""
+    """Run every step; ``on_start``/``on_done`` let a UI show progress. Returns what was made.
+
+    Step counts not given come from this machine's defaults (``lamina.core.machine``), so the
+    quickstart fits its time budget on every CPU class.
+    """
+    fit = defaults()
     ctx = QuickstartContext(
-        directory=Path(directory), flags=flags or {}, train_steps=train_steps, image_steps=image_steps
+        directory=Path(directory),
+        flags=flags or {},
+        train_steps=train_steps or fit.quickstart_lm_steps,
+        image_steps=image_steps or fit.quickstart_image_steps,
+        eval_samples=fit.quickstart_eval_samples,
     )
     results = []
     try:

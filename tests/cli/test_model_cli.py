@@ -79,6 +79,16 @@ def test_train_from_a_recipe_and_bad_input(cli, ws: Workspace) -> None:
     result = cli(*w, "train", "lm", "--recipe", "bard", "--no-track")
     assert result.code == 0, result.err
     assert ws.resolve("bard@champion").ref == "bard@v1"
+    # a flag for a setting the recipe also sets is refused, not silently overridden either way
+    clash = cli(*w, "train", "lm", "--recipe", "bard", "--max-steps", "50", "--preset", "small")
+    assert clash.code == 2 and "--recipe bard already sets preset, train.max_steps" in clash.err
+    assert "lamina.yaml" in clash.err
+    # a flag for a setting the recipe leaves out adds to it
+    added = cli(*w, "train", "lm", "--recipe", "bard", "--lr", "0.002", "--no-track")
+    assert added.code == 0, added.err
+    assert ws.resolve("bard@champion").ref == "bard@v2"
+    assert ws.resolve("bard@v2").meta["config"]["train"]["lr"] == 0.002  # type: ignore[attr-defined]
+    assert ws.resolve("bard@v2").meta["config"]["train"]["max_steps"] == 10  # type: ignore[attr-defined]
     missing = cli(*w, "train", "lm", "--recipe", "nope")
     assert missing.code == 2 and "recipes: bard" in missing.err
     assert cli(*w, "train", "lm", "--name", "x").code == 2  # no dataset
@@ -109,7 +119,7 @@ def test_finetune_and_rollback(cli, ws: Workspace) -> None:
     assert (
         cli(*w, "generate", "text", "chat@champion", "<|user|>hi<|assistant|>", "--max-tokens", "5").code == 0
     )
-    assert cli(*w, "finetune", "base", "--dataset", "inst", "--name", "c2", "--method", "qlora").code == 2
+    assert cli(*w, "finetune", "base", "--dataset", "inst", "--name", "c2", "--method", "dora").code == 2
     cli(
         *w,
         "finetune",

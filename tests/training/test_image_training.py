@@ -115,7 +115,7 @@ def test_text_conditional_diffusion_answers_prompts(digits_ws: Workspace) -> Non
     assert torch.equal(images, again)
     with pytest.raises(ConfigError, match="not class-conditional"):
         gen.generate(1, class_id=3)
-    with pytest.raises(ConfigError, match="text conditioning is for diffusion"):
+    with pytest.raises(ConfigError, match="text conditioning is not available for"):
         train_image(digits_ws, "digits", "bad", family="vae", condition="text", train_cfg=quick("vae", 2))
 
 
@@ -228,7 +228,7 @@ def test_cli_train_generate_interpolate_and_bad_requests(digits_ws: Workspace, t
         (["generate", "image", "cli-vae", "--n", "0"], "n must be between 1 and 256"),
         (["latent", "interpolate", "cli-vae", "--steps", "1"], "at least 2"),
         (["train", "image", "--family", "gan", "--dataset", "digits", "--name", "x", "--condition", "text"],
-         "text conditioning is for diffusion"),
+         "text conditioning is not available for"),
         (["train", "image", "--family", "vae", "--dataset", "digits", "--name", "x", "--image-size", "10"],
          "not a multiple of 4"),
     ]:  # fmt: skip

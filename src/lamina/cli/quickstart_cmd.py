@@ -22,8 +22,6 @@ from lamina.cli.render import console
 from lamina.cli.state import get_state
 from lamina.quickstart import (
     DEFAULT_DIR,
-    DEFAULT_IMAGE_STEPS,
-    DEFAULT_TRAIN_STEPS,
     QuickstartStep,
     StepResult,
     quickstart_steps,
@@ -34,11 +32,17 @@ from lamina.quickstart import (
 def quickstart(
     ctx: typer.Context,
     directory: Path = typer.Option(DEFAULT_DIR, "--dir", help="Where to make the demo workspace."),
-    train_steps: int = typer.Option(
-        DEFAULT_TRAIN_STEPS, "--train-steps", min=1, help="Optimizer steps for the demo language model."
+    train_steps: int | None = typer.Option(
+        None,
+        "--train-steps",
+        min=1,
+        help="Optimizer steps for the demo language model (default: chosen for this CPU).",
     ),
-    image_steps: int = typer.Option(
-        DEFAULT_IMAGE_STEPS, "--image-steps", min=1, help="Optimizer steps for the demo diffusion model."
+    image_steps: int | None = typer.Option(
+        None,
+        "--image-steps",
+        min=1,
+        help="Optimizer steps for the demo diffusion model (default: chosen for this CPU).",
     ),
     serve: bool = typer.Option(True, "--serve/--no-serve", help="Finish by serving the champion models."),
     port: int = typer.Option(8000, "--port", min=1, max=65535, help="Port for the demo server (127.0.0.1)."),
@@ -48,8 +52,11 @@ def quickstart(
     Idempotent: running it again reuses everything an earlier run made. It ends by serving the
     champion text and image models at http://127.0.0.1:8000 (Ctrl-C stops the server).
     """
+    from lamina.core.machine import defaults
+
     state = get_state(ctx)
     total = len(quickstart_steps())
+    console.print(f"[dim]Machine: {escape(defaults().describe())}[/]", highlight=False)
     with Progress(
         SpinnerColumn(),
         TextColumn("{task.description}"),

@@ -46,13 +46,14 @@ def serve(
     server = ws.settings.server.model_copy(update={k: v for k, v in (("host", host), ("port", port)) if v})
     server.require_secure_bind()
     settings = ws.settings.model_copy(update={"server": server})
-    import os
-
     import torch
+
+    from lamina.core.machine import defaults
 
     # Small models decode fastest with few intra-op threads: with every core in torch's pool, the
     # HTTP side competes for the same cores and each matmul waits at OpenMP barriers.
-    torch.set_num_threads(server.threads or max(1, (os.cpu_count() or 2) // 2))
+    torch.set_num_threads(server.threads or defaults().serve_threads)
+    console.print(f"[dim]Machine: {defaults().describe()}[/]", highlight=False)
     from lamina.core.errors import ConfigError
     from lamina.serving.pool import ModelPool
     from lamina.serving.quantize import parse_deployment

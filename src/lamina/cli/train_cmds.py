@@ -17,6 +17,21 @@ from lamina.models.tokenizer import TokenizerKind
 app = typer.Typer(help="Train models from dataset versions and register them.", no_args_is_help=True)
 
 
+# recipe keys whose command-line parameter has another name
+_FLAG_PARAM = {
+    "overrides.dropout": "dropout", "overrides.context_length": "context", "train.warmup_steps": "warmup",
+    "train.early_stopping_patience": "patience", "train.compile": "compile_model",
+}  # fmt: skip
+
+
+def _given(ctx: typer.Context, key: str) -> bool:
+    """Whether the user passed this parameter (a flag or an environment variable), not its default."""
+    param = key.split(".")[-1] if "." in key else key
+    source = ctx.get_parameter_source(param)
+    # by name: typer 0.29 carries its own copy of click, whose ParameterSource is another enum
+    return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
+
+
 def _reused(reused: bool, version: object) -> bool:
     """Say so when a run gave back an earlier version (same data and settings); True if it did."""
     if reused:
@@ -66,24 +81,18 @@ def lm(
 
     Example: lamina train lm --dataset shakespeare --max-steps 2000 --name shakes --alias champion
     """
-    from lamina.training.lm import parse_lm_recipe, train_lm
-    from lamina.training.loop import TrainConfig
+    from lamina.training.lm import LMRecipe, parse_lm_recipe, train_lm
 
-    cfg = TrainConfig(
-        max_steps=max_steps,
-        batch_size=batch_size,
-        grad_accum=grad_accum,
-        lr=lr,
-        warmup_steps=warmup,
-        weight_decay=weight_decay,
-        eval_every=eval_every,
-        checkpoint_every=checkpoint_every,
-        early_stopping_patience=patience,
-        bf16=bf16,
-        compile=compile_model,
-        seed=seed,
-    )
-    overrides: dict = {"dropout": dropout, "context_length": context}
+    values = {
+        "dataset": dataset, "preset": preset, "tokenizer": tokenizer, "vocab_size": vocab_size,
+        "text_field": text_field, "alias": alias, "overrides.dropout": dropout,
+        "overrides.context_length": context,
+        "train.max_steps": max_steps, "train.batch_size": batch_size, "train.grad_accum": grad_accum,
+        "train.lr": lr, "train.warmup_steps": warmup, "train.weight_decay": weight_decay,
+        "train.eval_every": eval_every, "train.checkpoint_every": checkpoint_every,
+        "train.early_stopping_patience": patience, "train.bf16": bf16, "train.compile": compile_model,
+        "train.seed": seed,
+    }  # fmt: skip
     state = get_state(ctx)
     if recipe is not None:
         with state.open_workspace() as ws:
@@ -93,15 +102,17 @@ def lm(
                 f"no recipe named {recipe!r} under 'models:' in lamina.yaml "
                 f"(recipes: {', '.join(sorted(recipes)) or 'none yet'})"
             )
-        spec = parse_lm_recipe(recipe, recipes[recipe])
-        dataset, name, preset, tokenizer = (
-            dataset or spec.dataset,
-            name or recipe,
-            spec.preset,
-            spec.tokenizer,
+        given = {key: value for key, value in values.items() if _given(ctx, _FLAG_PARAM.get(key, key))}
+        spec = parse_lm_recipe(recipe, recipes[recipe]).with_flags(recipe, given)
+        name = name or recipe
+    else:  # the flags alone, over the defaults
+        spec = LMRecipe(dataset=dataset or "").with_flags(
+            "", {k: v for k, v in values.items() if k != "dataset"}
         )
-        cfg, overrides, vocab_size, text_field = spec.train, spec.overrides, spec.vocab_size, spec.text_field
-        alias = alias or spec.alias
+    dataset = spec.dataset or None
+    preset, tokenizer, vocab_size, text_field = spec.preset, spec.tokenizer, spec.vocab_size, spec.text_field
+    alias = spec.alias
+    cfg, overrides = spec.train, spec.overrides
     if dataset is None or name is None:
         raise ConfigError("give --dataset and --name, or --recipe NAME from lamina.yaml")
     with (
@@ -259,49 +270,50 @@ def finetune(
         ..., "--dataset", "-d", help="SFT dataset version (instruction/response, messages…)."
     ),
     name: str = typer.Option(..., "--name", "-n", help="Register the result as NAME@vN."),
-    method: str = typer.Option("lora", "--method", help="lora, full, or qlora (GPU only)."),
-    max_steps: int = typer.Option(200, "--max-steps", min=1, help="Optimizer steps."),
-    batch_size: int = typer.Option(8, "--batch-size", min=1, help="Examples per step."),
+    method: str = typer.Option(
+        "lora", "--method", help="lora; qlora (LoRA on a 4-bit NF4 base, bitsandbytes); or full."
+    ),
+    max_steps: int | None = typer.Option(None, "--max-steps", min=1, help="Optimizer steps (default 200)."),
+    batch_size: int | None = typer.Option(None, "--batch-size", min=1, help="Examples per step (default 8)."),
     lr: float | None = typer.Option(None, "--lr", help="Peak learning rate (default 2e-4 LoRA, 5e-5 full)."),
-    rank: int = typer.Option(8, "--rank", min=1, help="LoRA rank."),
-    lora_alpha: int = typer.Option(16, "--lora-alpha", min=1, help="LoRA scaling numerator."),
+    rank: int | None = typer.Option(None, "--rank", min=1, help="LoRA rank (default 8)."),
+    lora_alpha: int | None = typer.Option(
+        None, "--lora-alpha", min=1, help="LoRA scaling numerator (default 16)."
+    ),
     merge: bool = typer.Option(
         False, "--merge", help="Merge the LoRA adapter into the weights before saving."
     ),
     alias: str | None = typer.Option(None, "--alias", help="Point this alias at the new version."),
-    seed: int = typer.Option(0, "--seed", help="Seed."),
+    seed: int | None = typer.Option(None, "--seed", help="Seed (default 0)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run of the same settings."),
+    no_track: bool = typer.Option(False, "--no-track", help="Do not log the run to MLflow."),
 ) -> None:
     """Fine-tune a registered causal LM on chat-formatted data (loss on the responses only).
 
     Example: lamina finetune shakes@champion --dataset instructions --method lora --name shakes-chat
     """
-    from lamina.training.loop import TrainConfig
-    from lamina.training.sft import LoraSettings
+    from lamina.training.sft import LoraSettings, finetune_config
     from lamina.training.sft import finetune as run_finetune
 
     if method not in ("lora", "full", "qlora"):
-        raise typer.BadParameter(f"--method must be lora, full or qlora, got {method!r}")
-    cfg = TrainConfig(
+        raise typer.BadParameter(f"--method must be lora, qlora or full, got {method!r}")
+    cfg = finetune_config(
+        method,
         max_steps=max_steps,
         batch_size=batch_size,
-        lr=lr or (5e-5 if method == "full" else 2e-4),
-        warmup_steps=min(20, max_steps // 5),
-        eval_every=max(1, max_steps // 4),
-        checkpoint_every=max(1, max_steps // 2),
-        seed=seed,
+        lr=lr,
+        seed=seed,  # type: ignore[arg-type]
     )
-    with get_state(ctx).open_workspace() as ws:
+    with (
+        get_state(ctx).open_workspace() as ws,
+        step_progress(f"fine-tuning {name}", cfg.max_steps, "tok/s") as on_progress,
+    ):
         version = run_finetune(
-            ws,
-            model_ref,
-            dataset,
-            name,
-            method=method,  # type: ignore[arg-type]
-            train_cfg=cfg,
-            lora=LoraSettings(rank=rank, alpha=lora_alpha),
-            merge=merge,
-            alias=alias,
-        )
+            ws, model_ref, dataset, name, method=method, train_cfg=cfg,  # type: ignore[arg-type]
+            lora=LoraSettings(**{k: v for k, v in (("rank", rank), ("alpha", lora_alpha)) if v}),
+            merge=merge, alias=alias, resume=resume,
+            track=not no_track, on_progress=on_progress,
+        )  # fmt: skip
     kind = "adapter" if version.meta.get("adapter") else "model"
     console.print(
         f"[green]✓[/] Registered {kind} [bold]{version.ref}[/] ({version.id}): "
@@ -317,39 +329,31 @@ def distill(
     preset: Preset = typer.Option("tiny", "--preset", help="Student size preset."),
     layers: int | None = typer.Option(None, "--layers", min=1, help="Override the student's layer count."),
     width: int | None = typer.Option(None, "--width", min=8, help="Override the student's hidden size."),
-    max_steps: int = typer.Option(1000, "--max-steps", min=1, help="Optimizer steps."),
-    batch_size: int = typer.Option(16, "--batch-size", min=1, help="Sequences per step."),
-    lr: float = typer.Option(2e-3, "--lr", help="Peak learning rate."),
+    max_steps: int | None = typer.Option(None, "--max-steps", min=1, help="Optimizer steps (default 1000)."),
+    batch_size: int | None = typer.Option(
+        None, "--batch-size", min=1, help="Sequences per step (default 16)."
+    ),
+    lr: float | None = typer.Option(None, "--lr", help="Peak learning rate (default 2e-3)."),
     temperature: float = typer.Option(2.0, "--temperature", help="Softening of both distributions."),
     alpha: float = typer.Option(0.5, "--alpha", help="Weight of the KL term (the rest is cross-entropy)."),
     alias: str | None = typer.Option(None, "--alias", help="Point this alias at the student."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run of the same settings."),
+    no_track: bool = typer.Option(False, "--no-track", help="Do not log the run to MLflow."),
 ) -> None:
     """Train a smaller student from a teacher's logits (KL + cross-entropy)."""
     from lamina.training.distill import distill as run_distill
-    from lamina.training.loop import TrainConfig
+    from lamina.training.distill import distill_config
 
-    overrides = {"num_layers": layers, "hidden_size": width}
-    cfg = TrainConfig(
-        max_steps=max_steps,
-        batch_size=batch_size,
-        lr=lr,
-        warmup_steps=min(50, max_steps // 5),
-        eval_every=max(1, max_steps // 4),
-        checkpoint_every=max(1, max_steps // 2),
-    )
-    with get_state(ctx).open_workspace() as ws:
+    cfg = distill_config(max_steps=max_steps, batch_size=batch_size, lr=lr)
+    with (
+        get_state(ctx).open_workspace() as ws,
+        step_progress(f"distilling {name}", cfg.max_steps, "tok/s") as on_progress,
+    ):
         version = run_distill(
-            ws,
-            teacher,
-            dataset,
-            name,
-            preset=preset,
-            overrides=overrides,
-            train_cfg=cfg,
-            temperature=temperature,
-            alpha=alpha,
-            alias=alias,
-        )
+            ws, teacher, dataset, name, preset=preset, overrides={"num_layers": layers, "hidden_size": width},
+            train_cfg=cfg, temperature=temperature, alpha=alpha, alias=alias, resume=resume,
+            track=not no_track, on_progress=on_progress,
+        )  # fmt: skip
     m = version.metrics
     console.print(
         f"[green]✓[/] Registered student [bold]{version.ref}[/]: {m['parameters']:,} parameters "

@@ -50,8 +50,9 @@ class ServerSettings(BaseModel):
     max_queue_wait: float = Field(0.5, gt=0)
     public_docs: bool = False  # serve /docs and /openapi.json without a key
     audit_text: bool = False  # store request and response text in the audit log
-    threads: int | None = Field(None, ge=1)  # torch threads for inference; None: half the cores (min 1)
-    compile: bool = True  # torch.compile the lone-stream step and batched attention (5-12 s at load)
+    # None: chosen for this machine by lamina.core.machine (half the cores; compile where AVX2 or better)
+    threads: int | None = Field(None, ge=1)  # torch threads for inference
+    compile: bool | None = None  # torch.compile the lone-stream step and batched attention (5-12 s at load)
     engine_process: bool = True  # run each text model's engine in its own process (no shared GIL)
 
     def require_secure_bind(self) -> None:

@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from lamina.core.errors import ConfigError
+from lamina.core.extensions import FILTER_HOOKS
 from lamina.data.records import Batch, Record
 from lamina.data.steps import Step, StepContext, StepStats, register_step
 
@@ -212,16 +213,17 @@ class QualityFilter(Step):
 FilterHook = Callable[[Record, str], "str | None | Record"]
 """``hook(record, text_field)`` returns None to keep, a reason string to drop, or a new record (redaction)."""
 
-_HOOKS: dict[str, Callable[..., FilterHook]] = {}
-
 
 def register_filter_hook(name: str, factory: Callable[..., FilterHook]) -> None:
-    """Make ``{hook: {name: NAME, ...options}}`` available in recipes. ``factory(**options)`` builds it."""
-    _HOOKS[name] = factory
+    """Make ``{hook: {name: NAME, ...options}}`` available in recipes. ``factory(**options)`` builds it.
+
+    The name goes into ``lamina.core.extensions.FILTER_HOOKS``: a name already taken is refused.
+    """
+    FILTER_HOOKS.add(name, factory)
 
 
 def registered_hooks() -> list[str]:
-    return sorted(_HOOKS)
+    return FILTER_HOOKS.names()
 
 
 @register_step
@@ -234,7 +236,7 @@ class Hook(Step):
 
     def start(self, ctx: StepContext) -> None:
         super().start(ctx)
-        factory = _HOOKS.get(self.hook)
+        factory = FILTER_HOOKS.entries.get(self.hook)
         if factory is None:
             raise ConfigError(
                 f"no filter hook named {self.hook!r} is registered",

@@ -25,6 +25,7 @@ import xxhash
 from pydantic import BaseModel, ConfigDict, Field
 
 from lamina.core.errors import ConfigError
+from lamina.core.extensions import SOURCES
 from lamina.core.settings import validation_summary
 from lamina.core.store import MANIFEST_NAME
 from lamina.data.records import Batch, DataError, ErrorLog, Record
@@ -40,7 +41,6 @@ class SourceSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     type: str
-    registry: ClassVar[dict[str, type[SourceSpec]]] = {}
 
     def batches(self, errors: ErrorLog, batch_size: int = DEFAULT_BATCH) -> Iterator[Batch]:
         raise NotImplementedError  # abstract: every registered source implements it
@@ -58,9 +58,8 @@ class SourceSpec(BaseModel):
 
 
 def register_source(cls: type[SourceSpec]) -> type[SourceSpec]:
-    type_name = cls.model_fields["type"].default
-    SourceSpec.registry[type_name] = cls
-    return cls
+    """Make ``type: NAME`` usable in recipes (``lamina.core.extensions.SOURCES``; a taken name is refused)."""
+    return SOURCES.add(cls.model_fields["type"].default, cls)
 
 
 def _jsonable(value: Any) -> Any:
@@ -666,7 +665,7 @@ def infer_type(path: str, storage_options: dict[str, Any] | None = None) -> str:
             return max(set(kinds), key=kinds.count)
     raise DataError(
         f"cannot tell what kind of data {path!r} holds",
-        hint=f"name the source type explicitly; known types: {', '.join(sorted(SourceSpec.registry))}",
+        hint=f"name the source type explicitly; known types: {', '.join(SOURCES.names())}",
     )
 
 
@@ -682,10 +681,10 @@ def make_source(spec: dict[str, Any] | str, base: Path | None = None) -> SourceS
         if base is not None and "://" not in path and not Path(path).is_absolute():
             path = str(base / path)
         data["type"] = infer_type(path, data.get("storage_options"))
-    cls = SourceSpec.registry.get(data["type"])
+    cls = SOURCES.entries.get(data["type"])
     if cls is None:
         raise ConfigError(
-            f"unknown source type {data['type']!r}", hint=f"known: {', '.join(sorted(SourceSpec.registry))}"
+            f"unknown source type {data['type']!r}", hint=f"known: {', '.join(SOURCES.names())}"
         )
     try:
         source = cls.model_validate(data)

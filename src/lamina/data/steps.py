@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from lamina.core.errors import ConfigError
+from lamina.core.extensions import STEPS
 from lamina.core.settings import validation_summary
 from lamina.data.records import Batch, Record
 
@@ -61,7 +62,6 @@ class Step(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     name: ClassVar[str]
-    registry: ClassVar[dict[str, type[Step]]] = {}
 
     def start(self, ctx: StepContext) -> None:
         """Called once before the first batch."""
@@ -79,8 +79,8 @@ class Step(BaseModel):
 
 
 def register_step(cls: type[Step]) -> type[Step]:
-    Step.registry[cls.name] = cls
-    return cls
+    """Make the step usable in recipes by its ``name`` (``lamina.core.extensions.STEPS``; no duplicates)."""
+    return STEPS.add(cls.name, cls)
 
 
 def make_step(spec: str | dict[str, Any]) -> Step:
@@ -92,9 +92,7 @@ def make_step(spec: str | dict[str, Any]) -> Step:
         options = options or {}
     else:
         raise ConfigError(f"a step is a name or a one-key mapping {{name: options}}, got {spec!r}")
-    cls = Step.registry.get(name)
-    if cls is None:
-        raise ConfigError(f"unknown step {name!r}", hint=f"steps: {', '.join(sorted(Step.registry))}")
+    cls = STEPS.get(name)
     try:
         return cls.model_validate(options)
     except ValidationError as exc:

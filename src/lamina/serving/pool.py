@@ -19,6 +19,7 @@ from typing import Any
 
 from lamina.core.catalog import ModelVersion
 from lamina.core.errors import LaminaError, NotFound
+from lamina.core.machine import defaults
 from lamina.core.workspace import Workspace
 from lamina.serving.engine import Engine
 from lamina.serving.interfaces import TextEngine
@@ -104,14 +105,14 @@ class ModelPool:
         ``precision`` ``auto`` is resolved here (``quantize.resolve_precision``), so every server
         (``lamina serve``, the quickstart's) starts from the same default.
         """
-        import os
 
         return cls(
             ws, max_batch=server.max_batch, max_waiting=server.max_waiting,
             max_queue_wait=server.max_queue_wait,
             precision=resolve_precision(precision),
-            backend=backend, compile=server.compile, engine_process=server.engine_process,
-            threads=server.threads or max(1, (os.cpu_count() or 2) // 2),
+            backend=backend, engine_process=server.engine_process,
+            compile=defaults().serve_compile if server.compile is None else server.compile,
+            threads=server.threads or defaults().serve_threads,
         )  # fmt: skip
 
     def resolve(self, ref: str, families: set[str]) -> ModelVersion:

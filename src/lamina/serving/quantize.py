@@ -28,19 +28,18 @@ PRECISIONS: tuple[Precision, ...] = ("fp32", "bf16", "int8")
 
 
 def native_bf16() -> bool:
-    """Whether this CPU has bf16 arithmetic in hardware (Linux: AVX512-BF16 or AMX-BF16 flags)."""
-    try:
-        with open("/proc/cpuinfo") as info:
-            flags = next((line for line in info if line.startswith("flags")), "").split()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    """Whether this CPU has bf16 arithmetic in hardware (``lamina.core.machine`` decides)."""
+    from lamina.core.machine import machine
+
+    return machine().native_bf16
 
 
 def resolve_precision(precision: str) -> str:
     """``auto`` → bf16 on a CPU with native bf16, else fp32; any other value is checked and kept."""
     if precision == "auto":
-        return "bf16" if native_bf16() else "fp32"
+        from lamina.core.machine import defaults
+
+        return defaults().precision
     if precision not in PRECISIONS:
         raise ConfigError(
             f"unknown precision {precision!r}", hint=f"use auto or one of {', '.join(PRECISIONS)}"

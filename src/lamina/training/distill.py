@@ -7,24 +7,24 @@ loss = α · T² · KL(softmax(teacher/T) ‖ softmax(student/T)) + (1 − α) �
 from __future__ import annotations
 
 import json
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from lamina.core.catalog import DatasetVersion, ModelVersion, Run
-from lamina.core.catalog.models import utcnow
-from lamina.core.errors import ConfigError
+from lamina.core.catalog import DatasetVersion, ModelVersion
+from lamina.core.errors import ConfigError, NotFound
 from lamina.core.workspace import Workspace
 from lamina.evaluation.lm import perplexity
-from lamina.hub.registry import model_path, promote, register, resolve_model
+from lamina.hub.registry import model_path, resolve_model
 from lamina.models.causal_lm import LMConfig, Preset, build_model, param_count
+from lamina.training import lifecycle
+from lamina.training.lifecycle import TrainingRun
 from lamina.training.lm import _texts
 from lamina.training.lm_task import LMTask, encode_texts
 from lamina.training.loop import TrainConfig, train
 from lamina.training.sft import load_any
+from lamina.training.tracking import plot_curves
 
 
 class DistillTask(LMTask):
@@ -55,6 +55,18 @@ class DistillTask(LMTask):
         return self.alpha * kl + (1 - self.alpha) * out.loss
 
 
+def distill_config(**overrides: Any) -> TrainConfig:
+    """Distillation defaults, with every override that is not None applied: 1,000 steps of 16
+    sequences at lr 2e-3 (a tiny student from scratch), warmup a fifth of the run up to 50 steps."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    steps = int(given.get("max_steps", 1000))
+    base = {
+        "max_steps": steps, "batch_size": 16, "lr": 2e-3, "warmup_steps": min(50, steps // 5),
+        "eval_every": max(1, steps // 4), "checkpoint_every": max(1, steps // 2),
+    }  # fmt: skip
+    return TrainConfig(**{**base, **given})
+
+
 def distill(
     ws: Workspace,
     teacher_ref: str,
@@ -68,21 +80,38 @@ def distill(
     alpha: float = 0.5,
     text_field: str = "text",
     alias: str | None = None,
+    resume: bool = False,
+    track: bool = True,
+    on_progress: Any = None,
 ) -> ModelVersion:
+    from lamina.core.refs import validate_name
+
+    validate_name(name, "model name")
     if temperature <= 0 or not 0 <= alpha <= 1:
         raise ConfigError(f"--temperature must be > 0 and --alpha in [0, 1], got {temperature} and {alpha}")
-    cfg = train_cfg or TrainConfig()
+    cfg = train_cfg or distill_config()
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     teacher_version = resolve_model(ws, teacher_ref)
-    teacher, tokenizer = load_any(model_path(ws, teacher_version))
     dataset = ws.resolve(dataset_ref, kind="dataset_version")
-    assert isinstance(dataset, DatasetVersion)
+    if not isinstance(dataset, DatasetVersion):
+        raise NotFound(f"{dataset_ref} is not a dataset version")
+    teacher, tokenizer = load_any(model_path(ws, teacher_version))
     context = min(
         int(teacher.config.max_position_embeddings),
-        (overrides or {}).get("context_length") or int(teacher.config.max_position_embeddings),
+        overrides.get("context_length") or int(teacher.config.max_position_embeddings),
     )
     student_cfg = LMConfig.from_preset(
-        preset, vocab_size=len(tokenizer), **{**(overrides or {}), "context_length": context}
+        preset, vocab_size=len(tokenizer), **{**overrides, "context_length": context}
     )
+    train_fingerprint = lifecycle.fingerprint(
+        {
+            "teacher": teacher_version.id, "dataset": dataset.id, "student": student_cfg.model_dump(),
+            "train": cfg.model_dump(), "temperature": temperature, "alpha": alpha, "field": text_field,
+        }
+    )  # fmt: skip
+    existing = None if resume else TrainingRun.reuse(ws, name, train_fingerprint, alias)
+    if existing is not None:
+        return existing
     student = build_model(student_cfg, tokenizer, seed=cfg.seed)
     if param_count(student) >= param_count(teacher):
         raise ConfigError(
@@ -98,57 +127,43 @@ def distill(
         else train_ids[-20000:]
     )
     task = DistillTask(teacher, train_ids, val_ids, context, temperature, alpha)
-    run = ws.record(
-        Run(
-            name=f"{name}-distill",
-            task="distill",
-            status="running",
-            started_at=utcnow(),
-            params={
-                "teacher": teacher_version.ref,
-                "student": student_cfg.model_dump(),
-                "temperature": temperature,
-                "alpha": alpha,
-                "train": cfg.model_dump(),
-            },
-        ),
-        [(teacher_version.id, "teacher"), (dataset.id, "trained_on")],
-    )
-    try:
-        result = train(student, task, cfg, ws.root / "runs" / run.id)
-    except BaseException:
-        ws.catalog.update_run(run.id, status="failed", ended=True)
-        raise
-    ppl = perplexity(student, val_ids, context)
-    teacher_ppl = perplexity(teacher, val_ids, context)
-    metrics = {
-        "val_loss": ppl["loss"],
-        "val_perplexity": ppl["perplexity"],
-        "teacher_val_perplexity": teacher_ppl["perplexity"],
-        "parameters": param_count(student),
-        "teacher_parameters": param_count(teacher),
-        "steps": result.final_step,
-    }
-    with tempfile.TemporaryDirectory(dir=ws.root / ".cache") as tmp:
-        folder = Path(tmp) / "model"
-        student.save_pretrained(str(folder))
-        tokenizer.save_pretrained(str(folder))
-        (folder / "history.json").write_text(json.dumps(result.history))
-        version = register(
-            ws,
-            folder,
-            name,
-            "causal_lm",
-            config={"lm": student_cfg.model_dump(), "distill": {"temperature": temperature, "alpha": alpha}},
-            metrics=metrics,
-            run_id=run.id,
-            parents=[
-                (run.id, "produced_by"),
-                (teacher_version.id, "distilled_from"),
-                (dataset.id, "trained_on"),
-            ],
-        )
-    ws.catalog.update_run(run.id, status="completed", metrics=metrics, ended=True)
-    if alias:
-        promote(ws, version.id, alias)
+    params = {
+        "teacher": teacher_version.ref, "student": student_cfg.model_dump(), "temperature": temperature,
+        "alpha": alpha, "train": cfg.model_dump(), "dataset": dataset.ref,
+    }  # fmt: skip
+    with TrainingRun.start(
+        ws, name, kind="distill", task="distill", params=params,
+        parents=[(teacher_version.id, "teacher"), (dataset.id, "trained_on")],
+        fingerprint=train_fingerprint, resume=resume, track=track,
+    ) as training:  # fmt: skip
+        result = train(
+            student, task, cfg, training.run_dir, resume=resume, on_progress=on_progress,
+            on_eval=training.log,
+        )  # fmt: skip
+        ppl = perplexity(student, val_ids, context)
+        teacher_ppl = perplexity(teacher, val_ids, context)
+        metrics = {
+            "val_loss": ppl["loss"],
+            "val_perplexity": ppl["perplexity"],
+            "teacher_val_perplexity": teacher_ppl["perplexity"],
+            "parameters": param_count(student),
+            "teacher_parameters": param_count(teacher),
+            "steps": result.final_step,
+        }
+        with training.scratch() as folder:
+            student.save_pretrained(str(folder))
+            tokenizer.save_pretrained(str(folder))
+            (folder / "history.json").write_text(json.dumps(result.history))
+            plot_curves(result.history, folder, f"{name}: distilled, {result.final_step} steps")
+            version = training.finish(
+                folder, family="causal_lm",
+                config={
+                    "lm": student_cfg.model_dump(), "train": cfg.model_dump(),
+                    "distill": {"temperature": temperature, "alpha": alpha},
+                },
+                metrics=metrics,
+                parents=[(teacher_version.id, "distilled_from"), (dataset.id, "trained_on")],
+                evaluation={k: metrics[k] for k in ("val_loss", "val_perplexity", "teacher_val_perplexity")},
+                alias=alias, step=result.final_step,
+            )  # fmt: skip
     return version

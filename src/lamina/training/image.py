@@ -13,7 +13,6 @@ import json
 import logging
 import math
 import shutil
-import tempfile
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,22 +22,20 @@ from typing import Any
 import numpy as np
 import torch
 
-from lamina.core.catalog import DatasetVersion, ModelVersion, Run
-from lamina.core.catalog.models import utcnow
-from lamina.core.errors import ConfigError, LaminaError, NotFound
+from lamina.core.catalog import DatasetVersion, ModelVersion
+from lamina.core.errors import ConfigError, NotFound
 from lamina.core.workspace import Workspace
 from lamina.evaluation.images import feature_classifier, feature_metrics
-from lamina.evaluation.lm import record_eval
-from lamina.hub.registry import promote, register
 from lamina.models import diffusion
 from lamina.models.grid import save_grid
 from lamina.models.image_generator import Family, ImageGenerator, ImageModelInfo
-from lamina.training import runs
+from lamina.training import image_families as families
+from lamina.training import lifecycle
+from lamina.training.lifecycle import TrainingRun
 from lamina.training.loop import TrainConfig, train
-from lamina.training.tracking import Tracker, plot_curves
+from lamina.training.tracking import plot_curves
 
 log = logging.getLogger(__name__)
-FAMILIES: tuple[Family, ...] = ("vae", "gan", "diffusion")
 CAPTION_TEMPLATES = ("a photo of a {name}", "a {name}", "an image of a {name}", "{name}")
 CLASS_NAME_PRESETS = {
     "fashion-mnist": [
@@ -50,25 +47,9 @@ CLASS_NAME_PRESETS["mnist"] = CLASS_NAME_PRESETS["digits"]
 COLLAPSE_RATIO = 0.5
 
 
-def family_defaults(family: Family) -> dict[str, Any]:
-    """Optimiser settings that work for each family (CLI flags override them).
-
-    GANs use Adam(2e-4, β1 = 0.5) at a constant rate, as DCGAN does. bf16 is off: convolutions in
-    bf16 were slower than fp32 on this CPU (0.54 vs 0.46 s/step for the 28×28 U-Net).
-    """
-    common = {"weight_decay": 0.0, "bf16": False, "eval_batches": 5, "batch_size": 64}
-    if family == "gan":
-        return {
-            **common,
-            "lr": 2e-4,
-            "betas": (0.5, 0.999),
-            "warmup_steps": 0,
-            "min_lr_ratio": 1.0,
-            "grad_clip": 0.0,
-        }
-    if family == "vae":
-        return {**common, "lr": 1e-3, "warmup_steps": 50, "grad_clip": 0.0}
-    return {**common, "lr": 1e-3, "warmup_steps": 100, "grad_clip": 1.0}
+def family_defaults(name: str) -> dict[str, Any]:
+    """Optimiser settings that work for the family (CLI flags override them)."""
+    return families.family(name).optimizer_defaults()
 
 
 # -- data -------------------------------------------------------------------------------------------
@@ -197,52 +178,28 @@ def parse_class_names(value: str | None) -> list[str] | None:
 
 
 # -- models and the loop task ---------------------------------------------------------------------
-def build_image_model(family: Family, data: ImageData, condition: diffusion.Condition, gan_loss: str) -> Any:
-    classes = data.num_classes if condition == "class" else None
-    size, ch = data.image_size, data.channels
-    if family == "vae":
-        from lamina.models.vae import VAE
-
-        return VAE(image_size=size, channels=ch, num_classes=classes)
-    if family == "gan":
-        from lamina.models.gan import GAN, Discriminator, Generator
-
-        spectral = gan_loss == "hinge"
-        return GAN(
-            Generator(image_size=size, channels=ch, num_classes=classes),
-            Discriminator(image_size=size, channels=ch, num_classes=classes, spectral=spectral),
-            loss=gan_loss,  # type: ignore[arg-type]
-        )
-    unet = diffusion.build_unet(size, ch, condition, data.num_classes or None)
-    return diffusion.Diffusion(unet, diffusion.training_scheduler())
+def build_image_model(name: str, data: ImageData, condition: diffusion.Condition, gan_loss: str) -> Any:
+    return families.family(name).build(data, condition, gan_loss)
 
 
 class ImageTask:
-    """Batches (with every random draw taken from the loop's generator, so resume is exact) and losses."""
+    """The loop's task for any family: batches (every random draw from the loop's generator, so resume
+    is exact), the family's loss, EMA after each step, loss components for the curves."""
 
     def __init__(
-        self, family: Family, model: Any, data: ImageData, condition: diffusion.Condition, val_split: str
+        self, name: str, model: Any, data: ImageData, condition: diffusion.Condition, val_split: str
     ) -> None:
-        self.family, self.data, self.condition, self.val_split = family, data, condition, val_split
+        self.family = families.family(name)
+        self.data, self.condition, self.val_split = data, condition, val_split
         self.components: dict[str, list[float]] = {}
-        self.ema = None
+        self.ema = self.family.ema(model)
         self.text_table = None
-        if family == "diffusion":
-            from diffusers.training_utils import EMAModel
+        if condition == "text":
+            from lamina.models.text_encoder import embed
 
-            self.ema = EMAModel(model.unet.parameters(), decay=0.999, use_ema_warmup=True, power=3 / 4)
-            if condition == "text":
-                from lamina.models.text_encoder import embed
-
-                captions = [t.format(name=n) for n in data.class_names for t in CAPTION_TEMPLATES]
-                self.text_table = embed(captions).view(data.num_classes, len(CAPTION_TEMPLATES), -1)
-        self.latent_dim = (
-            model.config.latent_dim
-            if family == "vae"
-            else model.generator.config.latent_dim
-            if family == "gan"
-            else 0
-        )
+            captions = [t.format(name=n) for n in data.class_names for t in CAPTION_TEMPLATES]
+            self.text_table = embed(captions).view(data.num_classes, len(CAPTION_TEMPLATES), -1)
+        self.latent_dim = self.family.latent_dim(model)
 
     def batch(self, split: str, batch_size: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
         split = "train" if split == "train" else self.val_split
@@ -251,28 +208,11 @@ class ImageTask:
         out = {"images": images[idx]}
         if labels is not None and self.condition != "none":
             out["labels"] = labels[idx]
-        if self.family in ("vae", "gan"):
-            out["noise"] = torch.randn(batch_size, self.latent_dim, generator=generator)
-        else:
-            out["noise"] = torch.randn(out["images"].shape, generator=generator)
-            out["timesteps"] = torch.randint(1000, (batch_size,), generator=generator)
-            drop = torch.rand(batch_size, generator=generator) < diffusion.NULL_DROPOUT
-            if self.condition == "class":
-                out["cond"] = torch.where(drop, self.data.num_classes, out["labels"])
-            elif self.condition == "text" and self.text_table is not None:
-                template = torch.randint(len(CAPTION_TEMPLATES), (batch_size,), generator=generator)
-                vectors = self.text_table[out["labels"], template]
-                out["cond"] = torch.where(drop[:, None], torch.zeros_like(vectors), vectors)
+        self.family.draw(out, batch_size, generator, self)
         return out
 
     def loss(self, model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        labels = batch.get("labels")
-        if self.family == "vae":
-            out = model(batch["images"], labels, batch["noise"])
-        elif self.family == "gan":
-            out = model(batch["images"], labels, batch["noise"])
-        else:
-            out = model(batch["images"], batch["noise"], batch["timesteps"], batch.get("cond"))
+        out = self.family.loss(model, batch)
         if model.training:
             for key, value in out.items():
                 if key != "loss":
@@ -297,19 +237,11 @@ class ImageTask:
 
 
 # -- saving and sampling ----------------------------------------------------------------------------
-def save_image_model(family: Family, model: Any, info: ImageModelInfo, folder: Path, ema: Any = None) -> None:
-    """The model folder: ``vae/``, ``generator/`` + ``discriminator/``, or a diffusers pipeline."""
+def save_image_model(name: str, model: Any, info: ImageModelInfo, folder: Path, ema: Any = None) -> None:
+    """The family's folder layout (``vae/``, ``generator/`` + ``discriminator/``, a diffusers pipeline)."""
     folder.mkdir(parents=True, exist_ok=True)
-    if family == "vae":
-        model.save_pretrained(folder / "vae")
-    elif family == "gan":
-        model.generator.save_pretrained(folder / "generator")
-        model.discriminator.save_pretrained(folder / "discriminator")
-    else:
-        from diffusers import DDPMPipeline
-
-        with _ema_weights(model, ema):
-            DDPMPipeline(unet=model.unet, scheduler=model.scheduler).save_pretrained(folder)
+    with _ema_weights(model, ema):
+        families.family(name).save(model, info, folder)
     info.save(folder)
 
 
@@ -329,15 +261,9 @@ class _ema_weights:
             self.ema.restore(self.model.unet.parameters())
 
 
-def generator_for(family: Family, model: Any, info: ImageModelInfo) -> ImageGenerator:
+def generator_for(name: str, model: Any, info: ImageModelInfo) -> ImageGenerator:
     """An ``ImageGenerator`` over the in-memory model (grids during training)."""
-    if family == "vae":
-        modules = {"vae": model}
-    elif family == "gan":
-        modules = {"generator": model.generator}
-    else:
-        modules = {"unet": model.unet, "scheduler_config": model.scheduler.config}
-    return ImageGenerator(info, modules)
+    return ImageGenerator(info, families.family(name).modules(model))
 
 
 @torch.no_grad()
@@ -415,11 +341,11 @@ def train_image(
     from lamina.core.refs import validate_name
 
     validate_name(name, "model name")
-    if family not in FAMILIES:
-        raise ConfigError(f"unknown family {family!r}", hint=f"use one of {', '.join(FAMILIES)}")
-    if condition == "text" and family != "diffusion":
+    kind = families.family(family)  # an unknown family is a ConfigError naming the registered ones
+    if condition not in kind.conditions:
         raise ConfigError(
-            f"text conditioning is for diffusion models, not {family}", hint="use --condition class"
+            f"{condition} conditioning is not available for {family} models",
+            hint=f"use --condition {' or '.join(kind.conditions)}",
         )
     if gan_loss not in ("nonsaturating", "hinge"):
         raise ConfigError(f"unknown GAN loss {gan_loss!r}", hint="use nonsaturating or hinge")
@@ -452,152 +378,116 @@ def train_image(
     info = ImageModelInfo(
         family, condition, data.image_size, data.channels, data.class_names, CAPTION_TEMPLATES[0]
     )
-    fingerprint = runs.fingerprint(
+    train_fingerprint = lifecycle.fingerprint(
         {
             "dataset": dataset.id, "family": family, "condition": condition, "train": cfg.model_dump(),
             "image_size": data.image_size, "classes": data.class_names, "gan_loss": gan_loss,
             "fields": [image_field, label_field],
         }
     )  # fmt: skip
-    existing = None if resume else runs.existing_version(ws, name, fingerprint)
+    existing = None if resume else TrainingRun.reuse(ws, name, train_fingerprint, alias)
     if existing is not None:
-        if alias:
-            promote(ws, existing.id, alias)
         grid = ws.artifact_path(existing) / "samples.png"
         return ImageTrainResult(existing, True, existing.metrics, grid, [], existing.run_id)
 
     torch.manual_seed(cfg.seed)
-    model = build_image_model(family, data, condition, gan_loss)
+    model = kind.build(data, condition, gan_loss)
     task = ImageTask(family, model, data, condition, val_split)
     gen = generator_for(family, model, info)
-    run = runs.find_resumable(ws, f"{name}-train", fingerprint) if resume else None
-    if resume and run is None:
-        raise LaminaError(
-            f"--resume: no interrupted run of {name!r} with these settings has a checkpoint",
-            hint="run without --resume to start a new run",
-        )
     params = {
         "family": family, "condition": condition, "train": cfg.model_dump(), "dataset": dataset.ref,
-        "image_size": data.image_size, "gan_loss": gan_loss, "fingerprint": fingerprint,
+        "image_size": data.image_size, "gan_loss": gan_loss,
         "parameters": sum(p.numel() for p in model.parameters()),
     }  # fmt: skip
-    if run is None:
-        run = ws.record(
-            Run(
-                name=f"{name}-train",
-                task=f"train-{family}",
-                status="running",
-                started_at=utcnow(),
-                params=params,
-            ),
-            [(dataset.id, "trained_on")],
-        )
-    run_dir = ws.root / "runs" / run.id
-    grids_dir = run_dir / "grids"
-    tracker = Tracker(ws.root, run.name, ws.settings.tracking_uri) if track else None
-    if tracker:
-        tracker.params(params)
-        ws.catalog.update_run(run.id, tracking_run_id=tracker.run_id)
     warnings: list[str] = list(data.notes)
     real_val = data.images[val_split]
+    with TrainingRun.start(
+        ws, name, kind="train", task=f"train-{family}", params=params,
+        parents=[(dataset.id, "trained_on")], fingerprint=train_fingerprint, resume=resume, track=track,
+    ) as training:  # fmt: skip
+        grids_dir = training.run_dir / "grids"
 
-    def on_eval(step: int, point: dict[str, float]) -> None:
-        point.update(task.pop_components())
-        if family == "gan":
+        def on_eval(step: int, point: dict[str, float]) -> None:
+            point.update(task.pop_components())
+            if family == "gan":
+                model.eval()
+                ratio = collapse_ratio(gen, real_val, cfg.seed + step)
+                model.train()
+                point["diversity_ratio"] = ratio
+                if ratio < COLLAPSE_RATIO:
+                    message = (
+                        f"step {step}: sample diversity is {ratio:.2f}× the real data's: the generator may "
+                        "be collapsing (try --gan-loss hinge or a lower --lr)"
+                    )
+                    log.warning(message)
+                    warnings.append(message)
+            training.log(step, point)
+
+        def on_checkpoint(step: int, checkpoint: Path) -> None:
             model.eval()
-            ratio = collapse_ratio(gen, real_val, cfg.seed + step)
+            with _ema_weights(model, task.ema):
+                images = gen.sample(36, torch.Generator().manual_seed(cfg.seed), **gen.balanced(36), steps=25)
             model.train()
-            point["diversity_ratio"] = ratio
-            if ratio < COLLAPSE_RATIO:
-                message = (
-                    f"step {step}: sample diversity is {ratio:.2f}× the real data's: the generator may be "
-                    "collapsing (try --gan-loss hinge or a lower --lr)"
-                )
-                log.warning(message)
-                warnings.append(message)
-        if tracker:
-            tracker.metrics({k: v for k, v in point.items() if k != "step"}, step)
+            training.artifact(save_grid(images, grids_dir / f"step-{step}.png", nrow=6))
 
-    def on_checkpoint(step: int, checkpoint: Path) -> None:
-        model.eval()
-        with _ema_weights(model, task.ema):
-            images = gen.sample(36, torch.Generator().manual_seed(cfg.seed), **gen.balanced(36), steps=25)
-        model.train()
-        path = save_grid(images, grids_dir / f"step-{step}.png", nrow=6)
-        if tracker:
-            tracker.artifact(path)
-
-    with runs.run_guard(ws, run, tracker, name, run_dir):
         result = train(
-            model, task, cfg, run_dir, resume=resume, on_progress=on_progress, on_eval=on_eval,
+            model, task, cfg, training.run_dir, resume=resume, on_progress=on_progress, on_eval=on_eval,
             on_checkpoint=on_checkpoint,
         )  # fmt: skip
+        model.eval()
+        with training.scratch() as folder:
+            save_image_model(family, model, info, folder, task.ema)
+            if grids_dir.exists():
+                shutil.copytree(grids_dir, folder / "samples")
+            saved = ImageGenerator.load(folder)  # evaluate exactly what was saved (EMA weights for diffusion)
+            fake = draw_samples(
+                saved, min(eval_samples, len(real_val)), cfg.seed, steps=eval_steps, sampler="dpm"
+            )
+            save_grid(fake[:64], folder / "samples.png", nrow=8)
+            metrics: dict[str, Any] = {
+                "train_loss": result.history[-1]["loss"],
+                "best_val_loss": result.best_val_loss,
+                "steps": result.final_step,
+                "images_per_s": result.tokens_per_s,
+                "train_seconds": result.seconds,
+                "parameters": params["parameters"],
+            }
+            if data.class_names:
+                clf, clf_version = feature_classifier(
+                    ws,
+                    dataset,
+                    (data.images["train"], data.labels["train"]),
+                    (real_val, data.labels[val_split]),  # type: ignore[arg-type]
+                )
+                asked = torch.arange(len(fake)) % data.num_classes if condition != "none" else None
+                metrics.update(feature_metrics(clf, real_val[: len(fake)], fake, asked))
+                metrics["fid_clf_classifier"] = clf_version.ref
+            else:
+                warnings.append(
+                    "the dataset has no labels, so fid_clf (which needs a classifier) was skipped"
+                )
+            if inception is not None:
+                from lamina.evaluation.images import inception_fid
 
-    model.eval()
-    (ws.root / ".cache").mkdir(exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=ws.root / ".cache") as tmp:
-        folder = Path(tmp) / "model"
-        save_image_model(family, model, info, folder, task.ema)
-        if grids_dir.exists():
-            shutil.copytree(grids_dir, folder / "samples")
-        saved = ImageGenerator.load(folder)  # evaluate exactly what was saved (EMA weights for diffusion)
-        fake = draw_samples(
-            saved, min(eval_samples, len(real_val)), cfg.seed, steps=eval_steps, sampler="dpm"
-        )
-        grid = save_grid(fake[:64], folder / "samples.png", nrow=8)
-        metrics: dict[str, Any] = {
-            "train_loss": result.history[-1]["loss"],
-            "best_val_loss": result.best_val_loss,
-            "steps": result.final_step,
-            "images_per_s": result.tokens_per_s,
-            "train_seconds": result.seconds,
-            "parameters": params["parameters"],
-        }
-        if data.class_names:
-            clf, clf_version = feature_classifier(
-                ws, dataset, (data.images["train"], data.labels["train"]), (real_val, data.labels[val_split])
-            )  # type: ignore[arg-type]
-            asked = torch.arange(len(fake)) % data.num_classes if condition != "none" else None
-            metrics.update(feature_metrics(clf, real_val[: len(fake)], fake, asked))
-            metrics["fid_clf_classifier"] = clf_version.ref
-        else:
-            warnings.append("the dataset has no labels, so fid_clf (which needs a classifier) was skipped")
-        if inception is not None:
-            from lamina.evaluation.images import inception_fid
-
-            metrics["fid_inception"] = inception_fid(inception, real_val[: len(fake)], fake)
-        metrics["eval_samples"] = len(fake)
-        metrics["eval_sampler"] = f"dpm-{eval_steps}" if family == "diffusion" else "direct"
-        plot_curves(result.history, folder, f"{name}: {family}, {result.final_step} steps")
-        (folder / "history.json").write_text(json.dumps(result.history))
-        if tracker:
-            tracker.metrics({k: v for k, v in metrics.items() if isinstance(v, float)}, result.final_step)
-            for path in (grid, folder / "training_curve.png"):
-                tracker.artifact(path)
-        version = register(
-            ws,
-            folder,
-            name,
-            family,
-            config={"family": family, "condition": condition, "image": info.__dict__,
-                    "train": cfg.model_dump(), "gan_loss": gan_loss if family == "gan" else None},
-            metrics=metrics,
-            run_id=run.id,
-            parents=[(run.id, "produced_by"), (dataset.id, "trained_on")],
-            meta={"train_fingerprint": fingerprint, "dataset": dataset.ref, "warnings": warnings},
-            description=_intended_use(family, condition),
-        )  # fmt: skip
-    record_eval(
-        ws, version.id, f"{name}-eval", {k: v for k, v in metrics.items() if isinstance(v, float)}, []
-    )
-    ws.catalog.update_run(run.id, status="completed", metrics=metrics, ended=True)
-    if tracker:
-        tracker.end()
-    if alias:
-        promote(ws, version.id, alias)
-    shutil.rmtree(run_dir, ignore_errors=True)
+                metrics["fid_inception"] = inception_fid(inception, real_val[: len(fake)], fake)
+            metrics["eval_samples"] = len(fake)
+            metrics["eval_sampler"] = (
+                f"{kind.eval_sampler}-{eval_steps}" if kind.eval_sampler != "direct" else "direct"
+            )
+            plot_curves(result.history, folder, f"{name}: {family}, {result.final_step} steps")
+            (folder / "history.json").write_text(json.dumps(result.history))
+            version = training.finish(
+                folder, family=family,
+                config={"family": family, "condition": condition, "image": info.__dict__,
+                        "train": cfg.model_dump(), "gan_loss": gan_loss if family == "gan" else None},
+                metrics=metrics, parents=[(dataset.id, "trained_on")],
+                meta={"dataset": dataset.ref, "warnings": warnings},
+                description=_intended_use(family, condition),
+                evaluation={k: v for k, v in metrics.items() if isinstance(v, float)},
+                alias=alias, step=result.final_step,
+            )  # fmt: skip
     return ImageTrainResult(
-        version, False, metrics, ws.artifact_path(version) / "samples.png", warnings, run.id
+        version, False, metrics, ws.artifact_path(version) / "samples.png", warnings, training.run.id
     )
 
 

@@ -10,28 +10,24 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from lamina.core.catalog import DatasetVersion, ModelVersion, Run
-from lamina.core.catalog.models import utcnow
+from lamina.core.catalog import DatasetVersion, ModelVersion
 from lamina.core.errors import ConfigError, LaminaError, NotFound
 from lamina.core.settings import validation_summary
 from lamina.core.workspace import Workspace
-from lamina.evaluation.lm import DEFAULT_PROMPTS, generate, perplexity, record_eval
-from lamina.hub.registry import promote, register
+from lamina.evaluation.lm import DEFAULT_PROMPTS, generate, perplexity
 from lamina.models.causal_lm import LMConfig, Preset, build_model, param_count
 from lamina.models.tokenizer import TokenizerKind, train_tokenizer
-from lamina.training import runs
+from lamina.training import lifecycle
+from lamina.training.lifecycle import TrainingRun
 from lamina.training.lm_task import LMTask, encode_texts
 from lamina.training.loop import TrainConfig, train
-from lamina.training.tracking import Tracker, plot_curves
+from lamina.training.tracking import plot_curves
 
 log = logging.getLogger(__name__)
 FAMILY = "causal_lm"
@@ -49,6 +45,36 @@ class LMRecipe(BaseModel):
     alias: str | None = None
     overrides: dict[str, Any] = Field(default_factory=dict)  # LMConfig fields, e.g. context_length, dropout
     train: TrainConfig = Field(default_factory=TrainConfig)
+
+    def with_flags(self, recipe_name: str, flags: dict[str, Any]) -> LMRecipe:
+        """This recipe plus command-line ``flags`` (``field`` or ``train.field`` / ``overrides.field``
+        → value). A flag for a field the recipe itself sets is refused, never silently dropped or
+        silently winning: the recipe is the record of how a model was trained."""
+        conflicts = [key for key in flags if self._sets(key)]
+        if conflicts:
+            raise ConfigError(
+                f"--recipe {recipe_name} already sets {', '.join(conflicts)}; the command line sets them too",
+                hint="change the recipe in lamina.yaml, or drop those flags (flags may only add "
+                "settings the recipe leaves out)",
+            )
+        top = {k: v for k, v in flags.items() if "." not in k}
+        train = {k.split(".", 1)[1]: v for k, v in flags.items() if k.startswith("train.")}
+        overrides = {k.split(".", 1)[1]: v for k, v in flags.items() if k.startswith("overrides.")}
+        return self.model_copy(
+            update={
+                **top,
+                "train": self.train.model_copy(update=train),
+                "overrides": {**self.overrides, **overrides},
+            }
+        )
+
+    def _sets(self, key: str) -> bool:
+        head, _, field = key.partition(".")
+        if head == "train" and field:
+            return "train" in self.model_fields_set and field in self.train.model_fields_set
+        if head == "overrides" and field:
+            return field in self.overrides
+        return key in self.model_fields_set
 
 
 def parse_lm_recipe(name: str, data: Any) -> LMRecipe:
@@ -112,7 +138,7 @@ def train_lm(
     val_split = next((s for s in ("val", "validation", "test") if s in dataset.splits), None)
     tokenizer = train_tokenizer(train_texts, tokenizer_kind, vocab_size)
     lm = LMConfig.from_preset(preset, vocab_size=len(tokenizer), **(overrides or {}))
-    fingerprint = runs.fingerprint(
+    train_fingerprint = lifecycle.fingerprint(
         {
             "dataset": dataset.id,
             "lm": lm.model_dump(),
@@ -121,10 +147,8 @@ def train_lm(
             "field": text_field,
         }
     )
-    existing = None if resume else runs.existing_version(ws, name, fingerprint)
+    existing = None if resume else TrainingRun.reuse(ws, name, train_fingerprint, alias)
     if existing is not None:
-        if alias:
-            promote(ws, existing.id, alias)
         return LMTrainResult(
             existing, True, existing.metrics, existing.meta.get("sample", ""), existing.run_id
         )
@@ -137,112 +161,55 @@ def train_lm(
         train_ids, val_ids = train_ids[:cut], train_ids[cut:]
     task = LMTask(train_ids, val_ids, lm.context_length)
     model = build_model(lm, tokenizer, seed=cfg.seed)
-
-    # Under `accelerate launch` every process runs this function; rank 0 alone writes the catalog and
-    # MLflow, and hands the run (and later the version) to the others.
     main = _process_state().is_main_process
-    run = None
-    if main:
-        run = runs.find_resumable(ws, f"{name}-train", fingerprint) if resume else None
-        if resume and run is None:
-            raise LaminaError(
-                f"--resume: no interrupted run of {name!r} with these settings has a checkpoint",
-                hint="run without --resume to start a new run",
+    params = {
+        "lm": lm.model_dump(), "train": cfg.model_dump(), "tokenizer": tokenizer_kind,
+        "dataset": dataset.ref, "parameters": param_count(model),
+    }  # fmt: skip
+    with TrainingRun.start(
+        ws, name, kind="train", task="train-lm", params=params, parents=[(dataset.id, "trained_on")],
+        fingerprint=train_fingerprint, resume=resume, track=track, main=main, share=_broadcast,
+    ) as training:  # fmt: skip
+        result = train(
+            model, task, cfg, training.run_dir, resume=resume, on_progress=on_progress, on_eval=training.log
+        )
+        if not main:  # the other ranks wait for rank 0 to register, then return the same version
+            registered = ws.catalog.get(_broadcast(None))
+            assert isinstance(registered, ModelVersion)
+            training.adopt(registered)
+            return LMTrainResult(
+                registered, False, registered.metrics, registered.meta.get("sample", ""), training.run.id
             )
-        if run is None:
-            run = ws.record(
-                Run(
-                    name=f"{name}-train",
-                    task="train-lm",
-                    status="running",
-                    started_at=utcnow(),
-                    params={
-                        "lm": lm.model_dump(),
-                        "train": cfg.model_dump(),
-                        "tokenizer": tokenizer_kind,
-                        "dataset": dataset.ref,
-                        "fingerprint": fingerprint,
-                    },
-                ),
-                [(dataset.id, "trained_on")],
-            )
-    run = ws.catalog.get(_broadcast(run.id if run else None))  # type: ignore[assignment]
-    assert isinstance(run, Run)
-    run_dir = ws.root / "runs" / run.id
-    tracker = Tracker(ws.root, run.name, ws.settings.tracking_uri) if track and main else None
-    if tracker:
-        tracker.params(
-            {
-                "lm": lm.model_dump(),
-                "train": cfg.model_dump(),
-                "dataset": dataset.ref,
+        with training.scratch() as folder:
+            model.save_pretrained(str(folder))
+            tokenizer.save_pretrained(str(folder))
+            plot_curves(result.history, folder, f"{name}: {preset}, {result.final_step} steps")
+            (folder / "history.json").write_text(json.dumps(result.history))
+            ppl = perplexity(model, val_ids, lm.context_length)
+            samples = [
+                {"prompt": p, "output": generate(model, tokenizer, p, max_new_tokens=120, seed=cfg.seed)}
+                for p in DEFAULT_PROMPTS
+            ]
+            metrics = {
+                "val_loss": ppl["loss"],
+                "val_perplexity": ppl["perplexity"],
+                "best_val_loss": result.best_val_loss,
+                "train_loss": result.history[-1]["loss"],
+                "steps": result.final_step,
+                "tokens_per_s": result.tokens_per_s,
+                "train_seconds": result.seconds,
                 "parameters": param_count(model),
             }
-        )
-        ws.catalog.update_run(run.id, tracking_run_id=tracker.run_id)
-
-    def on_eval(step: int, point: dict[str, float]) -> None:
-        if tracker:
-            tracker.metrics({k: v for k, v in point.items() if k != "step"}, step)
-
-    with runs.run_guard(ws if main else None, run, tracker, name, run_dir):
-        result = train(model, task, cfg, run_dir, resume=resume, on_progress=on_progress, on_eval=on_eval)
-
-    if not main:  # the other ranks wait for rank 0 to register, then return the same version
-        registered = ws.catalog.get(_broadcast(None))
-        assert isinstance(registered, ModelVersion)
-        return LMTrainResult(registered, False, registered.metrics, registered.meta.get("sample", ""), run.id)
-
-    (ws.root / ".cache").mkdir(exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=ws.root / ".cache") as tmp:
-        folder = Path(tmp) / "model"
-        model.save_pretrained(str(folder))
-        tokenizer.save_pretrained(str(folder))
-        plot_curves(result.history, folder, f"{name}: {preset}, {result.final_step} steps")
-        (folder / "history.json").write_text(json.dumps(result.history))
-        ppl = perplexity(model, val_ids, lm.context_length)
-        samples = [
-            {"prompt": p, "output": generate(model, tokenizer, p, max_new_tokens=120, seed=cfg.seed)}
-            for p in DEFAULT_PROMPTS
-        ]
-        metrics = {
-            "val_loss": ppl["loss"],
-            "val_perplexity": ppl["perplexity"],
-            "best_val_loss": result.best_val_loss,
-            "train_loss": result.history[-1]["loss"],
-            "steps": result.final_step,
-            "tokens_per_s": result.tokens_per_s,
-            "train_seconds": result.seconds,
-            "parameters": param_count(model),
-        }
-        if tracker:
-            tracker.metrics(
-                {"final_val_loss": ppl["loss"], "val_perplexity": ppl["perplexity"]}, result.final_step
-            )
-            tracker.artifact(folder / "training_curve.png")
-            tracker.artifact(folder / "training_curve.html")
-        version = register(
-            ws,
-            folder,
-            name,
-            FAMILY,
-            config={"lm": lm.model_dump(), "train": cfg.model_dump(), "tokenizer": tokenizer_kind},
-            metrics=metrics,
-            run_id=run.id,
-            parents=[(run.id, "produced_by"), (dataset.id, "trained_on")],
-            meta={"train_fingerprint": fingerprint, "sample": samples[0]["output"], "dataset": dataset.ref},
-        )
-    record_eval(
-        ws, version.id, f"{name}-eval", {k: metrics[k] for k in ("val_loss", "val_perplexity")}, samples
-    )
-    ws.catalog.update_run(run.id, status="completed", metrics=metrics, ended=True)
-    if tracker:
-        tracker.end()
-    if alias:
-        promote(ws, version.id, alias)
-    shutil.rmtree(run_dir, ignore_errors=True)  # the model version holds what the run made
+            version = training.finish(
+                folder, family=FAMILY,
+                config={"lm": lm.model_dump(), "train": cfg.model_dump(), "tokenizer": tokenizer_kind},
+                metrics=metrics, parents=[(dataset.id, "trained_on")],
+                meta={"sample": samples[0]["output"], "dataset": dataset.ref},
+                evaluation={k: metrics[k] for k in ("val_loss", "val_perplexity")}, samples=samples,
+                alias=alias, step=result.final_step,
+            )  # fmt: skip
     _broadcast(version.id)
-    return LMTrainResult(version, False, metrics, samples[0]["output"], run.id)
+    return LMTrainResult(version, False, metrics, samples[0]["output"], training.run.id)
 
 
 def _process_state() -> Any:

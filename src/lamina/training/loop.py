@@ -31,6 +31,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from lamina.core.errors import LaminaError
+from lamina.core.machine import defaults
 
 log = logging.getLogger(__name__)
 CHECKPOINT_PREFIX = "step-"
@@ -119,7 +120,7 @@ def train(
     from accelerate import Accelerator
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    use_bf16 = cfg.bf16 and (torch.cuda.is_available() or _cpu_has_bf16())
+    use_bf16 = cfg.bf16 and defaults().train_bf16  # only where bf16 is native (lamina.core.machine)
     # bf16 autocast is applied here, not through Accelerator(mixed_precision=...): accelerate keeps
     # that in process-wide state, so a second run in one process (HPO trials, tests) could not change it.
     accelerator = Accelerator(gradient_accumulation_steps=cfg.grad_accum, cpu=not torch.cuda.is_available())
@@ -275,12 +276,3 @@ def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def _cpu_has_bf16() -> bool:
-    """bf16 autocast is only faster on CPUs with native bf16 matrix instructions."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags

@@ -8,7 +8,9 @@ adapters beside frozen weights::
     └──► A (r×d) ─► B (d×r) ─► ×α/r ┴─► +  ─► y
 
 The adapter is saved on its own (with the absolute path of its base), loads back with peft, and
-merges into a plain model with ``--merge``. QLoRA needs a GPU (bitsandbytes); on CPU it is refused.
+merges into a plain model with ``--merge``. QLoRA is the same adapter on a base whose linear
+weights are stored in 4-bit NF4 (bitsandbytes, which runs them on CPU too): the frozen base takes
+~4× less memory, and the run is registered as QLoRA only if the base really was quantized.
 """
 
 from __future__ import annotations
@@ -22,15 +24,17 @@ from typing import Any, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from lamina.core.catalog import DatasetVersion, ModelVersion, Run
-from lamina.core.catalog.models import utcnow
-from lamina.core.errors import ConfigError, LaminaError
+from lamina.core.catalog import DatasetVersion, ModelVersion
+from lamina.core.errors import ConfigError, LaminaError, NotFound
 from lamina.core.workspace import Workspace
 from lamina.evaluation.lm import generate
-from lamina.hub.registry import model_path, promote, register, resolve_model
+from lamina.hub.registry import model_path, resolve_model
 from lamina.models.causal_lm import load_pretrained
 from lamina.models.tokenizer import CHAT_TEMPLATE, ROLE_TOKENS
+from lamina.training import lifecycle
+from lamina.training.lifecycle import TrainingRun
 from lamina.training.loop import TrainConfig, train
+from lamina.training.tracking import plot_curves
 
 Method = Literal["full", "lora", "qlora"]
 # For tokenizers without Lamina's role tokens (imported checkpoints): plain-text role markers.
@@ -149,6 +153,58 @@ def load_any(folder: Path) -> tuple[Any, Any]:
     return PeftModel.from_pretrained(model, str(folder)), tokenizer
 
 
+def finetune_config(method: Method = "lora", **overrides: Any) -> TrainConfig:
+    """Fine-tuning defaults, with every override that is not None applied: 200 steps of 8 examples;
+    lr 2e-4 for adapters and 5e-5 for full fine-tuning (full weights move further per step)."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    steps = int(given.get("max_steps", 200))
+    base = {
+        "max_steps": steps, "batch_size": 8, "lr": 5e-5 if method == "full" else 2e-4,
+        "warmup_steps": min(20, steps // 5), "eval_every": max(1, steps // 4),
+        "checkpoint_every": max(1, steps // 2),
+    }  # fmt: skip
+    return TrainConfig(**{**base, **given})
+
+
+def load_quantized(folder: Path) -> tuple[Any, Any, dict[str, Any]]:
+    """A full model folder with its linear weights in 4-bit NF4 (bitsandbytes), ready for k-bit training."""
+    try:
+        import bitsandbytes
+    except ImportError:
+        raise ConfigError(
+            "QLoRA needs bitsandbytes (4-bit NF4 weights), which is not installed",
+            hint="pip install 'lamina[qlora]', or use --method lora",
+        ) from None
+    from peft import prepare_model_for_kbit_training
+    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+
+    from lamina.core.machine import defaults
+
+    if base_folder(folder) != folder:
+        raise ConfigError(
+            "QLoRA quantizes a full model, and this one is a LoRA adapter",
+            hint="fine-tune a full model, or register this adapter merged (--merge) first",
+        )
+    compute = torch.bfloat16 if defaults().train_bf16 else torch.float32
+    quantization = BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute,
+        bnb_4bit_use_double_quant=True,
+    )  # fmt: skip
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = AutoModelForCausalLM.from_pretrained(
+        str(folder), quantization_config=quantization, device_map=device
+    )
+    quantized = sum(type(m).__name__ == "Linear4bit" for m in model.modules())
+    if not quantized:  # never record a run as QLoRA when nothing was quantized
+        raise LaminaError(f"bitsandbytes {bitsandbytes.__version__} left no layer of {folder} in 4 bits")
+    model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    info = {
+        "bits": 4, "quant_type": "nf4", "double_quant": True, "compute_dtype": str(compute).split(".")[-1],
+        "quantized_layers": quantized, "bitsandbytes": bitsandbytes.__version__, "device": device,
+    }  # fmt: skip
+    return model, AutoTokenizer.from_pretrained(str(folder)), info
+
+
 def finetune(
     ws: Workspace,
     model_ref: str,
@@ -160,26 +216,37 @@ def finetune(
     lora: LoraSettings | None = None,
     merge: bool = False,
     alias: str | None = None,
+    resume: bool = False,
+    track: bool = True,
     on_progress: Any = None,
 ) -> ModelVersion:
-    if method == "qlora" and not torch.cuda.is_available():
-        raise ConfigError(
-            "QLoRA needs a CUDA GPU (4-bit weights via bitsandbytes); none is available here",
-            hint="use --method lora on CPU",
-        )
-    cfg = train_cfg or TrainConfig(
-        max_steps=200,
-        lr=2e-4 if method != "full" else 5e-5,
-        warmup_steps=10,
-        eval_every=50,
-        checkpoint_every=100,
-    )
+    from lamina.core.refs import validate_name
+
+    validate_name(name, "model name")
+    if method not in ("full", "lora", "qlora"):
+        raise ConfigError(f"unknown fine-tuning method {method!r}", hint="use lora, qlora or full")
+    cfg = train_cfg or finetune_config(method)
+    lora = lora or LoraSettings()
     base = resolve_model(ws, model_ref)
     dataset = ws.resolve(dataset_ref, kind="dataset_version")
-    assert isinstance(dataset, DatasetVersion)
+    if not isinstance(dataset, DatasetVersion):
+        raise NotFound(f"{dataset_ref} is not a dataset version")
+    train_fingerprint = lifecycle.fingerprint(
+        {
+            "base": base.id, "dataset": dataset.id, "method": method, "train": cfg.model_dump(),
+            "lora": lora.model_dump() if method != "full" else None, "merge": merge,
+        }
+    )  # fmt: skip
+    existing = None if resume else TrainingRun.reuse(ws, name, train_fingerprint, alias)
+    if existing is not None:
+        return existing
     from lamina.data.versions import iter_rows
 
-    model, tokenizer = load_any(model_path(ws, base))
+    quantization: dict[str, Any] | None = None
+    if method == "qlora":
+        model, tokenizer, quantization = load_quantized(model_path(ws, base))
+    else:
+        model, tokenizer = load_any(model_path(ws, base))
     ensure_chat_template(tokenizer)
     context = int(model.config.max_position_embeddings)
     rows = {s: [to_messages(r) for r in iter_rows(ws, dataset, s)] for s in dataset.splits}
@@ -194,7 +261,6 @@ def finetune(
         [encode_example(tokenizer, m, context) for m in val_rows],
         tokenizer.pad_token_id,
     )
-    lora = lora or LoraSettings()
     if method in ("lora", "qlora"):
         from peft import LoraConfig, get_peft_model
 
@@ -208,78 +274,78 @@ def finetune(
                 task_type="CAUSAL_LM",
             ),
         )
-    run = ws.record(
-        Run(
-            name=f"{name}-finetune",
-            task=f"sft-{method}",
-            status="running",
-            started_at=utcnow(),
-            params={
-                "train": cfg.model_dump(),
-                "method": method,
-                "lora": lora.model_dump(),
-                "base": base.ref,
-                "dataset": dataset.ref,
-            },
-        ),
-        [(base.id, "fine_tunes"), (dataset.id, "trained_on")],
-    )
-    try:
-        result = train(model, task, cfg, ws.root / "runs" / run.id, on_progress=on_progress)
-    except BaseException:
-        ws.catalog.update_run(run.id, status="failed", ended=True)
-        raise
-    sample = generate(
-        model,
-        tokenizer,
-        tokenizer.apply_chat_template(
-            [to_messages({"instruction": "What is 2 plus 3?", "response": ""})[0]],
-            tokenize=False,
-            add_generation_prompt=True,
-        ),
-        max_new_tokens=40,
-        temperature=0,
-        seed=cfg.seed,
-    )
-    metrics = {
-        "val_loss": result.best_val_loss,
-        "train_loss": result.history[-1]["loss"],
-        "steps": result.final_step,
-        "tokens_per_s": result.tokens_per_s,
-    }
-    with tempfile.TemporaryDirectory(dir=ws.root / ".cache") as tmp:
-        folder = Path(tmp) / "model"
-        if method == "full":
-            model.save_pretrained(str(folder))
-        elif merge:
-            model.merge_and_unload().save_pretrained(str(folder))
-        else:
-            model.save_pretrained(str(folder))  # the adapter alone
-            config_path = folder / "adapter_config.json"
-            adapter = json.loads(config_path.read_text())
-            adapter["base_model_name_or_path"] = str(
-                model_path(ws, base).resolve()
-            )  # absolute: see ENVIRONMENT
-            config_path.write_text(json.dumps(adapter, indent=1))
-        tokenizer.save_pretrained(str(folder))
-        (folder / "history.json").write_text(json.dumps(result.history))
-        version = register(
-            ws,
-            folder,
-            name,
-            "causal_lm",
-            config={
-                "method": method,
-                "lora": lora.model_dump() if method != "full" else None,
-                "train": cfg.model_dump(),
-                "merged": merge,
-            },
-            metrics=metrics,
-            run_id=run.id,
-            parents=[(run.id, "produced_by"), (base.id, "fine_tuned_from"), (dataset.id, "trained_on")],
-            meta={"adapter": method != "full" and not merge, "base": base.id, "sample": sample},
+    params = {
+        "train": cfg.model_dump(), "method": method, "lora": lora.model_dump(), "base": base.ref,
+        "dataset": dataset.ref, "quantization": quantization,
+    }  # fmt: skip
+    with TrainingRun.start(
+        ws, name, kind="finetune", task=f"sft-{method}", params=params,
+        parents=[(base.id, "fine_tunes"), (dataset.id, "trained_on")], fingerprint=train_fingerprint,
+        resume=resume, track=track,
+    ) as training:  # fmt: skip
+        result = train(
+            model, task, cfg, training.run_dir, resume=resume, on_progress=on_progress, on_eval=training.log
         )
-    ws.catalog.update_run(run.id, status="completed", metrics=metrics, ended=True)
-    if alias:
-        promote(ws, version.id, alias)
+        sample = generate(
+            model,
+            tokenizer,
+            tokenizer.apply_chat_template(
+                [to_messages({"instruction": "What is 2 plus 3?", "response": ""})[0]],
+                tokenize=False,
+                add_generation_prompt=True,
+            ),
+            max_new_tokens=40,
+            temperature=0,
+            seed=cfg.seed,
+        )
+        metrics = {
+            "val_loss": result.best_val_loss,
+            "train_loss": result.history[-1]["loss"],
+            "steps": result.final_step,
+            "tokens_per_s": result.tokens_per_s,
+        }
+        with training.scratch() as folder:
+            if method == "full":
+                model.save_pretrained(str(folder))
+            elif merge:
+                _merged(ws, base, model, folder)
+            else:
+                model.save_pretrained(str(folder))  # the adapter alone
+                config_path = folder / "adapter_config.json"
+                adapter = json.loads(config_path.read_text())
+                adapter["base_model_name_or_path"] = str(
+                    model_path(ws, base).resolve()
+                )  # absolute: see ENVIRONMENT
+                config_path.write_text(json.dumps(adapter, indent=1))
+            tokenizer.save_pretrained(str(folder))
+            (folder / "history.json").write_text(json.dumps(result.history))
+            plot_curves(result.history, folder, f"{name}: {method} fine-tune, {result.final_step} steps")
+            version = training.finish(
+                folder, family="causal_lm",
+                config={
+                    "method": method, "lora": lora.model_dump() if method != "full" else None,
+                    "train": cfg.model_dump(), "merged": merge, "quantization": quantization,
+                },
+                metrics=metrics, parents=[(base.id, "fine_tuned_from"), (dataset.id, "trained_on")],
+                meta={"adapter": method != "full" and not merge, "base": base.id, "sample": sample},
+                evaluation={"val_loss": metrics["val_loss"]},
+                samples=[{"prompt": "What is 2 plus 3?", "output": sample}],
+                alias=alias, step=result.final_step,
+            )  # fmt: skip
     return version
+
+
+def _merged(ws: Workspace, base: ModelVersion, model: Any, folder: Path) -> None:
+    """Save adapter + base as one plain model. A QLoRA adapter is merged into the full-precision base
+    (the 4-bit weights were only for training), as the QLoRA paper's authors recommend."""
+    if not getattr(model, "is_loaded_in_4bit", False) and not any(
+        type(m).__name__ == "Linear4bit" for m in model.modules()
+    ):
+        model.merge_and_unload().save_pretrained(str(folder))
+        return
+    from peft import PeftModel
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model.save_pretrained(tmp)
+        full, _ = load_pretrained(model_path(ws, base))
+        PeftModel.from_pretrained(full, tmp).merge_and_unload().save_pretrained(str(folder))

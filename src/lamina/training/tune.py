@@ -18,8 +18,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from lamina.core.errors import ConfigError
+from lamina.core.catalog import DatasetVersion
+from lamina.core.errors import ConfigError, NotFound
 from lamina.core.workspace import Workspace
+from lamina.hub.registry import resolve_model
+from lamina.training.lifecycle import TrainingRun
 from lamina.training.loop import TrainConfig
 
 Objective = Literal["lm", "lora"]
@@ -92,6 +95,9 @@ def tune(
     )
     keep = Path(tempfile.mkdtemp(prefix="tune-", dir=ws.root / ".cache"))
     best: dict[str, Any] = {"value": math.inf, "folder": None}
+    dataset = ws.resolve(dataset_ref, kind="dataset_version")
+    if not isinstance(dataset, DatasetVersion):
+        raise NotFound(f"{dataset_ref} is not a dataset version")
 
     def run_trial(trial: optuna.Trial) -> float:
         params = _suggest(trial, space, objective)
@@ -115,6 +121,7 @@ def tune(
         value, folder = _train_trial(
             ws, dataset_ref, base_model, objective, cfg, params, preset, keep, report
         )
+        training.log(trial.number, {"trial_val_loss": value})
         if value < best["value"]:
             if best["folder"] is not None:
                 shutil.rmtree(best["folder"], ignore_errors=True)
@@ -125,13 +132,34 @@ def tune(
             on_trial(trial.number, params, value)
         return value
 
+    run_params = {
+        "study": study_name, "objective": objective, "trials": trials, "max_steps": max_steps,
+        "space": space.model_dump(), "preset": preset, "base": base_model, "dataset": dataset.ref,
+    }  # fmt: skip
+    parents, version_parents = [(dataset.id, "trained_on")], [(dataset.id, "trained_on")]
+    if base_model:
+        base_id = resolve_model(ws, base_model).id
+        parents.append((base_id, "fine_tunes"))
+        version_parents.append((base_id, "fine_tuned_from"))
     try:
-        study.optimize(run_trial, n_trials=trials, catch=())
-        version, plot = None, None
-        if best["folder"] is not None:  # this process finished a trial: register its best
-            _plot(study, best["folder"] / "model" / "tuning_history.png")  # part of the registered version
-            version = _register_best(ws, name, best, study_name, dataset_ref, objective)
-            plot = ws.artifact_path(version) / "tuning_history.png"
+        with TrainingRun.start(
+            ws, name, kind="tune", task=f"tune-{objective}", params=run_params, parents=parents
+        ) as training:
+            study.optimize(run_trial, n_trials=trials, catch=())
+            version, plot = None, None
+            if best["folder"] is not None:  # this process finished a trial: register its best
+                model_dir = best["folder"] / "model"
+                _plot(study, model_dir / "tuning_history.png")  # part of the registered version
+                version = training.finish(
+                    model_dir, family="causal_lm",
+                    config={"tuned": best["params"], "study": study_name, "objective": objective},
+                    metrics={"val_loss": best["value"]}, parents=version_parents,
+                    meta={"study": study_name, "best_params": best["params"]},
+                    evaluation={"val_loss": best["value"]},
+                )  # fmt: skip
+                plot = ws.artifact_path(version) / "tuning_history.png"
+            else:
+                training.complete({"best_val_loss": math.inf})
     finally:
         shutil.rmtree(keep, ignore_errors=True)
     states = [t.state for t in study.trials]
@@ -208,24 +236,6 @@ def _train_trial(
     tokenizer.save_pretrained(str(folder / "model"))
     torch.save(result.history, folder / "history.pt")
     return result.best_val_loss, folder
-
-
-def _register_best(
-    ws: Workspace, name: str, best: dict[str, Any], study: str, dataset_ref: str, objective: Objective
-) -> Any:
-    from lamina.hub.registry import register
-
-    dataset = ws.resolve(dataset_ref)
-    return register(
-        ws,
-        best["folder"] / "model",
-        name,
-        "causal_lm",
-        config={"tuned": best["params"], "study": study, "objective": objective},
-        metrics={"val_loss": best["value"]},
-        parents=[(dataset.id, "trained_on")],
-        meta={"study": study, "best_params": best["params"]},
-    )
 
 
 def _plot(study: Any, out: Path) -> Path:
