@@ -63,3 +63,40 @@ def test_layers_import_downward_only() -> None:
             if LAYERS[target] > LAYERS[own]:
                 violations.append(f"{rel} (layer {LAYERS[own]}) imports {imported} (layer {LAYERS[target]})")
     assert not violations, "\n".join(violations)
+
+
+def _module_graph() -> dict[str, set[str]]:
+    """module → the lamina modules it imports, at the top or inside a function (a lazy import is still
+    a dependency, and a cycle through one is still a cycle)."""
+    graph: dict[str, set[str]] = {}
+    modules = {
+        ".".join(p.relative_to(PACKAGE.parent).with_suffix("").parts).removesuffix(".__init__"): p
+        for p in PACKAGE.rglob("*.py")
+    }
+    for name, path in modules.items():
+        targets = set()
+        for imported in lamina_imports(path):
+            while imported and imported not in modules:  # `from lamina.x import name` → lamina.x
+                imported = imported.rpartition(".")[0]
+            if imported and imported != name and imported != "lamina":
+                targets.add(imported)
+        graph[name] = targets
+    return graph
+
+
+def test_the_data_layer_has_no_import_cycles() -> None:
+    """pipeline (builds), versions (reading) and append (the live path) import one way only."""
+    graph = _module_graph()
+    data = {m for m in graph if m.startswith("lamina.data.")}
+    cycles = []
+    for start in sorted(data):
+        stack, seen = [(start, [start])], set()
+        while stack:
+            node, path = stack.pop()
+            for nxt in graph[node] & data:
+                if nxt == start:
+                    cycles.append(" → ".join([*path, start]))
+                elif nxt not in seen:
+                    seen.add(nxt)
+                    stack.append((nxt, [*path, nxt]))
+    assert not cycles, cycles

@@ -9,6 +9,7 @@ import yaml
 from lamina.core.errors import ConfigError, LaminaError
 from lamina.core.workspace import YAML_TEMPLATE, Workspace
 from lamina.data import versions
+from lamina.data.append import append
 from lamina.data.pipeline import build_dataset
 from lamina.data.recipe import Recipe, parse_recipe
 from lamina.data.records import DataError
@@ -142,7 +143,7 @@ def test_append_dedups_against_parent_and_keeps_splits(workspace: Workspace, tmp
     )
     before = {s: {r["text"] for r in versions.iter_rows(workspace, "feed@v1", s)} for s in ("train", "val")}
     fresh = text_rows(10, seed=9)
-    result = versions.append(workspace, "feed", [rows[0], *fresh, fresh[0]])
+    result = append(workspace, "feed", [rows[0], *fresh, fresh[0]])
     v2 = result.version
     assert (v2.version, v2.num_rows, result.report["appended_rows"]) == (2, 110, 10)
     assert result.report["steps"][2]["dropped"] == {"exact_duplicate": 2}
@@ -151,7 +152,16 @@ def test_append_dedups_against_parent_and_keeps_splits(workspace: Workspace, tmp
     delta = versions.diff(workspace, "feed@v1", "feed@v2")
     assert (delta["rows_added"], delta["rows_removed"], delta["rows_common"]) == (10, 0, 100)
     with pytest.raises(LaminaError, match="no dataset named 'nope'"):
-        versions.append(workspace, "nope", fresh)
+        append(workspace, "nope", fresh)
+    # any iterable streams in, and a new field becomes a column (null in the older rows)
+    more = (dict(r, source="feedback") for r in text_rows(5, seed=11))
+    v3 = append(workspace, "feed", more).version
+    assert v3.num_rows == 115 and "source" in v3.data_schema  # type: ignore[operator]
+    sources = [r.get("source") for r in versions.iter_rows(workspace, v3)]
+    assert sources.count("feedback") == 5 and sources.count(None) == 110
+    with pytest.raises(LaminaError, match="no records were given"):
+        append(workspace, "feed", iter(()))
+    assert workspace.resolve("feed").id == v3.id  # a refused append commits nothing
 
 
 def test_tokenizer_is_trained_and_saved(workspace: Workspace, tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import typer
@@ -152,23 +153,28 @@ def append(
     ),
 ) -> None:
     """Append records to dataset NAME as a new version (cleaned and deduplicated like the rest)."""
+    from lamina.data.append import append as append_records
     from lamina.data.records import ErrorLog
 
     errors = ErrorLog(on_error or "fail")
-    if file == "-":
-        records = []
+
+    def from_stdin() -> Iterator[dict]:
         for line_no, line in enumerate(sys.stdin, start=1):
             if line.strip():
                 try:
-                    records.append(json.loads(line))
+                    yield json.loads(line)
                 except json.JSONDecodeError as exc:
                     errors.bad(f"stdin line {line_no}", "invalid JSON", exc.msg)
-    else:
-        records = [r for batch in make_source(str(Path(file).resolve())).batches(errors) for r in batch]
+
+    def from_file() -> Iterator[dict]:
+        for batch in make_source(str(Path(file).resolve())).batches(errors):
+            yield from batch
+
+    # streamed: the records are read while they are appended, never all held at once
     with get_state(ctx).open_workspace() as ws:
-        result = versions.append(ws, name, records, on_error=on_error)
+        result = append_records(ws, name, from_stdin() if file == "-" else from_file(), on_error=on_error)
     console.print(
-        f"[green]✓[/] Appended {result.report['appended_rows']:,} of {len(records):,} records: "
+        f"[green]✓[/] Appended {result.report['appended_rows']:,} of {result.report['rows_read']:,} records: "
         f"[bold]{result.version.ref}[/] now has {result.version.num_rows:,} rows"
     )
 

@@ -88,8 +88,8 @@ class ExtensionPoint(Generic[T]):
 
 
 # -- the declared points ------------------------------------------------------------------------------
-SOURCES: ExtensionPoint[Any] = ExtensionPoint("sources", "data source type")  # SourceSpec subclasses
-STEPS: ExtensionPoint[Any] = ExtensionPoint("steps", "pipeline step")  # Step subclasses
+SOURCES: ExtensionPoint[Any] = ExtensionPoint("sources", "source type")  # SourceSpec subclasses
+STEPS: ExtensionPoint[Any] = ExtensionPoint("steps", "step")  # Step subclasses
 FILTER_HOOKS: ExtensionPoint[Any] = ExtensionPoint("filter_hooks", "filter hook")  # factory(**opts)
 IMAGE_FAMILIES: ExtensionPoint[Any] = ExtensionPoint("image_families", "image model family")
 RAILS: ExtensionPoint[Any] = ExtensionPoint("rails", "guardrail")  # filled by lamina.guardrails

@@ -37,7 +37,7 @@ from lamina.core.workspace import Workspace
 # Importing the step modules registers their steps.
 from lamina.data import augment, cleaning, dedup, transforms  # noqa: F401
 from lamina.data.recipe import Recipe
-from lamina.data.records import Batch, DataError, ErrorLog, OnError, rows_to_table
+from lamina.data.records import Batch, DataError, ErrorLog, OnError, row_hash, rows_to_table
 from lamina.data.report import StatsCollector, drift, render_html
 from lamina.data.sources import SourceSpec, make_source
 from lamina.data.splits import assign_build, row_key, split_names
@@ -117,9 +117,8 @@ def _artifact_source(ws: Workspace, spec: str | dict[str, Any]) -> tuple[str | d
 
 
 def row_identity(record: dict[str, Any]) -> bytes:
-    """A hash of a row's content (not where it came from): seeds its split key."""
-    content = {k: v for k, v in record.items() if k != "_origin"}
-    return xxhash.xxh3_64_digest(json.dumps(content, sort_keys=True, default=repr).encode())
+    """The row's content hash (``records.row_hash``) as the bytes its split key is seeded from."""
+    return row_hash(record).to_bytes(8, "big")
 
 
 def _finish_report(
@@ -467,102 +466,3 @@ def _read_report(ws: Workspace, version: Any) -> dict[str, Any]:
             return json.loads(fh.read())
     except (NotFound, OSError, json.JSONDecodeError):  # no report (e.g. made by hand): no drift baseline
         return {}
-
-
-def append_version(
-    ws: Workspace, name: str, records: list[dict[str, Any]], *, on_error: str | None = None
-) -> BuildResult:
-    """New version of ``name`` = its latest version's rows + ``records`` run through the same steps."""
-    from lamina.data.dedup import Dedup
-    from lamina.data.sources import RecordsSource
-    from lamina.data.splits import assign_by_key
-    from lamina.data.versions import iter_rows, recipe_of
-
-    parent = ws.catalog.latest("dataset_version", name)
-    if not isinstance(parent, DatasetVersion):
-        raise NotFound(
-            f"no dataset named {name!r} to append to", hint="build it first: lamina data ingest|build"
-        )
-    recipe = recipe_of(parent)
-    if on_error:
-        recipe = recipe.model_copy(update={"on_error": on_error})
-    errors = ErrorLog(recipe.on_error)
-    steps = [make_step(s) for s in recipe.steps]
-    ctx = StepContext(text_field=recipe.text_field, seed=recipe.seed)
-    for step in steps:
-        step.start(ctx)
-    stats = [StepStats(type(s).name) for s in steps]
-    seen_stats = StepStats("seed-dedup")
-    parent_splits = list(parent.splits)
-    for split in parent_splits:  # make dedup remember what the parent already holds
-        for row in iter_rows(ws, parent, split):
-            for step in steps:
-                if isinstance(step, Dedup):
-                    step.apply([dict(row)], seen_stats)
-    new_rows: Batch = []
-    rows_read = 0
-    for batch in RecordsSource(records=records).batches(errors, recipe.batch_size):
-        rows_read += len(batch)
-        for i, record in enumerate(batch):
-            record.setdefault("_origin", f"append#{rows_read - len(batch) + i}")
-        new_rows.extend(_run_steps(steps, stats, batch))
-    for step, st in zip(steps, stats, strict=True):
-        step.finish(st)
-    if not new_rows:
-        raise DataError(
-            f"nothing to append to {name!r}: every new record was dropped by the recipe's steps",
-            hint="see the steps' rules in the recipe (lamina data show)",
-        )
-    staging_root = ws.root / ".cache" / "staging"
-    staging_root.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f"{name}-append-", dir=staging_root))
-    try:
-        out_dir = work / "version"
-        (out_dir / "data").mkdir(parents=True)
-        collector = StatsCollector(recipe.text_field, recipe.seed)
-        placed: dict[str, Batch] = {}
-        for record in new_rows:
-            identity = row_identity(record)
-            placed.setdefault(assign_by_key(recipe.split, row_key(recipe.split.seed, identity)), []).append(
-                record
-            )
-        split_counts: dict[str, int] = {}
-        for split in dict.fromkeys([*parent_splits, *placed]):
-            old = list(iter_rows(ws, parent, split)) if split in parent_splits else []
-            rows = old + placed.get(split, [])
-            for row in rows:
-                collector.add(row, split)
-            table = rows_to_table(rows)
-            pq.write_table(table, out_dir / "data" / f"{split}.parquet")
-            split_counts[split] = len(rows)
-        parent_report = _read_report(ws, parent)
-        report = _report(
-            name, recipe, stats, errors, collector, rows_read, {s: n for s, n in split_counts.items()}
-        )
-        report["appended_rows"] = len(new_rows)
-        report["rows_read"] = rows_read
-        report["duplicate_rate"] = (
-            sum(v for st in stats for k, v in st.dropped.items() if "duplicate" in k) / rows_read
-        )
-        report["drop_rate"] = (rows_read - len(new_rows)) / rows_read
-        failed = _finish_report(out_dir, recipe, report, parent_report)
-        if parent.uri and (tok := ws.artifact_path(parent) / "tokenizer").exists():
-            shutil.copytree(tok, out_dir / "tokenizer")
-        if failed:
-            raise DataError(f"append to {name!r} failed its checks: {failed}", hint="nothing was committed")
-        digest = xxhash.xxh3_128(f"{parent.fingerprint}\0".encode())
-        for record in new_rows:
-            digest.update(json.dumps(record, sort_keys=True, default=repr).encode())
-        version = DatasetVersion(
-            name=name,
-            fingerprint="xxh3:" + digest.hexdigest(),
-            num_rows=sum(split_counts.values()),
-            splits=split_counts,
-            data_schema=_schema_json(out_dir / "data"),
-            recipe=recipe.model_dump(mode="json"),
-            meta={"appended_rows": len(new_rows), "appended_to": parent.id, "format": FORMAT_VERSION},
-        )
-        result = ws.commit(out_dir, version, [(parent.id, "previous_version")])
-        return BuildResult(result.artifact, False, report)  # type: ignore[arg-type]
-    finally:
-        shutil.rmtree(work, ignore_errors=True)

@@ -26,6 +26,18 @@ class DataError(LaminaError):
     code = "invalid_data"
 
 
+def row_hash(record: Record) -> int:
+    """The one hash of a row's content (not where it came from, ``_origin``): 64-bit xxh3 of its
+    canonical JSON. It seeds the row's split key, tells a diff which rows two versions share, and
+    chains an appended version's fingerprint."""
+    import json
+
+    import xxhash
+
+    content = {k: v for k, v in record.items() if k != "_origin"}
+    return xxhash.xxh3_64_intdigest(json.dumps(content, sort_keys=True, default=repr).encode())
+
+
 def rows_to_table(rows: Batch) -> Any:
     """An Arrow table with a column for every key in any row (``pa.Table.from_pylist`` takes its
     columns from the first row only, silently dropping fields that appear later)."""

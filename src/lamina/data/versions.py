@@ -11,13 +11,12 @@ from typing import Any, Literal
 
 import numpy as np
 import pyarrow.parquet as pq
-import xxhash
 
 from lamina.core.catalog import DatasetVersion
 from lamina.core.errors import InvalidReference, LaminaError
 from lamina.core.workspace import Workspace
 from lamina.data.recipe import Recipe
-from lamina.data.records import Record
+from lamina.data.records import Record, row_hash
 from lamina.data.report import drift, strip_samples
 
 ExportFormat = Literal["jsonl", "parquet", "hf"]
@@ -91,11 +90,8 @@ def iter_rows(
 
 
 def _row_hashes(ws: Workspace, version: DatasetVersion) -> np.ndarray:
-    hashes = []
-    for row in iter_rows(ws, version):
-        row.pop("_origin", None)
-        hashes.append(xxhash.xxh3_64_intdigest(json.dumps(row, sort_keys=True, default=repr).encode()))
-    return np.unique(np.asarray(hashes, dtype=np.uint64))
+    hashes = np.fromiter((row_hash(row) for row in iter_rows(ws, version)), dtype=np.uint64)
+    return np.unique(hashes)
 
 
 def diff(ws: Workspace, ref_a: str, ref_b: str) -> dict[str, Any]:
@@ -151,15 +147,6 @@ def export(ws: Workspace, ref: str, dest: Path, fmt: ExportFormat) -> Path:
         datasets.DatasetDict(splits).save_to_disk(str(dest))
     (dest / "lamina_version.json").write_text(json.dumps(_summary(version), indent=1))
     return dest
-
-
-def append(ws: Workspace, name: str, records: list[Record], *, on_error: str | None = None) -> Any:
-    """The live path: add records to dataset ``name`` as a new version (parent rows + the cleaned new
-    ones). Rows keep their splits; new rows are placed by the stable split rule and deduplicated
-    against the parent. Used by ``lamina data append`` and by the serving layer's feedback feed."""
-    from lamina.data.pipeline import append_version
-
-    return append_version(ws, name, records, on_error=on_error)
 
 
 def recipe_of(version: DatasetVersion) -> Recipe:
