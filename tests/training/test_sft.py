@@ -100,6 +100,23 @@ def test_qlora_trains_lora_on_a_4bit_base_and_says_so(sft_ws: Workspace) -> None
     layers = [m for m in model.modules() if type(m).__name__ == "Linear4bit"]
     assert layers and len(layers) == info["quantized_layers"] and info["quant_type"] == "nf4"
     assert layers[0].weight.dtype == torch.uint8  # packed 4-bit codes, two per byte
+    # gradients reach the first layer's adapter through every 4-bit layer, the same after an
+    # eval-mode pass (the loop validates between steps) as before it
+    from peft import LoraConfig, get_peft_model
+
+    peft = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
+    ids = torch.randint(100, (2, 16), generator=torch.Generator().manual_seed(0))
+    first_b = next(p for n, p in peft.named_parameters() if "layers.0." in n and "lora_B" in n)
+    grads = []
+    for _ in range(2):
+        peft.train()
+        peft.zero_grad()
+        peft(input_ids=ids, labels=ids).loss.backward()
+        grads.append(first_b.grad.clone())
+        peft.eval()
+        with torch.no_grad():
+            peft(input_ids=ids)
+    assert grads[0].abs().sum() > 0 and torch.allclose(grads[0], grads[1], atol=1e-6)
     adapter = finetune(sft_ws, "base", "inst", "q", method="qlora", train_cfg=STEPS, track=False)
     uniform = math.log(len(load_any(model_path(sft_ws, "base"))[1]))
     assert adapter.metrics["train_loss"] < uniform - 1.0

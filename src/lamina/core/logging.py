@@ -91,3 +91,6 @@ def configure_logging(level: str = "INFO", fmt: str = "human", stream: Any = Non
     logger.addHandler(handler)
     logger.setLevel(level.upper())
     logger.propagate = False
+    # bitsandbytes (QLoRA) warns on import that it cannot fetch an optional CPU kernel from the Hub;
+    # Lamina never downloads at run time, so the line is noise on every command
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)

@@ -194,7 +194,13 @@ def load_quantized(folder: Path) -> tuple[Any, Any, dict[str, Any]]:
     model = AutoModelForCausalLM.from_pretrained(
         str(folder), quantization_config=quantization, device_map=device
     )
-    quantized = sum(type(m).__name__ == "Linear4bit" for m in model.modules())
+    layers = [m for m in model.modules() if type(m).__name__ == "Linear4bit"]
+    for layer in layers:
+        # bitsandbytes 0.50 on an AVX512-BF16 CPU repacks a layer's weights for inference on its first
+        # eval-mode forward, and the repacked matmul has no autograd kernel: after the loop's first
+        # validation, gradients would stop flowing through the frozen base. Keep the trainable layout.
+        layer.support_avx512bf16_for_cpu = False
+    quantized = len(layers)
     if not quantized:  # never record a run as QLoRA when nothing was quantized
         raise LaminaError(f"bitsandbytes {bitsandbytes.__version__} left no layer of {folder} in 4 bits")
     model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
