@@ -55,7 +55,8 @@ def machine_line(info: dict) -> str:
     c = info["cpu"]
     return (
         f"Measured {info['date']} at `{info['git_sha']}` on {c['model']} ({c['cores']} cores; "
-        f"class {c.get('class', '?')}; flags: {', '.join(c['flags']) or 'none of interest'}), torch {info['torch']}."
+        f"class {c.get('class', '?')}; flags: {', '.join(c['flags']) or 'none of interest'}), "
+        f"torch {info['torch']}."
     )
 
 

@@ -10,6 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from lamina.cli.render import console
 from lamina.cli.state import get_state
+from lamina.models.guidance import DEFAULT_GUIDANCE
 
 app = typer.Typer(help="Generate with registered models.", no_args_is_help=True)
 
@@ -82,7 +83,9 @@ def image(
     steps: int = typer.Option(25, "--steps", help="Denoising steps (diffusion; ddpm wants ~1000)."),
     sampler: Sampler = typer.Option(Sampler.dpm, "--sampler", help="dpm (DPM-Solver++), ddim or ddpm."),
     guidance: float = typer.Option(
-        2.0, "--guidance", help="Classifier-free guidance scale: 1 = none; higher = closer to the condition."
+        DEFAULT_GUIDANCE,
+        "--guidance",
+        help="Classifier-free guidance scale: 1 = none; higher = closer to the condition.",
     ),
     out: Path = typer.Option(Path("generated"), "--out", help="Folder for the PNG files and grid.png."),
 ) -> None:

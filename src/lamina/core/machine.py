@@ -115,13 +115,14 @@ def machine() -> Machine:
     )
 
 
-# Quickstart step counts per class: the budget is ≤ 5 minutes end to end on 2 cores, measured
-# per class (docs/benchmarks.md, "Quickstart"). The AVX2 class runs each diffusion step ~3× slower.
+# Quickstart step counts (LM, diffusion) per class: the budget is ≤ 5 minutes end to end on 2 cores
+# (docs/benchmarks.md, "Quickstart"). A Zen 3 (AVX2) took ~0.3 s per diffusion step against ~0.06 on
+# a Zen 4; with Min-SNR weighting 500 steps score as well as 2,000 did without it.
 _QUICKSTART: dict[CpuClass, tuple[int, int]] = {
     "avx512-bf16": (800, 2000),
-    "avx512": (800, 1500),
-    "avx2": (800, 1000),
-    "baseline": (400, 600),
+    "avx512": (800, 1000),
+    "avx2": (800, 500),
+    "baseline": (400, 300),
 }
 
 

@@ -52,7 +52,7 @@ class ServerSettings(BaseModel):
     audit_text: bool = False  # store request and response text in the audit log
     # None: chosen for this machine by lamina.core.machine (half the cores; compile where AVX2 or better)
     threads: int | None = Field(None, ge=1)  # torch threads for inference
-    compile: bool | None = None  # torch.compile the lone-stream step and batched attention (5-12 s at load)
+    compile: bool | None = None  # torch.compile the lone-stream step and batched attention (seconds at load)
     engine_process: bool = True  # run each text model's engine in its own process (no shared GIL)
 
     def require_secure_bind(self) -> None:

@@ -25,10 +25,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lamina.models import guidance
+
 Condition = Literal["none", "class", "text"]
 SamplerKind = Literal["ddpm", "ddim", "dpm"]
 TEXT_DIM = 384  # all-MiniLM-L6-v2
 NULL_DROPOUT = 0.1
+SNR_GAMMA = 5.0  # Min-SNR-γ loss weighting (see ``Diffusion``)
+DEFAULT_GUIDANCE = guidance.DEFAULT_GUIDANCE
 
 
 def build_unet(
@@ -41,9 +45,9 @@ def build_unet(
 ) -> Any:
     """A small U-Net: one stride-2 stage per block after the first.
 
-    Self-attention sits only at the lowest resolution: at 28×28 that halved the step time (0.26 vs
-    0.54 s at batch 64) against attention in the two lower blocks. Text models cross-attend in every
-    block but the first, so the caption reaches more than the coarsest features.
+    Self-attention sits only at the lowest resolution: at 28×28 that halved the step time against
+    attention in the two lower blocks (docs/benchmarks.md, "Image training"). Text models
+    cross-attend in every block but the first, so the caption reaches more than the coarsest features.
     """
     from diffusers import UNet2DConditionModel, UNet2DModel
 
@@ -115,18 +119,31 @@ def unet_kwargs(unet: Any, cond: torch.Tensor | None) -> dict[str, Any]:
 
 
 class Diffusion(nn.Module):
-    """ε-prediction loss for the shared loop: ``forward(images, noise, timesteps, cond)`` → MSE."""
+    """ε-prediction loss for the shared loop: ``forward(images, noise, timesteps, cond)`` → MSE,
+    each sample weighted by min(SNR(t), γ) / SNR(t) (Min-SNR-γ, Hang et al. 2023; γ = 5).
 
-    def __init__(self, unet: Any, scheduler: Any) -> None:
+    Why: the easy, low-noise timesteps dominate plain ε-MSE and pull the gradient against the rest;
+    capping their weight speeds convergence. On the quickstart's 8×8 digits, 600 steps with it
+    matched 2,000 without it (fid_clf 112.7 vs 113.6 at guidance 1.5, class accuracy 0.98 vs 0.99;
+    docs/benchmarks.md, "Image training"). ``snr_gamma=None`` gives the plain loss.
+    """
+
+    def __init__(self, unet: Any, scheduler: Any, snr_gamma: float | None = SNR_GAMMA) -> None:
         super().__init__()
-        self.unet, self.scheduler = unet, scheduler
+        self.unet, self.scheduler, self.snr_gamma = unet, scheduler, snr_gamma
 
     def forward(
         self, images: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor, cond: torch.Tensor | None
     ) -> dict[str, torch.Tensor]:
         noisy = self.scheduler.add_noise(images, noise, timesteps)
         predicted = self.unet(noisy, timesteps, **unet_kwargs(self.unet, cond)).sample
-        return {"loss": F.mse_loss(predicted.float(), noise.float())}
+        per_sample = F.mse_loss(predicted.float(), noise.float(), reduction="none").mean(dim=(1, 2, 3))
+        if self.snr_gamma is None:
+            return {"loss": per_sample.mean()}
+        alphas = self.scheduler.alphas_cumprod.to(images.device)[timesteps]
+        snr = alphas / (1 - alphas)
+        weight = torch.clamp(snr, max=self.snr_gamma) / snr
+        return {"loss": (weight * per_sample).mean(), "mse": per_sample.mean().detach()}
 
 
 @torch.no_grad()

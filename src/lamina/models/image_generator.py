@@ -125,7 +125,7 @@ class ImageGenerator:
         class_id: int | None = None,
         steps: int = 25,
         sampler: diffusion.SamplerKind = "dpm",
-        guidance: float = 2.0,
+        guidance: float = diffusion.DEFAULT_GUIDANCE,
         on_step: Callable[[int], None] | None = None,
     ) -> torch.Tensor:
         """``n`` images in [-1, 1], shape (n, C, H, W), for a checked request."""

@@ -5,10 +5,10 @@ at every step the engine masks each constrained row's logits to the tokens the g
 there, so even a tiny model's answer is valid JSON that matches the schema (unless it runs out of
 ``max_tokens`` first). Rows with and without grammars decode in the same batch.
 
-Library: xgrammar, chosen by measurement here (2-core Zen 4, char and byte-BPE vocabularies of
-~2,000 tokens, one JSON-schema object): compile 7-8 ms and ~115 µs per token (mask fill + apply);
-llguidance took ~17 ms per token on the same loop and cannot read a char-level tokenizer's
-``Fuse`` decoder at all. outlines-core builds an index per schema up front (slower to compile).
+Library: xgrammar, chosen by measurement (docs/benchmarks.md, "Structured output"): the cheapest
+mask per token of the three tried; llguidance was two orders of magnitude slower per token on the
+same loop and cannot read a char-level tokenizer's ``Fuse`` decoder at all; outlines-core builds
+an index per schema up front (slower to compile).
 
 A grammar travels as a small JSON string (``GrammarSpec.encode``) inside ``SamplingParams``, so the
 engine process gets it with the request and compiles it there (compiled grammars are cached).

@@ -1,9 +1,9 @@
 """The fast decode path for Llama-architecture models: fused projections and a static slot cache.
 
-Why this exists: on this CPU a 4-layer model's decode step is ~1.5 ms in transformers' modules, and
-almost all of it is per-call Python and dispatch, not arithmetic (llama.cpp runs the same weights
-at ~0.3 ms/token, bench/serve.py). So for the family Lamina trains (``LlamaForCausalLM``) the engine
-runs its own forward pass over the same weights:
+Why this exists: a small model's decode step in transformers' modules is almost all per-call
+Python and dispatch, not arithmetic (llama.cpp runs the same weights ~5× faster; figures per CPU
+class in docs/benchmarks.md, "Serving: the decode step"). So for the family Lamina trains
+(``LlamaForCausalLM``) the engine runs its own forward pass over the same weights:
 
 - q/k/v and gate/up projections are fused into one matmul each (from the model's own weights);
 - the KV cache is allocated once, ``(slots, kv_heads, context, head_dim)`` per layer. Row ``i`` of
@@ -14,14 +14,14 @@ runs its own forward pass over the same weights:
 - rotary tables are precomputed for every position with the model's own ``rotary_emb``;
 - prompts waiting together are prefilled in one padded, masked forward pass (``prefill_many``);
 - fp32 and bf16 projections of more than one row use oneDNN with weights packed once at load
-  (``PackedLinear``): MKL's sgemm takes the slow generic path on this AMD CPU for small batches
-  (2.2× slower at 8–32 rows); several rows' attention is batched matmuls (``_attend``);
+  (``PackedLinear``): MKL's sgemm takes a slow generic path on AMD CPUs for small batches
+  (docs/benchmarks.md); several rows' attention is batched matmuls (``_attend``);
 - one running row (``step_alone``) decodes *and samples* in one function, which ``SlotRunner``
   calls several times per engine iteration; with ``compile=True`` (on by default in ``lamina
   serve``) it goes through ``torch.compile`` written for inductor (``_project``, ``_attend``), so
-  the whole step is one C++ kernel streaming the weights: ~0.42 ms per token fp32, ~0.34 bf16,
-  against ~0.65 for the compiled transformers-style step before. Several rows' attention is
-  compiled too. About 5–12 s of compiling at load, done before the model serves.
+  the whole step is one C++ kernel streaming the weights (a third faster than the compiled
+  transformers-style step before). Several rows' attention is compiled too. Compiling takes
+  seconds at load, done before the model serves (docs/benchmarks.md).
 
 RMSNorm, RoPE, attention and SwiGLU are written with the same operations in the same order as
 transformers' Llama, so greedy decoding gives transformers' tokens (tested). Models this path does
@@ -323,10 +323,10 @@ def _attend(
     """Attention of one query per row: ``q`` ``(n, heads, d)``, cache views ``k``/``v``
     ``(n, kv_heads, L, d)``, ``mask`` ``(n, 1, 1, L)``; returns ``(n, heads, d)``. Softmax in fp32.
 
-    Why not SDPA: its CPU flash kernel is built for long queries; with one query per row it took
-    ~0.6 ms per layer at 32 rows, plain batched matmuls ~12 % less of the whole step. With ``loops``
-    (a compiled single row), products and sums instead of matmuls: inductor turns each into one
-    vectorized loop (0.38 vs 0.48 ms per step with ``@``, whose loops it does not vectorize here).
+    Why not SDPA: its CPU flash kernel is built for long queries; with one query per row, plain
+    batched matmuls were faster. With ``loops`` (a compiled single row), products and sums instead
+    of matmuls: inductor turns each into one vectorized loop, which it does not do for ``@`` here
+    (measurements: docs/benchmarks.md, "Serving: the decode step").
     Query heads are grouped under the kv head they read (grouped-query attention), with no copies.
     """
     n, heads, d = q.shape
@@ -361,8 +361,8 @@ class SlotRunner:
             # bf16 weights to fp32 copies (twice the bytes to stream per token).
             self._alone = torch.compile(fast.step_alone, dynamic=True)
             # several rows: only attention is compiled (loops read the cache in place; batched
-            # matmuls copy bf16 cache views first): 4.05 -> 3.80 ms per 32-row step in fp32,
-            # 4.76 -> 3.01 in bf16. The projections stay oneDNN's (compiled, they were slower).
+            # matmuls copy bf16 cache views first), faster in both precisions (docs/benchmarks.md).
+            # The projections stay oneDNN's (compiled, they were slower).
             self.many.attend_rows = torch.compile(functools.partial(_attend, loops=True), dynamic=True)
         dtype = fast.embed.weight.dtype if fast.embed.weight.is_floating_point() else torch.float32
         shape = (slots, fast.kv_heads, fast.context, fast.head_dim)

@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from lamina.core.errors import LaminaError
+from lamina.models.guidance import DEFAULT_GUIDANCE
 from lamina.serving.sampling import MAX_LOGPROBS, MIN_REPETITION_PENALTY, SamplingParams, stop_list
 
 MAX_N = 16
@@ -215,7 +216,7 @@ class ImageRequest(BaseModel):
     response_format: Literal["b64_json", "url"] = "b64_json"
     seed: int | None = None  # an extension
     steps: int = Field(25, ge=1, le=1000)  # an extension: denoising steps for diffusion models
-    guidance: float = Field(2.0, ge=0.0, le=20.0)  # an extension
+    guidance: float = Field(DEFAULT_GUIDANCE, ge=0.0, le=20.0)  # an extension
     user: str | None = None
 
 

@@ -274,7 +274,7 @@ def draw_samples(
     *,
     steps: int = 50,
     sampler: diffusion.SamplerKind = "ddim",
-    guidance: float = 1.0,
+    guidance: float = diffusion.DEFAULT_GUIDANCE,
     batch_size: int = 250,
 ) -> torch.Tensor:
     """``n`` samples in batches; conditional models cycle through the classes (metrics see them all)."""
@@ -471,6 +471,8 @@ def train_image(
 
                 metrics["fid_inception"] = inception_fid(inception, real_val[: len(fake)], fake)
             metrics["eval_samples"] = len(fake)
+            if family == "diffusion" and condition != "none":
+                metrics["eval_guidance"] = diffusion.DEFAULT_GUIDANCE  # scored as users sample it
             metrics["eval_sampler"] = (
                 f"{kind.eval_sampler}-{eval_steps}" if kind.eval_sampler != "direct" else "direct"
             )
