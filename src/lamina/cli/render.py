@@ -79,7 +79,11 @@ def lineage_rich_tree(node: LineageNode) -> Tree:
 def step_progress(
     description: str, total: int, rate_unit: str
 ) -> Iterator[Callable[[dict[str, float]], None]]:
-    """A progress bar for the shared training loop: loss and speed on the bar, validation lines above it."""
+    """A progress bar for the shared training loop: loss and speed on the bar, validation lines above it.
+    The machine's defaults are printed once above it (what precision the run trains in, and why)."""
+    from lamina.core.machine import defaults
+
+    console.print(f"[dim]Machine: {escape(defaults().describe())}[/]", highlight=False)
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
