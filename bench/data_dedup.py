@@ -98,6 +98,7 @@ def make_data(path: Path, target_mb: float, seed: int) -> dict:
 def run_lamina(texts: list[str]) -> list[int]:
     """The recipe step ``{dedup: {method: near}}`` over batches of records, as ingest runs it."""
     sys.path.insert(0, str(ROOT / "src"))
+    import lamina.data.pipeline  # noqa: F401 - registers the built-in steps
     from lamina.data.steps import StepContext, StepStats, make_step
 
     step = make_step(

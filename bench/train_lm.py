@@ -327,7 +327,7 @@ def main() -> None:
         quality["lamina_tiny"] = lamina_recipe(tok, train_ids, val_ids, "tiny", tiny_cfg, 1.88, budget)
         print(f"lamina tiny: {quality['lamina_tiny']['reached']}", flush=True)
         if args.skip_small and "lamina_small" in previous.get("quality", {}):
-            quality["lamina_small"] = previous["quality"]["lamina_small"]
+            quality["lamina_small"] = {**previous["quality"]["lamina_small"], "earlier_run": True}
         elif not args.skip_small:
             # The cosine schedule must end inside the 10-minute budget, or the learning rate never decays:
             # 770 steps of 16 x 256 tokens fit the budget on a Zen 4 class machine (the measured
@@ -384,7 +384,9 @@ def write_report(peaks: dict, rows: list, quality: dict, fpt: float, peak_rss_mb
             + f"; {tiny['tokens_per_s']:,.0f} tok/s, MFU {mfu['tiny']:.1%} (same clock: loop + its evals)"
         )
     if "lamina_small" in quality:
-        lines.append("Lamina small recipe: " + _reached(quality["lamina_small"], 1.60, "600 s"))
+        small = quality["lamina_small"]
+        earlier = " (kept from an earlier run: --skip-small)" if small.get("earlier_run") else ""
+        lines.append("Lamina small recipe: " + _reached(small, 1.60, "600 s") + earlier)
     sys.path.insert(0, str(ROOT / "bench"))
     from machine import machine_info, machine_line, save
 
