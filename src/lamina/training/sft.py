@@ -9,8 +9,9 @@ adapters beside frozen weights::
 
 The adapter is saved on its own (with the absolute path of its base), loads back with peft, and
 merges into a plain model with ``--merge``. QLoRA is the same adapter on a base whose linear
-weights are stored in 4-bit NF4 (bitsandbytes, which runs them on CPU too): the frozen base takes
-~4× less memory, and the run is registered as QLoRA only if the base really was quantized.
+weights are stored in 4-bit NF4 (bitsandbytes, which runs them on CPU too): the frozen linear
+weights take 4 bits each instead of 16 or 32, and the run is registered as QLoRA only if the base
+really was quantized.
 """
 
 from __future__ import annotations
