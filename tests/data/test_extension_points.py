@@ -56,3 +56,36 @@ def test_a_duplicate_name_is_refused_and_names_both_registrants() -> None:
         point.add("one", 2)
     with pytest.raises(Exception, match="unknown demo entry 'two'.*demo: one"):
         point.get("two")
+
+
+def test_a_plugin_package_registers_through_its_entry_point(tmp_path, monkeypatch) -> None:
+    """A third-party package names a module in the ``lamina.plugins`` entry-point group; loading it
+    registers its entries in the same registries (and its duplicate would be refused the same way)."""
+    import sys
+
+    from lamina.core.extensions import load_plugins
+
+    (tmp_path / "shout_plugin.py").write_text(
+        "from lamina.data.steps import Step, register_step\n\n"
+        "@register_step\n"
+        "class Shout(Step):\n"
+        '    """Upper-case the text."""\n\n'
+        '    name = "shout"\n\n'
+        "    def apply(self, batch, stats):\n"
+        "        return [{**r, self.ctx.text_field: r[self.ctx.text_field].upper()} for r in batch]\n"
+    )
+    info = tmp_path / "shout_plugin-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: shout-plugin\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[lamina.plugins]\nshout = shout_plugin\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        assert "shout" in load_plugins()
+        from lamina.data.steps import StepContext, StepStats, make_step
+
+        step = make_step("shout")
+        step.start(StepContext(text_field="text", seed=0))
+        assert step.apply([{"text": "hi"}], StepStats("shout")) == [{"text": "HI"}]
+    finally:
+        STEPS.remove("shout")
+        sys.modules.pop("shout_plugin", None)
