@@ -25,9 +25,9 @@ _FLAG_PARAM = {
 
 
 def _given(ctx: typer.Context, key: str) -> bool:
-    """Whether the user passed this parameter (a flag or an environment variable), not its default."""
-    param = key.split(".")[-1] if "." in key else key
-    source = ctx.get_parameter_source(param)
+    """Whether the user passed the parameter behind recipe key ``key`` (a flag or an environment
+    variable), not its default."""
+    source = ctx.get_parameter_source(_FLAG_PARAM.get(key, key.rpartition(".")[2]))
     # by name: typer 0.29 carries its own copy of click, whose ParameterSource is another enum
     return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
 
@@ -102,7 +102,7 @@ def lm(
                 f"no recipe named {recipe!r} under 'models:' in lamina.yaml "
                 f"(recipes: {', '.join(sorted(recipes)) or 'none yet'})"
             )
-        given = {key: value for key, value in values.items() if _given(ctx, _FLAG_PARAM.get(key, key))}
+        given = {key: value for key, value in values.items() if _given(ctx, key)}
         spec = parse_lm_recipe(recipe, recipes[recipe]).with_flags(recipe, given)
         name = name or recipe
     else:  # the flags alone, over the defaults

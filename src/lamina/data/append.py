@@ -16,6 +16,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -141,7 +142,7 @@ def append(
                 old = _parent_batches(ws, parent, split) if split in parent.splits else iter(())
                 new = (b for p in staged.get(split, []) for b in pq.ParquetFile(p).iter_batches())
                 group: list[pa.Table] = []  # row groups of STAGE_ROWS rows, as ingest writes them
-                for batch in _chain(old, new):
+                for batch in chain(old, new):
                     table = _conform(pa.Table.from_batches([batch]), schema)
                     for row in table.to_pylist():
                         collector.add(row, split)
@@ -187,8 +188,3 @@ def _parent_batches(ws: Workspace, parent: DatasetVersion, split: str) -> Iterat
     with pq.ParquetFile(data_dir(ws, parent) / f"{split}.parquet") as parquet:
         for index in range(parquet.num_row_groups):
             yield from parquet.read_row_group(index).to_batches(max_chunksize=2000)
-
-
-def _chain(*parts: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-    for part in parts:
-        yield from part

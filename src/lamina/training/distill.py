@@ -6,7 +6,6 @@ loss = α · T² · KL(softmax(teacher/T) ‖ softmax(student/T)) + (1 − α) �
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import torch
@@ -24,7 +23,7 @@ from lamina.training.lm import _texts
 from lamina.training.lm_task import LMTask, encode_texts
 from lamina.training.loop import TrainConfig, train
 from lamina.training.sft import load_any
-from lamina.training.tracking import plot_curves
+from lamina.training.tracking import save_history
 
 
 class DistillTask(LMTask):
@@ -153,8 +152,7 @@ def distill(
         with training.scratch() as folder:
             student.save_pretrained(str(folder))
             tokenizer.save_pretrained(str(folder))
-            (folder / "history.json").write_text(json.dumps(result.history))
-            plot_curves(result.history, folder, f"{name}: distilled, {result.final_step} steps")
+            save_history(result.history, folder, f"{name}: distilled, {result.final_step} steps")
             version = training.finish(
                 folder, family="causal_lm",
                 config={

@@ -9,7 +9,6 @@ and an eval report. Identical inputs give back the earlier version, like ``train
 from __future__ import annotations
 
 import io
-import json
 import logging
 import math
 import shutil
@@ -33,7 +32,7 @@ from lamina.training import image_families as families
 from lamina.training import lifecycle
 from lamina.training.lifecycle import TrainingRun
 from lamina.training.loop import TrainConfig, train
-from lamina.training.tracking import plot_curves
+from lamina.training.tracking import save_history
 
 log = logging.getLogger(__name__)
 CAPTION_TEMPLATES = ("a photo of a {name}", "a {name}", "an image of a {name}", "{name}")
@@ -476,8 +475,7 @@ def train_image(
             metrics["eval_sampler"] = (
                 f"{kind.eval_sampler}-{eval_steps}" if kind.eval_sampler != "direct" else "direct"
             )
-            plot_curves(result.history, folder, f"{name}: {family}, {result.final_step} steps")
-            (folder / "history.json").write_text(json.dumps(result.history))
+            save_history(result.history, folder, f"{name}: {family}, {result.final_step} steps")
             version = training.finish(
                 folder, family=family,
                 config={"family": family, "condition": condition, "image": info.__dict__,

@@ -8,6 +8,7 @@ new one (latent diffusion, next) is one class here or in a plugin, not a branch 
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -19,7 +20,7 @@ from lamina.models import diffusion
 from lamina.models.image_generator import ImageModelInfo
 
 
-class ImageFamily:
+class ImageFamily(ABC):
     """The family interface (build, batch, loss, sample, save), with what VAEs and GANs share."""
 
     name: ClassVar[str]
@@ -34,8 +35,9 @@ class ImageFamily:
             "batch_size": defaults().image_batch_size,
         }  # fmt: skip
 
+    @abstractmethod
     def build(self, data: Any, condition: str, gan_loss: str) -> Any:
-        raise NotImplementedError
+        """The model, untrained."""
 
     def latent_dim(self, model: Any) -> int:
         return 0
@@ -53,12 +55,13 @@ class ImageFamily:
         """An EMA of the weights that sampling uses, or None."""
         return None
 
+    @abstractmethod
     def modules(self, model: Any) -> dict[str, Any]:
         """What ``ImageGenerator`` samples from."""
-        raise NotImplementedError
 
+    @abstractmethod
     def save(self, model: Any, info: ImageModelInfo, folder: Path) -> None:
-        raise NotImplementedError
+        """Write the model into ``folder`` in the family's layout."""
 
 
 @IMAGE_FAMILIES.register("vae")

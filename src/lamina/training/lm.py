@@ -8,7 +8,6 @@ version, configs, seed) give back the version an earlier run registered instead 
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from lamina.training import lifecycle
 from lamina.training.lifecycle import TrainingRun
 from lamina.training.lm_task import LMTask, encode_texts
 from lamina.training.loop import TrainConfig, train
-from lamina.training.tracking import plot_curves
+from lamina.training.tracking import save_history
 
 log = logging.getLogger(__name__)
 FAMILY = "causal_lm"
@@ -183,8 +182,7 @@ def train_lm(
         with training.scratch() as folder:
             model.save_pretrained(str(folder))
             tokenizer.save_pretrained(str(folder))
-            plot_curves(result.history, folder, f"{name}: {preset}, {result.final_step} steps")
-            (folder / "history.json").write_text(json.dumps(result.history))
+            save_history(result.history, folder, f"{name}: {preset}, {result.final_step} steps")
             ppl = perplexity(model, val_ids, lm.context_length)
             samples = [
                 {"prompt": p, "output": generate(model, tokenizer, p, max_new_tokens=120, seed=cfg.seed)}

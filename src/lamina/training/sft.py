@@ -35,7 +35,7 @@ from lamina.models.tokenizer import CHAT_TEMPLATE, ROLE_TOKENS
 from lamina.training import lifecycle
 from lamina.training.lifecycle import TrainingRun
 from lamina.training.loop import TrainConfig, train
-from lamina.training.tracking import plot_curves
+from lamina.training.tracking import save_history
 
 Method = Literal["full", "lora", "qlora"]
 # For tokenizers without Lamina's role tokens (imported checkpoints): plain-text role markers.
@@ -325,8 +325,7 @@ def finetune(
                 )  # absolute: see ENVIRONMENT
                 config_path.write_text(json.dumps(adapter, indent=1))
             tokenizer.save_pretrained(str(folder))
-            (folder / "history.json").write_text(json.dumps(result.history))
-            plot_curves(result.history, folder, f"{name}: {method} fine-tune, {result.final_step} steps")
+            save_history(result.history, folder, f"{name}: {method} fine-tune, {result.final_step} steps")
             version = training.finish(
                 folder, family="causal_lm",
                 config={

@@ -70,6 +70,14 @@ def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def save_history(history: list[dict[str, float]], folder: Path, title: str) -> None:
+    """What every trained model folder keeps of its run: ``history.json`` and the curves."""
+    import json
+
+    (folder / "history.json").write_text(json.dumps(history))
+    plot_curves(history, folder, title)
+
+
 def plot_curves(history: list[dict[str, float]], out_dir: Path, title: str) -> tuple[Path, Path]:
     """training_curve.png and training_curve.html (loss and validation loss against steps)."""
     import matplotlib
