@@ -87,3 +87,11 @@ def test_aten_capability_override_selects_the_avx2_class() -> None:
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     assert out.stdout.split() == ["avx2", "fp32"]
+
+
+def test_an_unknown_forced_class_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lamina.core.errors import ConfigError
+
+    monkeypatch.setenv("LAMINA_CPU_CLASS", "zen9")
+    with pytest.raises(ConfigError, match="'zen9' is not a CPU class.*avx512-bf16, avx512, avx2, baseline"):
+        defaults()

@@ -48,6 +48,12 @@ class Machine:
         forced = os.environ.get(CLASS_ENV, "").strip().lower()
         if forced in CPU_CLASSES:
             return forced
+        if forced:
+            from lamina.core.errors import ConfigError
+
+            raise ConfigError(
+                f"{CLASS_ENV}={forced!r} is not a CPU class", hint=f"use one of {', '.join(CPU_CLASSES)}"
+            )
         if self.torch_capability.startswith("AVX512"):
             return "avx512-bf16" if self.native_bf16 else "avx512"
         if self.torch_capability.startswith("AVX2"):
