@@ -6,7 +6,7 @@ llama.cpp token ids, not text, so the vocabulary only has to exist with the righ
 it as a plain SentencePiece-style list (each token's text, score 0) and lets the converter write the
 weights unchanged.
 
-    PYTHONPATH=LLAMA_SRC/gguf-py python bench/llama_cpp_convert.py LLAMA_SRC MODEL_DIR OUT.gguf
+    PYTHONPATH=LLAMA_SRC/gguf-py python bench/llama_cpp_convert.py LLAMA_SRC MODEL_DIR OUT.gguf [f32|bf16]
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from pathlib import Path
 
 def main() -> None:
     source, model_dir, out = sys.argv[1:4]
+    outtype = sys.argv[4] if len(sys.argv) > 4 else "f32"  # f32 or bf16: the weights as they are, or bf16
     sys.path.insert(0, source)
     import gguf
     from conversion import llama
@@ -42,7 +43,7 @@ def main() -> None:
                 getattr(writer, f"add_{name}_token_id")(token_id)
 
     llama.LlamaModel.set_vocab = set_vocab
-    sys.argv = ["convert_hf_to_gguf.py", model_dir, "--outfile", out, "--outtype", "f32"]
+    sys.argv = ["convert_hf_to_gguf.py", model_dir, "--outfile", out, "--outtype", outtype]
     sys.path.insert(0, str(Path(source)))
     import convert_hf_to_gguf
 

@@ -36,3 +36,19 @@ def test_retry_after_is_the_queues_drain_time_within_bounds() -> None:
         door.finished(now=start + i * 0.1)
     assert 4.0 < door.retry_after(49) < 6.5  # 50 ahead at ~10/s: about 5 s
     assert door.retry_after(10_000) == 30.0  # capped
+
+
+def test_refused_clients_get_appointments_one_freed_place_apart() -> None:
+    """Clients refused together must not all come back together (the queue would overflow again)."""
+    door = WaitEstimate()
+    now = time.monotonic()
+    for i in range(20):  # 10 places free per second
+        door.finished(now=now - 2.0 + i * 0.1)
+    waits = [door.retry_after(9, now=now) for _ in range(30)]
+    assert 0.9 < waits[0] < 1.2  # the 10 ahead drain first: about 1 s
+    gaps = [b - a for a, b in zip(waits, waits[1:], strict=False)]
+    assert all(0.09 < gap < 0.12 for gap in gaps)  # then one per freed place
+    later = now + 60
+    for i in range(20):
+        door.finished(now=later - 2.0 + i * 0.1)
+    assert door.retry_after(0, now=later) < 0.2  # appointments long past do not push new ones out

@@ -25,6 +25,7 @@ from lamina.cli import (
     lineage_cmd,
     models_cmds,
     quickstart_cmd,
+    rag_cmds,
     serve_cmd,
     train_cmds,
     workspace_cmds,
@@ -109,6 +110,7 @@ app.add_typer(eval_cmds.app, name="eval")
 app.add_typer(generate_cmds.app, name="generate")
 app.add_typer(latent_cmds.app, name="latent")
 app.add_typer(keys_cmds.app, name="keys")
+app.add_typer(rag_cmds.app, name="rag")
 app.command("serve")(serve_cmd.serve)
 app.command("chat")(chat_cmd.chat)
 

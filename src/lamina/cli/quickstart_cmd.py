@@ -99,11 +99,10 @@ def quickstart(
 
 def _serve_demo(root: Path, flags: dict, port: int) -> None:
     """Serve the champions on localhost with a fresh admin key, printed once with working snippets."""
-    import uvicorn
 
     from lamina.core.workspace import Workspace
     from lamina.gateway.keys import create_key, list_keys, revoke_key
-    from lamina.serving.api import create_app, shutdown
+    from lamina.serving.api import create_app, run, shutdown
 
     ws = Workspace.open(root, flags)
     for old in list_keys(ws, include_revoked=False):  # one live demo key at a time
@@ -134,7 +133,7 @@ def _serve_demo(root: Path, flags: dict, port: int) -> None:
     console.print(escape(f"  {snippet}"), soft_wrap=True)
     console.file.flush()
     try:
-        uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=5)
+        run(app, "127.0.0.1", port)
     finally:
         shutdown(app)
         ws.close()

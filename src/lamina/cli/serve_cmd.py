@@ -37,9 +37,8 @@ def serve(
     Weights: bf16 where the CPU has native bf16 (same perplexity, faster), else fp32; --precision fp32
     (or -m REF:fp32) gives transformers-exact tokens. Speed per precision: docs/serving.md.
     """
-    import uvicorn
 
-    from lamina.serving.api import create_app, shutdown
+    from lamina.serving.api import create_app, run, shutdown
 
     state = get_state(ctx)
     ws = state.open_workspace()
@@ -84,7 +83,7 @@ def serve(
     if server.admin_key is None:
         console.print("  no admin key configured: requests need a key from 'lamina keys create'")
     try:
-        uvicorn.run(app, host=server.host, port=server.port, log_level="warning", timeout_graceful_shutdown=5)
+        run(app, server.host, server.port)
     finally:
         shutdown(app)
         ws.close()

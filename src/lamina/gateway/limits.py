@@ -59,3 +59,10 @@ class KeyLimiter:
 
 def retry_after_header(seconds: float) -> str:
     return str(max(1, math.ceil(seconds)))
+
+
+def retry_headers(seconds: float) -> dict[str, str]:
+    """``Retry-After`` (whole seconds, as HTTP defines it) and ``retry-after-ms`` (the precise wait,
+    which the openai client reads first): both, so sub-second appointments reach clients that can
+    keep them."""
+    return {"retry-after": retry_after_header(seconds), "retry-after-ms": str(max(1, round(seconds * 1000)))}

@@ -20,7 +20,7 @@ from lamina.core.settings import Settings
 from lamina.core.workspace import Workspace
 from lamina.gateway.audit import AuditWriter
 from lamina.gateway.keys import verify_key
-from lamina.gateway.limits import KeyLimiter, retry_after_header
+from lamina.gateway.limits import KeyLimiter, retry_headers
 from lamina.gateway.metrics import Metrics
 from lamina.gateway.permissions import PermissionTable
 
@@ -98,7 +98,7 @@ class Gateway:
                     if refusal is not None:
                         await self._reject(
                             send_wrapped, 429, refusal.reason, "rate_limit_exceeded",
-                            [(b"retry-after", retry_after_header(refusal.retry_after).encode())],
+                            [(k.encode(), v.encode()) for k, v in retry_headers(refusal.retry_after).items()],
                         )  # fmt: skip
                         return
                     acquired = True

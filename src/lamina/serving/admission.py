@@ -16,18 +16,22 @@ import time
 
 WINDOW_S = 5.0  # how far back finishes count towards the rate
 MIN_FINISHES = 8  # fewer than this in the window: no estimate (admit)
-# refuse at the door only a request whose estimated wait is this many budgets: nearer the budget,
-# admitting it keeps the batch full (the budget still sheds it if it waits too long). Measured with
-# bench/soak.py: refusing at 1x the budget cut goodput at 64 streams by a third (clients told to
-# retry after 1 s left places empty); without any door, 400 streams drowned the server in requests
-# held for the whole budget.
-DOOR_FACTOR = 3.0
+# refuse at the door a request whose estimated wait is over this many budgets. At 1 the queue holds
+# about what can start within the budget; the refused come back by appointment (``retry_after``)
+# and keep the batch full. 3 was chosen when every refused client was told "1 s" (refusing at 1 then
+# cut goodput at 64 streams by a third); with appointments, bench/soak.py measured 1 at 104 % of the
+# 64-stream goodput at 128 streams (results/soak.md; changed together with the load generator fixes).
+DOOR_FACTOR = 1.0
 MAX_RETRY_AFTER_S = 30.0
+# the shortest appointment; whole seconds in Retry-After, exact in retry-after-ms (the openai client reads it)
+MIN_RETRY_AFTER_S = 0.1
+UNKNOWN_RETRY_AFTER_S = 1.0  # no recent finishes to estimate from
 
 
 class WaitEstimate:
     def __init__(self) -> None:
         self._finishes: collections.deque[float] = collections.deque()
+        self._next_appointment = 0.0  # when the last refused client was told to come back
         self._lock = threading.Lock()
 
     def finished(self, now: float | None = None) -> None:
@@ -35,25 +39,40 @@ class WaitEstimate:
         with self._lock:
             self._finishes.append(time.monotonic() if now is None else now)
 
+    def _rate(self, now: float) -> float | None:
+        """Places freed per second lately (the caller holds the lock), or None without history."""
+        while self._finishes and self._finishes[0] < now - WINDOW_S:
+            self._finishes.popleft()
+        if len(self._finishes) < MIN_FINISHES:
+            return None
+        # over the span the finishes cover, not the whole window: load that began a moment ago
+        # must not look like a slow engine
+        return len(self._finishes) / max(now - self._finishes[0], 0.05)
+
     def expected_wait(self, ahead: int, now: float | None = None) -> float | None:
         """Seconds until a request with ``ahead`` requests waiting before it would start, or None."""
         now = time.monotonic() if now is None else now
         with self._lock:
-            while self._finishes and self._finishes[0] < now - WINDOW_S:
-                self._finishes.popleft()
-            if len(self._finishes) < MIN_FINISHES:
-                return None
-            # over the span the finishes cover, not the whole window: load that began a moment
-            # ago must not look like a slow engine
-            rate = len(self._finishes) / max(now - self._finishes[0], 0.05)
-        return (ahead + 1) / rate
+            rate = self._rate(now)
+        return None if rate is None else (ahead + 1) / rate
 
-    def retry_after(self, ahead: int) -> float:
-        """Seconds a refused client should wait before it tries again: the queue's expected drain
-        time (1 to ``MAX_RETRY_AFTER_S``). Telling every client "1 s" brought them all back at once:
-        under heavy overload the server spent its time refusing the same clients again."""
-        wait = self.expected_wait(ahead)
-        return min(MAX_RETRY_AFTER_S, max(1.0, wait if wait is not None else 1.0))
+    def retry_after(self, ahead: int, now: float | None = None) -> float:
+        """Seconds a refused client should stay away: an appointment of its own.
+
+        The first refused client comes back when the queue ahead of it has drained; each one refused
+        after it one freed place later (up to ``MAX_RETRY_AFTER_S``), so refused clients return at
+        the rate the engine takes them. Telling them all the same time (1 s, or the drain time)
+        brought them back together: the queue overflowed, most were refused again, and the batch
+        then ran half empty until the next wave (bench/soak.py: goodput at 4x overload fell to half).
+        """
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            rate = self._rate(now)
+            if rate is None:
+                return UNKNOWN_RETRY_AFTER_S
+            slot = max(now + (ahead + 1) / rate, self._next_appointment + 1 / rate)
+            self._next_appointment = min(slot, now + MAX_RETRY_AFTER_S)
+            return max(MIN_RETRY_AFTER_S, self._next_appointment - now)
 
     def refuses(self, ahead: int, budget: float | None, full: bool) -> bool:
         """Whether a request with ``ahead`` waiting before it should be refused now.

@@ -15,7 +15,6 @@ request, response and error schemas; ``text_service`` and ``media_service`` the 
 from __future__ import annotations
 
 import logging
-import math
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -25,8 +24,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from lamina.core.errors import LaminaError
 from lamina.core.settings import Settings
 from lamina.core.workspace import Workspace
+from lamina.gateway.limits import retry_headers
 from lamina.gateway.metrics import Metrics
 from lamina.gateway.permissions import PermissionTable
+from lamina.serving.admission import MAX_RETRY_AFTER_S
 from lamina.serving.media_service import MediaService
 from lamina.serving.pool import ModelPool
 from lamina.serving.protocol import error_body
@@ -80,8 +81,7 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _lamina_error(request: Request, exc: LaminaError) -> JSONResponse:
         status = exc.http_status if 400 <= exc.http_status < 600 else 500
         message = exc.message + (f" ({exc.hint})" if exc.hint else "")
-        wait = getattr(exc, "retry_after", 1.0)
-        headers = {"Retry-After": str(max(1, math.ceil(wait)))} if status == 429 else {}
+        headers = retry_headers(getattr(exc, "retry_after", 1.0)) if status == 429 else {}
         return error_response(status, message, exc.code, getattr(exc, "param", None), **headers)
 
     @app.exception_handler(RequestValidationError)
@@ -123,3 +123,19 @@ def shutdown(app: FastAPI) -> None:
     if audit is not None:
         audit.close()
     app.state.pool.close()
+
+
+# idle connections stay open longer than the longest Retry-After: a client told to come back in N s
+# finds its connection still there. At uvicorn's 5 s default, clients that kept an appointment
+# reused a connection the server had just closed: ReadError (bench/soak.py, 400 streams)
+KEEP_ALIVE_S = int(MAX_RETRY_AFTER_S) + 5
+
+
+def run(app: FastAPI, host: str, port: int) -> None:
+    """Serve ``app`` until interrupted (``lamina serve`` and the quickstart)."""
+    import uvicorn
+
+    uvicorn.run(
+        app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5,
+        timeout_keep_alive=KEEP_ALIVE_S,
+    )  # fmt: skip

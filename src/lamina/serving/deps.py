@@ -2,6 +2,10 @@
 
 Everything lives on ``app.state`` (built once by ``api.create_app``, in its lifespan order), so
 routes never import globals and tests can build several apps side by side.
+
+The getters are ``async`` although they never wait: FastAPI runs a plain ``def`` dependency in its
+thread pool, and that hop per request, in a server busy with streams, queued 128 simultaneous
+requests for seconds (bench/soak.py). An ``async`` one runs in the event loop at once.
 """
 
 from __future__ import annotations
@@ -18,31 +22,31 @@ from lamina.serving.pool import ModelPool
 from lamina.serving.text_service import TextService
 
 
-def _pool(request: Request) -> ModelPool:
+async def _pool(request: Request) -> ModelPool:
     return request.app.state.pool
 
 
-def _workspace(request: Request) -> Workspace:
+async def _workspace(request: Request) -> Workspace:
     return request.app.state.workspace
 
 
-def _metrics(request: Request) -> Metrics:
+async def _metrics(request: Request) -> Metrics:
     return request.app.state.metrics
 
 
-def _server(request: Request) -> ServerSettings:
+async def _server(request: Request) -> ServerSettings:
     return request.app.state.server
 
 
-def _text(request: Request) -> TextService:
+async def _text(request: Request) -> TextService:
     return request.app.state.text
 
 
-def _media(request: Request) -> MediaService:
+async def _media(request: Request) -> MediaService:
     return request.app.state.media
 
 
-def _principal(request: Request) -> dict[str, Any] | None:
+async def _principal(request: Request) -> dict[str, Any] | None:
     """The caller's key as the gateway found it (id, role, limits, name); None without the gateway."""
     return getattr(request.state, "key", None)
 

@@ -31,6 +31,21 @@ def finish_reason(events: list[TokenEvent]) -> str:
     return "length" if reason == "length" else "stop"
 
 
+def coalesce(batch: list[tuple[int, TokenEvent]]) -> list[tuple[int, TokenEvent]]:
+    """One event per choice for events that arrived together: their text joined, the last one's
+    finish. A stream that keeps up gets one token per chunk; one that fell behind (a loaded server)
+    catches up in fewer, larger chunks instead of paying JSON and a write per token. Only for
+    requests without logprobs, which are reported per token."""
+    merged: dict[int, TokenEvent] = {}
+    for index, event in batch:
+        if index not in merged:
+            merged[index] = TokenEvent(event.text, finish_reason=event.finish_reason, prompt=event.prompt)
+        else:
+            merged[index].text += event.text
+            merged[index].finish_reason = event.finish_reason
+    return list(merged.items()) if len(merged) < len(batch) else batch
+
+
 def finite(logprob: float | None) -> float | None:
     """JSON has no -inf or NaN: report them as ``LOGPROB_FLOOR``."""
     return logprob if logprob is None or math.isfinite(logprob) else LOGPROB_FLOOR

@@ -43,6 +43,7 @@ class ToolMode:
 class TextService:
     def __init__(self, pool: ModelPool, metrics: Metrics, server: Any) -> None:
         self.pool, self.metrics, self.server = pool, metrics, server
+        self._lookups: dict[str, asyncio.Future[tuple[TextEngine, Any]]] = {}
 
     # -- completions ---------------------------------------------------------------------------------
     async def complete(self, body: CompletionRequest, request: Request) -> Any:
@@ -97,7 +98,7 @@ class TextService:
         first = {index: True for index, _ in jobs}
         async for batch in generation.batches(jobs, deadline):
             group = []
-            for index, event in batch:
+            for index, event in batch if body.logprobs is not None else shaping.coalesce(batch):
                 text = event.text if not only_prompt else ""
                 scored = [] if only_prompt else shaping.generated([event])
                 if first[index]:
@@ -192,7 +193,7 @@ class TextService:
         held: dict[int, list[str]] = {index: [] for index, _ in jobs}
         async for batch in generation.batches(jobs, deadline):
             group = []
-            for index, event in batch:
+            for index, event in batch if body.logprobs else shaping.coalesce(batch):
                 logprobs = shaping.chat_logprobs(engine.tokenizer, [event]) if body.logprobs else None
                 if tools.forced:
                     held[index].append(event.text)
@@ -224,9 +225,18 @@ class TextService:
 
     # -- shared --------------------------------------------------------------------------------------
     async def _engine(self, ref: str) -> tuple[TextEngine, Any]:
-        """The engine for ``ref``: at once when loaded and freshly resolved, else from a thread."""
+        """The engine for ``ref``: at once when loaded and freshly resolved, else from one lookup in
+        a thread that requests arriving meanwhile share (not one catalog query each, all at once,
+        every ``REF_TTL_S``)."""
         found = self.pool.cached_engine(ref)
-        return found if found is not None else await asyncio.to_thread(self.pool.engine, ref)
+        if found is not None:
+            return found
+        pending = self._lookups.get(ref)
+        if pending is None:
+            pending = asyncio.ensure_future(asyncio.to_thread(self.pool.engine, ref))
+            self._lookups[ref] = pending
+            pending.add_done_callback(lambda done: (self._lookups.pop(ref, None), done.exception()))
+        return await asyncio.shield(pending)  # a waiter that leaves does not cancel the others' lookup
 
     def _deadline(self) -> float:
         return asyncio.get_running_loop().time() + self.server.request_timeout_s

@@ -1,0 +1,252 @@
+"""``lamina rag ingest|search|list``: document collections for retrieval-augmented generation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from lamina.cli.render import console, print_json
+from lamina.cli.state import get_state
+
+app = typer.Typer(
+    help="Document collections: ingest files, search them with access control (docs/rag.md).",
+    no_args_is_help=True,
+)
+
+
+def _groups(value: str | None) -> list[str]:
+    return [g.strip() for g in (value or "").split(",") if g.strip()]
+
+
+def ingest(
+    ctx: typer.Context,
+    paths: list[Path] = typer.Argument(..., help="Files or folders (.txt .md .html .pdf .docx)."),
+    collection: str = typer.Option(..., "--collection", "-c", help="Collection name (created if new)."),
+    groups: str = typer.Option(
+        "", "--groups", "-g", help="Comma-separated groups that may read these documents, e.g. hr,legal."
+    ),
+    prune: bool = typer.Option(
+        True, "--prune/--keep-missing", help="Delete documents of the collection that are not among PATHS."
+    ),
+    chunk_tokens: int = typer.Option(200, "--chunk-tokens", min=8, help="Tokens per chunk at most."),
+    overlap: int = typer.Option(32, "--overlap", min=0, help="Tokens repeated from the previous chunk."),
+    model: str | None = typer.Option(
+        None, "--model", help="Embedding model: the packaged all-MiniLM-L6-v2 (default) or a local folder."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Read, chunk and embed documents into a collection; one new version, or none if nothing changed.
+
+    Re-running is cheap: unchanged files (same content hash) are skipped, changed ones replaced, and
+    files no longer given are deleted (unless --keep-missing). A failure commits nothing.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from lamina.rag.collection import Collection
+
+    with get_state(ctx).open_workspace() as ws:
+        target = Collection(ws, collection)
+        with Progress(TextColumn("embedding"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=console, transient=True) as bar:  # fmt: skip
+            task = bar.add_task("embedding", total=None)
+
+            def advance(n: int) -> None:
+                bar.update(task, advance=n)
+
+            report = target.ingest(paths, _groups(groups), prune=prune, max_tokens=chunk_tokens,
+                                   overlap=overlap, model=model, progress=advance)  # fmt: skip
+    version = report.version
+    summary = {
+        "collection": collection, "version": version.ref if version else None,
+        "added": report.added, "replaced": report.replaced, "removed": report.removed,
+        "unchanged": len(report.unchanged), "chunks_embedded": report.chunks,
+        "chunks_total": version.meta.get("chunks") if version else 0,
+    }  # fmt: skip
+    if as_json:
+        print_json(summary)
+        return
+    if not (report.added or report.replaced or report.removed):
+        console.print(f"[green]✓[/] {collection}: nothing changed ({len(report.unchanged)} documents)")
+        return
+    console.print(
+        f"[green]✓[/] {escape(version.ref if version else collection)}: {len(report.added)} added, "
+        f"{len(report.replaced)} replaced, {len(report.removed)} removed, {len(report.unchanged)} unchanged; "
+        f"{report.chunks} chunks embedded, {summary['chunks_total']} in the collection"
+    )
+
+
+def search(
+    ctx: typer.Context,
+    query: str = typer.Argument(..., help="What to look for."),
+    collection: str = typer.Option(..., "--collection", "-c", help="Collection name (NAME or NAME@vN)."),
+    k: int = typer.Option(5, "-k", min=1, max=1000, help="How many chunks."),
+    mode: str = typer.Option("hybrid", "--mode", help="hybrid, dense, lexical or rrf."),
+    groups: str | None = typer.Option(
+        None, "--groups", "-g", help="Search as a reader of these groups only (default: everything)."
+    ),
+    where: str | None = typer.Option(
+        None, "--where", help='Metadata filter as JSON, e.g. \'{"source": "/docs/a.md"}\'.'
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """The best chunks for QUERY, with where each comes from (document, page, span, headings)."""
+    from lamina.core.errors import ConfigError
+    from lamina.rag.collection import Collection
+
+    try:
+        filters = json.loads(where) if where else {}
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"--where is not JSON: {exc}") from None
+    if not isinstance(filters, dict):
+        raise ConfigError("--where must be a JSON object of field: value")
+    with get_state(ctx).open_workspace() as ws:
+        found = Collection.open(ws, collection).search(
+            query, k, groups=_groups(groups) if groups is not None else None, filters=filters, mode=mode
+        )
+    if as_json:
+        print_json([r.as_dict() for r in found])
+        return
+    if not found:
+        console.print("No chunk matched (within the groups and filters given).")
+    for rank, r in enumerate(found, start=1):
+        c = r.chunk
+        where_from = " › ".join(c.headings) or c.title
+        page = f" p.{c.page}" if c.page else ""
+        console.print(
+            f"[bold]{rank}.[/] [cyan]{escape(Path(c.source).name)}{page}[/] [dim]{escape(where_from)} "
+            f"· chars {c.start}–{c.end} · score {r.score:.3f} · {c.id}[/]"
+        )
+        console.print("   " + escape(" ".join(c.text.split())[:300]))
+
+
+def ask(
+    ctx: typer.Context,
+    question: str = typer.Argument(..., help="The question."),
+    collection: str = typer.Option(..., "--collection", "-c", help="Collection name (NAME or NAME@vN)."),
+    k: int = typer.Option(3, "-k", min=1, max=50, help="How many passages to cite."),
+    groups: str | None = typer.Option(
+        None, "--groups", "-g", help="Answer as a reader of these groups only."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON (answer, citations with spans)."),
+) -> None:
+    """An extractive answer: the sentence that answers best, highlighted in its passage, with a
+    citation for every passage; "not found" when nothing retrieved is close enough to the question."""
+    from lamina.rag.collection import Collection
+
+    with get_state(ctx).open_workspace() as ws:
+        answer = Collection.open(ws, collection).ask(
+            question, k, groups=_groups(groups) if groups is not None else None
+        )
+    if as_json:
+        print_json(answer.as_dict())
+        return
+    mark = "[green]✓[/]" if answer.grounded else "[yellow]?[/]"
+    console.print(f"{mark} {escape(answer.text)}")
+    for n, passage in enumerate(answer.passages, start=1):
+        c, (start, end) = passage.retrieved.chunk, passage.sentence
+        page = f" p.{c.page}" if c.page else ""
+        text = (
+            escape(c.text[:start])
+            + "[bold yellow]"
+            + escape(c.text[start:end])
+            + "[/]"
+            + escape(c.text[end:])
+        )
+        where = escape(" › ".join(c.headings) or c.title)
+        console.print(
+            f"  [{n}] [cyan]{escape(Path(c.source).name)}{page}[/] [dim]{where} · chars "
+            f"{c.start + start}–{c.start + end} · relevance {passage.relevance:.2f}[/]"
+        )
+        console.print("      " + " ".join(text.split())[:600])
+
+
+def list_cmd(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Collections and their latest versions."""
+    from lamina.rag.collection import KIND
+
+    with get_state(ctx).open_workspace() as ws:
+        latest: dict[str, dict[str, Any]] = {}
+        for artifact in ws.catalog.find(kind=KIND):
+            row = artifact.summary()
+            if row["name"] not in latest or row["version"] > latest[row["name"]]["version"]:
+                latest[row["name"]] = row
+        rows = sorted(latest.values(), key=lambda r: r["name"])
+    if as_json:
+        print_json(rows)
+        return
+    if not rows:
+        console.print("No collections yet. Try 'lamina rag ingest docs/ -c docs'.")
+        return
+    table = Table(show_edge=False, header_style="bold")
+    for col in ("collection", "documents", "chunks", "model", "created"):
+        table.add_column(col)
+    for r in rows:
+        meta = r["meta"]
+        table.add_row(r["ref"], str(len(meta.get("documents", {}))), str(meta.get("chunks")),
+                      meta.get("embedding_model", "?"), str(r["created_at"])[:19])  # fmt: skip
+    console.print(table)
+
+
+def evaluate(
+    ctx: typer.Context,
+    file: Path = typer.Argument(..., exists=True, dir_okay=False, help="SQuAD-format JSON (v1.1 or v2)."),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="Score only the first N questions."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Retrieval quality on FILE: recall@1..10, MRR, nDCG@10 for lexical, dense, RRF and hybrid.
+
+    Every paragraph becomes a document in a scratch index (nothing is added to the workspace); a
+    question counts as found at rank r when its own paragraph is the r-th document retrieved.
+    """
+    import shutil
+    import tempfile
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from lamina.rag.embeddings import Embedder
+    from lamina.rag.evaluate import build_store, load_squad, rank, score
+
+    documents, questions = load_squad(file)
+    questions = questions[:limit] if limit else questions
+    embedder = Embedder()
+    scratch = Path(tempfile.mkdtemp(prefix="lamina-rag-eval-"))
+    try:
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        with Progress(*columns, console=console, transient=True) as bar:
+            indexing = bar.add_task("indexing paragraphs", total=None)
+            store = build_store(
+                documents, embedder, scratch, progress=lambda n: bar.update(indexing, advance=n)
+            )
+            asking = bar.add_task("asking questions", total=len(questions))
+            rankings = rank(store, embedder, questions, progress=lambda n: bar.update(asking, advance=n))
+        scores = score(rankings)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    if as_json:
+        print_json(scores)
+        return
+    table = Table(
+        show_edge=False, header_style="bold", title=f"{len(questions)} questions, {len(documents)} paragraphs"
+    )
+    table.add_column("retrieval")
+    for k in (1, 3, 5, 10):
+        table.add_column(f"R@{k}", justify="right")
+    table.add_column("MRR", justify="right")
+    table.add_column("nDCG@10", justify="right")
+    for mode, s in scores.items():
+        table.add_row(mode, *(f"{s[f'recall@{k}']:.3f}" for k in (1, 3, 5, 10)), f"{s['mrr']:.3f}",
+                      f"{s['ndcg@10']:.3f}")  # fmt: skip
+    console.print(table)
+    console.print("[dim]recall at every k from 1 to 10: --json[/]")
+
+
+app.command("ingest")(ingest)
+app.command("search")(search)
+app.command("ask")(ask)
+app.command("list")(list_cmd)
+app.command("eval")(evaluate)

@@ -1,0 +1,202 @@
+"""A collection: documents → chunks → vectors in a store, versioned in the catalog.
+
+Each ingest is one collection version (a ``vector_index`` artifact) or nothing: the store's writes
+happen first, and if anything fails before the catalog row is written the store goes back to the
+version the catalog last recorded. Readers open the store at the version the catalog names, so an
+ingest in progress is invisible to them.
+
+Re-ingest is idempotent by content hash: unchanged documents are left alone (their vectors are also
+cached), changed ones replaced, and documents no longer among the inputs deleted (``prune``).
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lamina.core.catalog.models import Source, VectorIndex
+from lamina.core.errors import ConfigError, NotFound
+from lamina.core.workspace import Workspace
+from lamina.rag.answer import Answer, extractive
+from lamina.rag.chunking import DEFAULT_MAX_TOKENS, DEFAULT_OVERLAP, chunk
+from lamina.rag.documents import Document, discover, load
+from lamina.rag.embeddings import PACKAGED, Embedder
+from lamina.rag.retrieval import Retrieved, retrieve
+from lamina.rag.store import LanceStore
+
+KIND = "vector_index"
+
+
+class UnknownCollection(NotFound):
+    http_status = 404
+    code = "collection_not_found"
+
+
+@dataclass
+class IngestReport:
+    version: VectorIndex | None  # None when nothing changed (no new version)
+    added: list[str] = field(default_factory=list)
+    replaced: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    chunks: int = 0
+
+
+def check_name(name: str) -> str:
+    import re
+
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", name):
+        raise ConfigError(f"invalid collection name {name!r}", hint="letters, digits, '.', '_' and '-'")
+    return name
+
+
+class Collection:
+    """One named collection in a workspace, at its latest committed version (or a given one)."""
+
+    def __init__(self, ws: Workspace, name: str, version: VectorIndex | None = None) -> None:
+        self.ws, self.name = ws, check_name(name)
+        latest = ws.catalog.latest(KIND, self.name)
+        self.committed = (
+            version if version is not None else latest if isinstance(latest, VectorIndex) else None
+        )
+        meta = self.committed.meta if self.committed is not None else {}
+        self.model = meta.get("embedding_model", PACKAGED)
+        self.folder = ws.root / "vectors" / self.name
+        self._embedder: Embedder | None = None
+        self._store: LanceStore | None = None
+
+    @classmethod
+    def open(cls, ws: Workspace, name: str) -> Collection:
+        """An existing collection (``name`` or ``name@vN``); a clear error when there is none."""
+        base, _, version = name.partition("@")
+        collection = cls(ws, base)
+        if collection.committed is None:
+            known = sorted({a.name for a in ws.catalog.find(kind=KIND)})
+            raise UnknownCollection(
+                f"there is no collection {base!r}",
+                hint=f"known: {', '.join(known)}" if known else "create one with 'lamina rag ingest'",
+            )
+        if version:
+            pinned = ws.resolve(f"{base}@{version}", kind=KIND)
+            assert isinstance(pinned, VectorIndex)
+            return cls(ws, base, pinned)
+        return collection
+
+    @property
+    def embedder(self) -> Embedder:
+        if self._embedder is None:
+            self._embedder = Embedder(self.model, cache=self.ws.root / "vectors" / "embedding-cache.sqlite")
+        return self._embedder
+
+    @property
+    def store(self) -> LanceStore:
+        if self._store is None:
+            self._store = LanceStore(self.folder, self.embedder.dimension)
+            if self.committed is not None:
+                self._store.checkout(int(self.committed.meta["table_version"]))
+        return self._store
+
+    # -- writing -------------------------------------------------------------------------------------
+    def ingest(
+        self, paths: Iterable[Path | str], groups: Iterable[str] = (), *, prune: bool = True,
+        max_tokens: int = DEFAULT_MAX_TOKENS, overlap: int = DEFAULT_OVERLAP, model: str | None = None,
+        progress: Any = None,
+    ) -> IngestReport:  # fmt: skip
+        """Bring the collection in line with the documents under ``paths``: one new version, or none."""
+        if model is not None and self.committed is not None and model != self.model:
+            raise ConfigError(
+                f"collection {self.name!r} was built with {self.model!r}, not {model!r}",
+                hint="use a new collection name for another embedding model",
+            )
+        self.model = model or self.model
+        documents = [load(path, groups) for path in discover(paths)]  # every file read before any write
+        if not documents:
+            raise ConfigError(
+                "no documents found", hint="pass .txt, .md, .html, .pdf or .docx files or folders"
+            )
+        store = self.store
+        committed_version = int(self.committed.meta["table_version"]) if self.committed else 0
+        if store.version != committed_version:  # an ingest that died before committing
+            store.rollback(committed_version)
+        before = store.documents()
+        report = IngestReport(None)
+        changed: list[Document] = []
+        for document in documents:
+            old = before.get(document.source)
+            if old == document.content_hash and self._same_settings(max_tokens, overlap, document):
+                report.unchanged.append(document.source)
+                continue
+            (report.replaced if old else report.added).append(document.source)
+            changed.append(document)
+        seen = {d.source for d in documents}
+        report.removed = sorted(s for s in before if s not in seen) if prune else []
+        if not changed and not report.removed:
+            report.version = self.committed
+            return report
+        chunks = [
+            c for document in changed for c in chunk(document, self.embedder.tokenizer, max_tokens, overlap)
+        ]
+        try:
+            vectors = self.embedder.encode([c.text for c in chunks], progress=progress)
+            store.delete_documents([before[s] for s in [*report.replaced, *report.removed]])
+            store.upsert(chunks, vectors)
+            store.finish_writes()
+            report.chunks = len(chunks)
+            report.version = self._commit(documents, store.version, max_tokens, overlap, report)
+        except BaseException:
+            store.rollback(committed_version)
+            raise
+        self.committed = report.version
+        return report
+
+    def _same_settings(self, max_tokens: int, overlap: int, document: Document) -> bool:
+        meta = self.committed.meta if self.committed is not None else {}
+        groups = meta.get("groups", {}).get(document.source)
+        return (
+            meta.get("max_tokens") == max_tokens and meta.get("overlap") == overlap
+            and groups == list(document.groups)
+        )  # fmt: skip
+
+    def _commit(self, documents: list[Document], table_version: int, max_tokens: int, overlap: int,
+                report: IngestReport) -> VectorIndex:  # fmt: skip
+        """The documents as a source artifact (lineage), then the collection version that uses them."""
+        with tempfile.TemporaryDirectory(prefix="lamina-rag-") as tmp:
+            staged = Path(tmp) / "documents"
+            staged.mkdir()
+            for i, document in enumerate(documents):
+                target = staged / f"{i:05d}-{Path(document.source).name}"
+                shutil.copyfile(document.source, target)
+            source = self.ws.commit(
+                staged, Source(name=f"{self.name}-documents", meta={"collection": self.name}),
+                reuse_identical=True,
+            ).artifact  # fmt: skip
+        version = VectorIndex(
+            name=self.name,
+            description=f"{len(documents)} documents, {self.store.count()} chunks",
+            meta={
+                "table_version": table_version, "embedding_model": self.model,
+                "dimension": self.embedder.dimension, "max_tokens": max_tokens, "overlap": overlap,
+                "documents": {d.source: d.content_hash for d in documents},
+                "groups": {d.source: list(d.groups) for d in documents},
+                "chunks": self.store.count(), "added": report.added, "replaced": report.replaced,
+                "removed": report.removed,
+            },
+        )  # fmt: skip
+        parents = [(source.id, "derived_from")]
+        if self.committed is not None:
+            parents.append((self.committed.id, "previous_version"))
+        return self.ws.record(version, parents)
+
+    # -- reading -------------------------------------------------------------------------------------
+    def search(self, query: str, k: int = 5, *, groups: list[str] | None = None,
+               filters: dict[str, Any] | None = None, mode: str = "hybrid") -> list[Retrieved]:  # fmt: skip
+        return retrieve(self.store, self.embedder, query, k, groups=groups, filters=filters, mode=mode)
+
+    def ask(self, question: str, k: int = 3, *, groups: list[str] | None = None,
+            filters: dict[str, Any] | None = None) -> Answer:  # fmt: skip
+        """An extractive, cited answer from the ``k`` best chunks (or "not found")."""
+        return extractive(question, self.search(question, k, groups=groups, filters=filters), self.embedder)

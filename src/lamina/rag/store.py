@@ -1,0 +1,225 @@
+"""The vector store behind one interface, and its embedded default (LanceDB in the workspace).
+
+Access control is part of every query: a search takes the caller's groups and the store filters on
+them *before* ranking (LanceDB's prefilter, a SQL ``WHERE`` on the server), so a query never sees,
+scores or returns a chunk outside its groups, and never comes back short because the top k were
+someone else's.
+
+Why LanceDB for the embedded default: an embedded columnar store with vector search, full-text
+search (BM25) and SQL filters over the same rows, versioned writes (a failed ingest leaves the last
+version in place) and no server; measured in bench/rag.py against exact search.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from lamina.core.errors import ConfigError, LaminaError
+from lamina.rag.chunking import Chunk
+
+FILTER_FIELDS = {"source": "source", "title": "title", "page": "page", "document_hash": "document_hash"}
+ADMIN = None  # groups=ADMIN: no group filter (admin keys, the CLI on one's own workspace)
+
+
+class FilterError(ConfigError):
+    http_status = 400
+    code = "invalid_filter"
+
+
+class NoGroups(LaminaError):
+    """A caller with no group may read nothing: refused, not answered with an empty result."""
+
+    exit_code = 2
+    http_status = 403
+    code = "no_groups"
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    chunk: Chunk
+    score: float  # higher is better; comparable only within one ranking
+
+
+class VectorStore(Protocol):
+    """What retrieval needs from a store; the embedded one and the server one implement it."""
+
+    def upsert(self, chunks: list[Chunk], vectors: np.ndarray) -> None: ...
+
+    def delete_documents(self, document_hashes: list[str]) -> None: ...
+
+    def dense(
+        self, vector: np.ndarray, k: int, groups: list[str] | None, filters: dict[str, Any]
+    ) -> list[Hit]: ...
+
+    def lexical(self, query: str, k: int, groups: list[str] | None, filters: dict[str, Any]) -> list[Hit]: ...
+
+    def count(self) -> int: ...
+
+    def documents(self) -> dict[str, str]: ...  # source -> content hash
+
+
+def _quote(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise FilterError(f"filter values must be strings or numbers, got {value!r}")
+    if isinstance(value, str):
+        return "'" + value.replace("'", "''") + "'"
+    return repr(value)
+
+
+def where_clause(groups: list[str] | None, filters: dict[str, Any]) -> str | None:
+    """The SQL predicate for a caller's groups and metadata filters (values quoted, fields checked)."""
+    parts = []
+    if groups is not None:
+        if not groups:
+            raise NoGroups(
+                "this key belongs to no group, so it may read no document",
+                hint="give the key groups (lamina keys create --groups …) or use an admin key",
+            )
+        for group in groups:
+            if not re.fullmatch(r"[\w.:@-]{1,64}", group):
+                raise FilterError(f"invalid group name {group!r}")
+        parts.append(f"array_has_any(groups, make_array({', '.join(_quote(g) for g in groups)}))")
+    for field, value in filters.items():
+        column = FILTER_FIELDS.get(field)
+        if column is None:
+            raise FilterError(
+                f"cannot filter on {field!r}", hint=f"filterable fields: {', '.join(sorted(FILTER_FIELDS))}"
+            )
+        if isinstance(value, list):
+            if not value:
+                raise FilterError(f"filter {field!r} has an empty list")
+            parts.append(f"{column} IN ({', '.join(_quote(v) for v in value)})")
+        else:
+            parts.append(f"{column} = {_quote(value)}")
+    return " AND ".join(parts) if parts else None
+
+
+class LanceStore:
+    """A collection's chunks in a LanceDB table at ``folder``."""
+
+    TABLE = "chunks"
+
+    def __init__(self, folder: Path, dimension: int) -> None:
+        import lancedb
+
+        folder.mkdir(parents=True, exist_ok=True)
+        self.dimension = dimension
+        self._db = lancedb.connect(str(folder))
+        self._table: Any = None
+        if self.TABLE in self._db.list_tables().tables:
+            self._table = self._db.open_table(self.TABLE)
+        self._fts_stale = True
+
+    # -- versions (a collection version in the catalog pins one of these) ------------------------------
+    @property
+    def version(self) -> int:
+        return 0 if self._table is None else int(self._table.version)
+
+    def checkout(self, version: int) -> None:
+        """Read the table as it was at ``version`` (what the catalog says is committed)."""
+        if self._table is not None and version:
+            self._table.checkout(version)
+
+    def rollback(self, version: int) -> None:
+        """Make ``version`` the latest again: a failed ingest leaves no trace."""
+        if self._table is None:
+            return
+        if version == 0:
+            self._db.drop_table(self.TABLE)
+            self._table = None
+            return
+        self._table.checkout(version)
+        self._table.restore()
+
+    # -- writing ---------------------------------------------------------------------------------------
+    def _schema(self) -> Any:
+        import pyarrow as pa
+
+        return pa.schema([
+            ("id", pa.string()), ("source", pa.string()), ("title", pa.string()), ("text", pa.string()),
+            ("start", pa.int64()), ("end", pa.int64()), ("page", pa.int64()),
+            ("headings", pa.list_(pa.string())), ("groups", pa.list_(pa.string())),
+            ("document_hash", pa.string()), ("vector", pa.list_(pa.float32(), self.dimension)),
+        ])  # fmt: skip
+
+    def upsert(self, chunks: list[Chunk], vectors: np.ndarray) -> None:
+        import pyarrow as pa
+
+        if not chunks:
+            return
+        columns = {
+            "id": [c.id for c in chunks], "source": [c.source for c in chunks],
+            "title": [c.title for c in chunks], "text": [c.text for c in chunks],
+            "start": [c.start for c in chunks], "end": [c.end for c in chunks],
+            "page": [c.page for c in chunks], "headings": [list(c.headings) for c in chunks],
+            "groups": [list(c.groups) for c in chunks], "document_hash": [c.document_hash for c in chunks],
+        }  # fmt: skip
+        flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1))
+        batch = pa.table(
+            {**columns, "vector": pa.FixedSizeListArray.from_arrays(flat, self.dimension)},
+            schema=self._schema(),
+        )
+        if self._table is None:
+            self._table = self._db.create_table(self.TABLE, batch)
+        else:
+            self._table.delete(f"id IN ({', '.join(_quote(c.id) for c in chunks)})")
+            self._table.add(batch)
+        self._fts_stale = True
+
+    def delete_documents(self, document_hashes: list[str]) -> None:
+        if self._table is None or not document_hashes:
+            return
+        self._table.delete(f"document_hash IN ({', '.join(_quote(h) for h in document_hashes)})")
+        self._fts_stale = True
+
+    def finish_writes(self) -> None:
+        """Rebuild the full-text index after writes (before the version is committed)."""
+        if self._table is not None and self._fts_stale:
+            from lancedb.index import FTS
+
+            # English stemming and stop words, lower case, ASCII folding (LanceDB's BM25 defaults)
+            self._table.create_index("text", config=FTS(), replace=True)
+            self._fts_stale = False
+
+    # -- reading ---------------------------------------------------------------------------------------
+    def count(self) -> int:
+        return 0 if self._table is None else int(self._table.count_rows())
+
+    def documents(self) -> dict[str, str]:
+        if self._table is None:
+            return {}
+        rows = self._table.search().select(["source", "document_hash"]).limit(None).to_arrow()
+        return dict(zip(rows["source"].to_pylist(), rows["document_hash"].to_pylist(), strict=True))
+
+    def dense(
+        self, vector: np.ndarray, k: int, groups: list[str] | None, filters: dict[str, Any]
+    ) -> list[Hit]:
+        if self._table is None:
+            return []
+        query = self._table.search(np.asarray(vector, dtype=np.float32)).distance_type("cosine").limit(k)
+        where = where_clause(groups, filters)
+        if where:
+            query = query.where(where, prefilter=True)
+        return [Hit(_chunk(row), 1.0 - float(row["_distance"])) for row in query.to_list()]
+
+    def lexical(self, query: str, k: int, groups: list[str] | None, filters: dict[str, Any]) -> list[Hit]:
+        if self._table is None or not query.strip():
+            return []
+        search = self._table.search(query, query_type="fts").limit(k)
+        where = where_clause(groups, filters)
+        if where:
+            search = search.where(where, prefilter=True)
+        return [Hit(_chunk(row), float(row["_score"])) for row in search.to_list()]
+
+
+def _chunk(row: dict[str, Any]) -> Chunk:
+    return Chunk(
+        id=row["id"], source=row["source"], title=row["title"], text=row["text"], start=row["start"],
+        end=row["end"], page=row["page"], headings=tuple(row["headings"] or ()),
+        groups=tuple(row["groups"] or ()), document_hash=row["document_hash"],
+    )  # fmt: skip
