@@ -83,8 +83,9 @@ def test_access_control_is_inside_the_query(workspace: Workspace, corpus: Path, 
     for name in ("notes.txt", "security.docx", "warehouse.pdf"):
         shutil.copy(corpus / name, ops)
     collection = Collection(workspace, "mixed")
-    collection.ingest([hr], groups=["hr"], prune=False)
-    collection.ingest([ops], groups=["ops", "it"], prune=False)
+    collection.ingest([hr], groups=["hr"])
+    collection.ingest([ops], groups=["ops", "it"])  # another folder: hr's documents stay
+    assert len(collection.committed.meta["documents"]) == 2 + 3
     queries = ["leave", "soup", "passwords", "warehouse hours", "hotel in Paris", "forklift licence", "meals"]
     readers = [["hr"], ["ops"], ["it"], ["hr", "it"], ["finance"]]
     rng = random.Random(0)

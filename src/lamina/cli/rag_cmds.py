@@ -31,7 +31,7 @@ def ingest(
         "", "--groups", "-g", help="Comma-separated groups that may read these documents, e.g. hr,legal."
     ),
     prune: bool = typer.Option(
-        True, "--prune/--keep-missing", help="Delete documents of the collection that are not among PATHS."
+        True, "--prune/--keep-missing", help="Delete documents that were under PATHS and are gone now."
     ),
     chunk_tokens: int = typer.Option(200, "--chunk-tokens", min=8, help="Tokens per chunk at most."),
     overlap: int = typer.Option(32, "--overlap", min=0, help="Tokens repeated from the previous chunk."),
@@ -43,7 +43,8 @@ def ingest(
     """Read, chunk and embed documents into a collection; one new version, or none if nothing changed.
 
     Re-running is cheap: unchanged files (same content hash) are skipped, changed ones replaced, and
-    files no longer given are deleted (unless --keep-missing). A failure commits nothing.
+    files gone from the folders given are deleted (unless --keep-missing); documents ingested from
+    other paths are left alone. A failure commits nothing.
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 

@@ -54,6 +54,11 @@ def check_name(name: str) -> str:
     return name
 
 
+def _under(source: str, roots: list[Path]) -> bool:
+    path = Path(source)
+    return any(path == root or root in path.parents for root in roots)
+
+
 class Collection:
     """One named collection in a workspace, at its latest committed version (or a given one)."""
 
@@ -106,7 +111,12 @@ class Collection:
         max_tokens: int = DEFAULT_MAX_TOKENS, overlap: int = DEFAULT_OVERLAP, model: str | None = None,
         progress: Any = None,
     ) -> IngestReport:  # fmt: skip
-        """Bring the collection in line with the documents under ``paths``: one new version, or none."""
+        """Bring the collection in line with the documents under ``paths``: one new version, or none.
+
+        With ``prune``, a document of the collection that was under one of ``paths`` and is no
+        longer there is deleted; documents ingested from elsewhere are left alone.
+        """
+        paths = list(paths)
         if model is not None and self.committed is not None and model != self.model:
             raise ConfigError(
                 f"collection {self.name!r} was built with {self.model!r}, not {model!r}",
@@ -133,7 +143,8 @@ class Collection:
             (report.replaced if old else report.added).append(document.source)
             changed.append(document)
         seen = {d.source for d in documents}
-        report.removed = sorted(s for s in before if s not in seen) if prune else []
+        roots = [Path(p).resolve() for p in paths]
+        report.removed = sorted(s for s in before if s not in seen and _under(s, roots)) if prune else []
         if not changed and not report.removed:
             report.version = self.committed
             return report
@@ -174,14 +185,19 @@ class Collection:
                 staged, Source(name=f"{self.name}-documents", meta={"collection": self.name}),
                 reuse_identical=True,
             ).artifact  # fmt: skip
+        # the whole collection after this ingest: what was there (less what was removed) and what came
+        previous = self.committed.meta if self.committed is not None else {}
+        hashes = {s: h for s, h in previous.get("documents", {}).items() if s not in report.removed}
+        groups = {s: g for s, g in previous.get("groups", {}).items() if s not in report.removed}
+        hashes.update({d.source: d.content_hash for d in documents})
+        groups.update({d.source: list(d.groups) for d in documents})
         version = VectorIndex(
             name=self.name,
-            description=f"{len(documents)} documents, {self.store.count()} chunks",
+            description=f"{len(hashes)} documents, {self.store.count()} chunks",
             meta={
                 "table_version": table_version, "embedding_model": self.model,
                 "dimension": self.embedder.dimension, "max_tokens": max_tokens, "overlap": overlap,
-                "documents": {d.source: d.content_hash for d in documents},
-                "groups": {d.source: list(d.groups) for d in documents},
+                "documents": hashes, "groups": groups,
                 "chunks": self.store.count(), "added": report.added, "replaced": report.replaced,
                 "removed": report.removed,
             },
