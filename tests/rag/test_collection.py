@@ -35,8 +35,9 @@ def test_reingest_is_idempotent_and_follows_changes(workspace: Workspace, corpus
     assert "25 days" not in texts  # the removed document is gone
     old = Collection.open(workspace, "handbook@v1").search("When is soup served?", k=1)
     assert "Fridays" in old[0].chunk.text  # an older version still reads as it was
-    lineage = workspace.catalog.parents(third.version.id) if hasattr(workspace.catalog, "parents") else None
-    assert lineage is None or lineage
+    parents = {relation: parent for parent, relation in workspace.catalog.parents(third.version.id)}
+    assert parents["previous_version"].id == first.version.id
+    assert parents["derived_from"].kind == "source" and parents["derived_from"].file_count == 4
 
 
 def test_a_failed_ingest_commits_nothing(workspace: Workspace, corpus: Path, tmp_path: Path) -> None:

@@ -99,7 +99,6 @@ def quickstart(
 
 def _serve_demo(root: Path, flags: dict, port: int) -> None:
     """Serve the champions on localhost with a fresh admin key, printed once with working snippets."""
-
     from lamina.core.workspace import Workspace
     from lamina.gateway.keys import create_key, list_keys, revoke_key
     from lamina.serving.api import create_app, run, shutdown

@@ -23,6 +23,11 @@ def _groups(value: str | None) -> list[str]:
     return [g.strip() for g in (value or "").split(",") if g.strip()]
 
 
+def _reader(value: str | None) -> list[str] | None:
+    """The groups to read as: None (no --groups) reads everything, as the workspace's owner."""
+    return None if value is None else _groups(value)
+
+
 def ingest(
     ctx: typer.Context,
     paths: list[Path] = typer.Argument(..., help="Files or folders (.txt .md .html .pdf .docx)."),
@@ -107,7 +112,7 @@ def search(
         raise ConfigError("--where must be a JSON object of field: value")
     with get_state(ctx).open_workspace() as ws:
         found = Collection.open(ws, collection).search(
-            query, k, groups=_groups(groups) if groups is not None else None, filters=filters, mode=mode
+            query, k, groups=_reader(groups), filters=filters, mode=mode
         )
     if as_json:
         print_json([r.as_dict() for r in found])
@@ -140,9 +145,7 @@ def ask(
     from lamina.rag.collection import Collection
 
     with get_state(ctx).open_workspace() as ws:
-        answer = Collection.open(ws, collection).ask(
-            question, k, groups=_groups(groups) if groups is not None else None
-        )
+        answer = Collection.open(ws, collection).ask(question, k, groups=_reader(groups))
     if as_json:
         print_json(answer.as_dict())
         return

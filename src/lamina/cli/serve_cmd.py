@@ -37,7 +37,6 @@ def serve(
     Weights: bf16 where the CPU has native bf16 (same perplexity, faster), else fp32; --precision fp32
     (or -m REF:fp32) gives transformers-exact tokens. Speed per precision: docs/serving.md.
     """
-
     from lamina.serving.api import create_app, run, shutdown
 
     state = get_state(ctx)

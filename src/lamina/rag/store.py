@@ -23,7 +23,6 @@ from lamina.core.errors import ConfigError, LaminaError
 from lamina.rag.chunking import Chunk
 
 FILTER_FIELDS = {"source": "source", "title": "title", "page": "page", "document_hash": "document_hash"}
-ADMIN = None  # groups=ADMIN: no group filter (admin keys, the CLI on one's own workspace)
 
 
 class FilterError(ConfigError):

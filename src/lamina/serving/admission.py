@@ -61,9 +61,8 @@ class WaitEstimate:
 
         The first refused client comes back when the queue ahead of it has drained; each one refused
         after it one freed place later (up to ``MAX_RETRY_AFTER_S``), so refused clients return at
-        the rate the engine takes them. Telling them all the same time (1 s, or the drain time)
-        brought them back together: the queue overflowed, most were refused again, and the batch
-        then ran half empty until the next wave (bench/soak.py: goodput at 4x overload fell to half).
+        the rate the engine takes them. Told all the same time (1 s, or the drain time), they came
+        back together: the queue overflowed and most were refused again.
         """
         now = time.monotonic() if now is None else now
         with self._lock:

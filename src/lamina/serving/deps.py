@@ -4,8 +4,8 @@ Everything lives on ``app.state`` (built once by ``api.create_app``, in its life
 routes never import globals and tests can build several apps side by side.
 
 The getters are ``async`` although they never wait: FastAPI runs a plain ``def`` dependency in its
-thread pool, and that hop per request, in a server busy with streams, queued 128 simultaneous
-requests for seconds (bench/soak.py). An ``async`` one runs in the event loop at once.
+thread pool, a thread hop per request for an attribute read, which in a server busy with streams
+waits its turn for the GIL. An ``async`` one runs in the event loop at once.
 """
 
 from __future__ import annotations
