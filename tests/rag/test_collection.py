@@ -35,6 +35,12 @@ def test_reingest_is_idempotent_and_follows_changes(workspace: Workspace, corpus
     assert "25 days" not in texts  # the removed document is gone
     old = Collection.open(workspace, "handbook@v1").search("When is soup served?", k=1)
     assert "Fridays" in old[0].chunk.text  # an older version still reads as it was
+    extra = corpus.parent / "extra"
+    extra.mkdir()
+    (extra / "faq.txt").write_text("The library opens at nine.")
+    fourth = Collection(workspace, "handbook").ingest([extra], groups=["staff"])  # as a new process does
+    assert fourth.version.version == 3 and len(fourth.added) == 1 and not fourth.removed
+    assert "nine" in Collection.open(workspace, "handbook").search("When does the library open?", k=1)[0].chunk.text
     parents = {relation: parent for parent, relation in workspace.catalog.parents(third.version.id)}
     assert parents["previous_version"].id == first.version.id
     assert parents["derived_from"].kind == "source" and parents["derived_from"].file_count == 4

@@ -24,6 +24,7 @@ from lamina.cli import (
     latent_cmds,
     lineage_cmd,
     models_cmds,
+    prompts_cmds,
     quickstart_cmd,
     rag_cmds,
     serve_cmd,
@@ -111,6 +112,7 @@ app.add_typer(generate_cmds.app, name="generate")
 app.add_typer(latent_cmds.app, name="latent")
 app.add_typer(keys_cmds.app, name="keys")
 app.add_typer(rag_cmds.app, name="rag")
+app.add_typer(prompts_cmds.app, name="prompts")
 app.command("serve")(serve_cmd.serve)
 app.command("chat")(chat_cmd.chat)
 

@@ -26,6 +26,11 @@ def create(
     rpm: int | None = typer.Option(None, "--rpm", min=1, help="Requests per minute allowed."),
     tpm: int | None = typer.Option(None, "--tpm", min=1, help="Tokens per minute allowed."),
     concurrency: int | None = typer.Option(None, "--max-concurrency", min=1, help="Requests in flight."),
+    groups: str = typer.Option(
+        "", "--groups", "-g",
+        help="Comma-separated document groups the key may read through RAG, e.g. hr,legal "
+        "(admin keys read every group; a key with none may not query collections).",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON (the key included) for scripts."),
 ) -> None:
     """Create a key and print it once: only its hash is stored, so it cannot be shown again."""
@@ -41,11 +46,15 @@ def create(
         if v is not None
     }
     with get_state(ctx).open_workspace() as ws:
-        made = create_key(ws, name, role.value, limits)
+        made = create_key(ws, name, role.value, limits, groups.split(","))
     if as_json:
-        print_json({"id": made.key.id, "name": made.key.name, "role": made.key.role, "key": made.secret})
+        print_json(
+            {"id": made.key.id, "name": made.key.name, "role": made.key.role, "groups": made.key.groups,
+             "key": made.secret}
+        )  # fmt: skip
         return
-    console.print(f"[green]✓[/] Created {made.key.role} key {made.key.id} ({made.key.name}):")
+    readable = f", groups {', '.join(made.key.groups)}" if made.key.groups else ""
+    console.print(f"[green]✓[/] Created {made.key.role} key {made.key.id} ({made.key.name}{readable}):")
     console.print(f"\n  {made.secret}\n")
     console.print("Copy it now: it is stored only as a hash and will not be shown again.")
 
@@ -64,13 +73,13 @@ def list_cmd(
         print_json(rows)
         return
     table = Table(show_edge=False, header_style="bold")
-    for col in ("id", "name", "role", "prefix", "limits", "created", "last used", "revoked"):
+    for col in ("id", "name", "role", "groups", "prefix", "limits", "created", "last used", "revoked"):
         table.add_column(col)
     for r in rows:
         limits = ", ".join(f"{k}={v}" for k, v in r["limits"].items()) or "-"
         table.add_row(
-            r["id"], r["name"], r["role"], r["prefix"] + "…", limits, short_time(r["created_at"]),
-            short_time(r["last_used_at"]), short_time(r["revoked_at"]),
+            r["id"], r["name"], r["role"], ", ".join(r["groups"]) or "-", r["prefix"] + "…", limits,
+            short_time(r["created_at"]), short_time(r["last_used_at"]), short_time(r["revoked_at"]),
         )  # fmt: skip
     console.print(table if rows else "No keys yet. Try 'lamina keys create --role user --name me'.")
 

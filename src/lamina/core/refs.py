@@ -25,6 +25,7 @@ KIND_PREFIXES: dict[str, str] = {
     "vector_index": "vi",
     "deployment": "dep",
     "feedback_batch": "fb",
+    "prompt_template": "pt",
 }
 ARTIFACT_KINDS = tuple(KIND_PREFIXES)
 
@@ -58,6 +59,17 @@ class Ref:
 
 def is_artifact_id(text: str) -> bool:
     return bool(_ID_RE.match(text))
+
+
+GROUP_PATTERN = r"[\w.:@-]{1,64}"  # an access-control group (API keys, documents)
+
+
+def validate_group(group: str) -> str:
+    if not re.fullmatch(GROUP_PATTERN, group):
+        raise InvalidReference(
+            f"invalid group name {group!r}", hint="use 1-64 letters, digits, '_', '.', ':', '@' or '-'"
+        )
+    return group
 
 
 def validate_name(name: str, what: str = "name") -> str:

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from lamina.core.catalog.models import ApiKey, utcnow
 from lamina.core.errors import ConfigError, NotFound
 from lamina.core.logging import new_id
+from lamina.core.refs import validate_group
 from lamina.core.workspace import Workspace
 from lamina.gateway.permissions import ROLES
 
@@ -34,7 +35,10 @@ def hash_key(secret: str) -> str:
     return "sha256:" + hashlib.sha256(secret.encode()).hexdigest()
 
 
-def create_key(ws: Workspace, name: str, role: str, limits: dict[str, int] | None = None) -> NewKey:
+def create_key(
+    ws: Workspace, name: str, role: str, limits: dict[str, int] | None = None, groups: list[str] | None = None
+) -> NewKey:
+    """A new key; ``groups`` are the document groups it may read through RAG (admins read all)."""
     if role not in ROLES:
         raise ConfigError(f"unknown role {role!r}", hint=f"use one of {', '.join(ROLES)}")
     if not name.strip():
@@ -45,6 +49,7 @@ def create_key(ws: Workspace, name: str, role: str, limits: dict[str, int] | Non
             raise ConfigError(f"unknown limit {field!r}", hint=f"limits: {', '.join(LIMIT_FIELDS)}")
         if not isinstance(value, int) or value < 1:
             raise ConfigError(f"limit {field} must be a positive integer, got {value!r}")
+    groups = sorted({validate_group(g.strip()) for g in groups or [] if g.strip()})
     secret = KEY_PREFIX + secrets.token_urlsafe(32)
     row = ApiKey(
         id=new_id("key"),
@@ -53,6 +58,7 @@ def create_key(ws: Workspace, name: str, role: str, limits: dict[str, int] | Non
         key_hash=hash_key(secret),
         prefix=secret[:10],
         limits=limits,
+        groups=groups,
         created_at=utcnow(),
     )
     with ws.catalog.session() as session:
@@ -82,6 +88,7 @@ def list_keys(ws: Workspace, include_revoked: bool = True) -> list[dict[str, Any
                 "role": r.role,
                 "prefix": r.prefix,
                 "limits": r.limits,
+                "groups": list(r.groups or []),
                 "created_at": r.created_at.isoformat(),
                 "revoked_at": r.revoked_at.isoformat() if r.revoked_at else None,
                 "last_used_at": r.last_used_at.isoformat() if r.last_used_at else None,

@@ -24,7 +24,7 @@ from lamina.gateway.limits import KeyLimiter, retry_headers
 from lamina.gateway.metrics import Metrics
 from lamina.gateway.permissions import PermissionTable
 
-ADMIN: dict[str, Any] = {"id": None, "role": "admin", "limits": {}, "name": "admin key"}
+ADMIN: dict[str, Any] = {"id": None, "role": "admin", "limits": {}, "name": "admin key", "groups": []}
 
 
 class Gateway:
@@ -151,7 +151,10 @@ class Gateway:
         row = await asyncio.to_thread(verify_key, self.ws, secret)
         if row is None:
             return None
-        return {"id": row.id, "role": row.role, "limits": row.limits or {}, "name": row.name}
+        return {
+            "id": row.id, "role": row.role, "limits": row.limits or {}, "name": row.name,
+            "groups": list(row.groups or []),
+        }  # fmt: skip
 
     @staticmethod
     async def _reject(

@@ -130,8 +130,7 @@ class Collection:
             )
         store = self.store
         committed_version = int(self.committed.meta["table_version"]) if self.committed else 0
-        if store.version != committed_version:  # an ingest that died before committing
-            store.rollback(committed_version)
+        store.prepare_writes(committed_version)
         before = store.documents()
         report = IngestReport(None)
         changed: list[Document] = []

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from lamina.core.errors import ConfigError, LaminaError
+from lamina.core.refs import GROUP_PATTERN
 from lamina.rag.chunking import Chunk
 
 FILTER_FIELDS = {"source": "source", "title": "title", "page": "page", "document_hash": "document_hash"}
@@ -80,7 +81,7 @@ def where_clause(groups: list[str] | None, filters: dict[str, Any]) -> str | Non
                 hint="give the key groups (lamina keys create --groups …) or use an admin key",
             )
         for group in groups:
-            if not re.fullmatch(r"[\w.:@-]{1,64}", group):
+            if not re.fullmatch(GROUP_PATTERN, group):
                 raise FilterError(f"invalid group name {group!r}")
         parts.append(f"array_has_any(groups, make_array({', '.join(_quote(g) for g in groups)}))")
     for field, value in filters.items():
@@ -123,6 +124,15 @@ class LanceStore:
         """Read the table as it was at ``version`` (what the catalog says is committed)."""
         if self._table is not None and version:
             self._table.checkout(version)
+
+    def prepare_writes(self, committed: int) -> None:
+        """Writable, at the version the catalog committed: a reader's pinned checkout is left for the
+        latest, and versions an ingest wrote but never committed (it died) are undone."""
+        if self._table is None:
+            return
+        self._table.checkout_latest()
+        if int(self._table.version) != committed:
+            self.rollback(committed)
 
     def rollback(self, version: int) -> None:
         """Make ``version`` the latest again: a failed ingest leaves no trace."""

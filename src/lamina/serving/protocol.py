@@ -156,8 +156,27 @@ class Tool(BaseModel):
     function: FunctionSpec
 
 
+class RagOptions(BaseModel):
+    """The ``rag`` extension of a chat request: answer from a collection's documents, with citations.
+
+    ``answer``: ``generate`` (the model writes the answer from the retrieved sources, put in its
+    context by a prompt template) or ``extractive`` (the best supporting sentences, no model call).
+    Either way, a question nothing relevant is found for is answered "not found" without the model.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    collection: str = Field(min_length=1, max_length=80)  # name or name@vN
+    k: int = Field(4, ge=1, le=50)
+    filters: dict[str, str | int | list[str | int]] | None = None
+    mode: Literal["hybrid", "dense", "lexical", "rrf"] = "hybrid"
+    answer: Literal["generate", "extractive"] = "generate"
+    template: str = Field("rag-answer", min_length=1, max_length=160)  # a prompt template ref
+    min_relevance: float | None = Field(None, ge=-1.0, le=1.0)  # default: lamina.rag.answer's
+
+
 class ChatRequest(_Common):
     messages: list[ChatMessage] = Field(min_length=1)
+    rag: RagOptions | None = None  # an extension: retrieval-augmented answers with citations
     max_completion_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS)
     logprobs: bool = False
     top_logprobs: int | None = Field(None, ge=0, le=MAX_LOGPROBS)
@@ -225,6 +244,7 @@ class NewKeyRequest(BaseModel):
     name: str = Field(min_length=1, max_length=128)
     role: Literal["admin", "developer", "user"] = "user"
     limits: dict[str, int] = Field(default_factory=dict)
+    groups: list[str] = Field(default_factory=list, max_length=64)  # document groups it may read (RAG)
 
 
 # -- responses ------------------------------------------------------------------------------------

@@ -19,8 +19,9 @@ from fastapi import Request
 
 from lamina.gateway.metrics import Metrics
 from lamina.serving import generation, shaping
-from lamina.serving.engine import Stream
+from lamina.serving.engine import Stream, encode
 from lamina.serving.grammar import GrammarError, GrammarSpec, response_format_spec, tool_call_schema
+from lamina.serving.grounding import Grounder, Grounding, extractive_text
 from lamina.serving.interfaces import TextEngine
 from lamina.serving.pool import ModelPool
 from lamina.serving.protocol import (
@@ -43,6 +44,7 @@ class ToolMode:
 class TextService:
     def __init__(self, pool: ModelPool, metrics: Metrics, server: Any) -> None:
         self.pool, self.metrics, self.server = pool, metrics, server
+        self.grounder = Grounder(pool.ws)
         self._lookups: dict[str, asyncio.Future[tuple[TextEngine, Any]]] = {}
 
     # -- completions ---------------------------------------------------------------------------------
@@ -124,10 +126,21 @@ class TextService:
     # -- chat ----------------------------------------------------------------------------------------
     async def chat(self, body: ChatRequest, request: Request) -> Any:
         body.check_supported()
+        extra: dict[str, Any] = {}  # the rag extension's citations and grounding, when asked for
+        grounding = None
+        if body.rag is not None:
+            principal = getattr(request.state, "key", None)
+            grounding = await asyncio.to_thread(self.grounder.ground, body, principal)
+            if grounding.final:
+                extra = {"citations": grounding.citations, "rag": grounding.info}
+                return self._answer_without_model(body, request, grounding, extra)
         engine, version = await self._engine(body.model)
         tokenizer = engine.tokenizer
         if not getattr(tokenizer, "chat_template", None):
             raise UnsupportedParameter("messages", f"{body.model} has no chat template; use /v1/completions")
+        if grounding is not None:
+            body = body.model_copy(update={"messages": fit_sources(grounding, body, engine)})
+            extra = {"citations": grounding.citations, "rag": grounding.info}
         spec, tools = chat_grammar(body)
         prompt = render_chat(tokenizer, body)
         top = (body.top_logprobs or 0) if body.logprobs else None
@@ -152,7 +165,7 @@ class TextService:
         if body.stream:
             await generation.started(jobs, request, deadline, engine.retry_after)
             return shaping.sse(
-                self._chat_chunks(jobs, rid, created, body, request, engine, tools, deadline), jobs
+                self._chat_chunks(jobs, rid, created, body, request, engine, tools, deadline, extra), jobs
             )
         results = await generation.collect(jobs, request, deadline, engine.retry_after)
         choices = []
@@ -172,14 +185,49 @@ class TextService:
         return ChatCompletion(
             id=rid, created=created, model=body.model, system_fingerprint=version.id, choices=choices,
             usage=self._usage(request, jobs, body.n),
-        ).model_dump(exclude_unset=False)  # fmt: skip
+        ).model_dump(exclude_unset=False) | extra  # fmt: skip
+
+    def _answer_without_model(
+        self, body: ChatRequest, request: Request, grounding: Grounding, extra: dict[str, Any]
+    ) -> Any:
+        """An extractive answer, or "not found": the same shapes as a generated one, no model call."""
+        text = extractive_text(grounding)
+        request.state.usage, request.state.response_text = (0, 0), text
+        created, rid = int(time.time()), f"chatcmpl-{uuid.uuid4().hex[:24]}"
+        usage = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+        if not body.stream:
+            choices = [
+                {"index": i, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+                for i in range(body.n)
+            ]
+            return (
+                ChatCompletion(
+                    id=rid, created=created, model=body.model, choices=choices, usage=usage
+                ).model_dump()
+                | extra
+            )
+
+        async def chunks() -> AsyncIterator[list[dict[str, Any]]]:
+            base = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": body.model}
+            group = []
+            for i in range(body.n):
+                for delta, finish in (({"role": "assistant", "content": ""}, None), ({"content": text}, None),
+                                      ({}, "stop")):  # fmt: skip
+                    chunk = {**base, "choices": [{"index": i, "delta": delta, "finish_reason": finish}]}
+                    group.append(chunk | extra if not group else chunk)
+            if body.include_usage:
+                group.append({**base, "choices": [], "usage": usage})
+            yield group
+
+        return shaping.sse(chunks(), [])
 
     async def _chat_chunks(
         self, jobs: generation.Jobs, rid: str, created: int, body: ChatRequest, request: Request,
-        engine: TextEngine, tools: ToolMode, deadline: float,
+        engine: TextEngine, tools: ToolMode, deadline: float, extra: dict[str, Any],
     ) -> AsyncIterator[list[dict[str, Any]]]:  # fmt: skip
         """Content deltas as tokens come; a forced tool call is sent whole once it is complete
-        (one ``tool_calls`` delta per call, as OpenAI's clients accumulate them)."""
+        (one ``tool_calls`` delta per call, as OpenAI's clients accumulate them). ``extra`` (the rag
+        extension's citations) rides on the first chunk, before any content."""
         base = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": body.model}
         yield [
             {
@@ -187,6 +235,7 @@ class TextService:
                 "choices": [
                     {"index": i, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}
                 ],
+                **(extra if i == jobs[0][0] else {}),
             }
             for i, _ in jobs
         ]
@@ -280,6 +329,17 @@ def chat_grammar(body: ChatRequest) -> tuple[GrammarSpec | None, ToolMode]:
             )
         return GrammarSpec("json_schema", tool_call_schema(chosen, parallel=False)), ToolMode(True, True)
     return response_format_spec(body.response_format), ToolMode(False, bool(tools) and choice != "none")
+
+
+def fit_sources(grounding: Grounding, body: ChatRequest, engine: TextEngine) -> list[Any]:
+    """The rag prompt fitted to the engine's context, leaving room for the answer."""
+    room = min(body.max_completion_tokens or body.max_tokens or 256, engine.context // 2)
+
+    def measure(messages: list[Any]) -> int:
+        prompt = render_chat(engine.tokenizer, body.model_copy(update={"messages": messages}))
+        return len(encode(engine.tokenizer, prompt))
+
+    return grounding.fit(body, measure, engine.context - room)
 
 
 def render_chat(tokenizer: Any, body: ChatRequest) -> str:

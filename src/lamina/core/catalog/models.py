@@ -145,6 +145,12 @@ class VectorIndex(Artifact):
     __mapper_args__ = {"polymorphic_identity": "vector_index"}
 
 
+class PromptTemplate(Artifact):
+    """A versioned Jinja prompt template with its declared variables (``lamina prompts``)."""
+
+    __mapper_args__ = {"polymorphic_identity": "prompt_template"}
+
+
 class FeedbackBatch(Artifact):
     """A frozen batch of reviewed feedback, the input of a continuous-learning round."""
 
@@ -325,6 +331,8 @@ class ApiKey(Base):
     key_hash: Mapped[str] = mapped_column(String(128), unique=True)
     prefix: Mapped[str] = mapped_column(String(16))
     limits: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # the document groups (RAG access control) this key may read; admins read every group
+    groups: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column()
     last_used_at: Mapped[datetime | None] = mapped_column()

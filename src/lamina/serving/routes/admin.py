@@ -25,8 +25,11 @@ async def list_keys(ws: WorkspaceDep) -> dict[str, Any]:
 async def create_key(body: NewKeyRequest, ws: WorkspaceDep) -> dict[str, Any]:
     from lamina.gateway.keys import create_key
 
-    made = await asyncio.to_thread(create_key, ws, body.name, body.role, body.limits)
-    return {"id": made.key.id, "name": made.key.name, "role": made.key.role, "key": made.secret}
+    made = await asyncio.to_thread(create_key, ws, body.name, body.role, body.limits, body.groups)
+    return {
+        "id": made.key.id, "name": made.key.name, "role": made.key.role, "groups": made.key.groups,
+        "key": made.secret,
+    }  # fmt: skip
 
 
 @router.delete("/keys/{key_id}", openapi_extra=ADMIN_ONLY, responses=errors(*KEYED, 404))

@@ -1,0 +1,142 @@
+"""The ``rag`` extension of ``/v1/chat/completions`` through a real ``lamina serve``, asked by the
+official openai client: citations in the answer and in the stream, each key reading only its own
+groups, "not found" instead of an answer from nothing, and one clear error per bad request."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import run_lamina
+from tests.rag.conftest import GUIDE_MD, HR_HTML
+from tests.serving.conftest import ADMIN, Server
+
+MODEL = "shakes@champion"
+
+
+@pytest.fixture(scope="module")
+def policies(server: Server, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """A collection with a travel guide for staff and an HR page for hr; a key for each, and one with none."""
+    root = tmp_path_factory.mktemp("policies")
+    (root / "staff").mkdir()
+    (root / "hr").mkdir()
+    (root / "staff" / "travel.md").write_text(GUIDE_MD)
+    (root / "hr" / "leave.html").write_text(HR_HTML)
+    ws = ("--workspace", str(server.workspace))
+    for folder, group in (("staff", "staff"), ("hr", "hr")):
+        done = run_lamina(*ws, "rag", "ingest", "-c", "policies", str(root / folder), "--groups", group)
+        assert done.returncode == 0, done.stderr
+    keys = {}
+    for name, groups in (("staff", "staff"), ("hr", "hr"), ("nobody", "")):
+        made = run_lamina(*ws, "keys", "create", "--role", "user", "--name", name, "--groups", groups, "--json")
+        assert made.returncode == 0, made.stderr
+        keys[name] = json.loads(made.stdout)["key"]
+        assert json.loads(made.stdout)["groups"] == ([groups] if groups else [])
+    return keys
+
+
+def client(server: Server, key: str):  # type: ignore[no-untyped-def]
+    from openai import OpenAI
+
+    return OpenAI(base_url=f"{server.url}/v1", api_key=key, max_retries=0)
+
+
+HOTEL = [{"role": "user", "content": "What is the nightly hotel limit in Paris?"}]
+
+
+def test_extractive_answer_cites_its_source_in_the_response_and_the_stream(
+    server: Server, policies: dict[str, str]
+) -> None:
+    oa = client(server, policies["staff"])
+    rag = {"collection": "policies", "k": 2, "answer": "extractive"}
+    chat = oa.chat.completions.create(model=MODEL, messages=HOTEL, extra_body={"rag": rag})
+    assert "240 euros" in chat.choices[0].message.content and chat.choices[0].finish_reason == "stop"
+    best = chat.citations[0]
+    assert best["index"] == 1 and best["document"].endswith("travel.md")
+    assert "240 euros" in best["highlight"]["text"] and best["headings"] == ["Travel policy", "Hotels"]
+    assert best["text"][best["highlight"]["start"] : best["highlight"]["end"]] == best["highlight"]["text"]
+    assert chat.rag["grounded"] is True and chat.rag["collection"] == "policies@v2"
+
+    chunks = list(oa.chat.completions.create(model=MODEL, messages=HOTEL, stream=True, extra_body={"rag": rag}))
+    assert chunks[0].citations == chat.citations  # before any content
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == chat.choices[0].message.content
+    assert chunks[-1].choices[0].finish_reason == "stop"
+
+
+def test_generated_answer_puts_the_sources_in_a_versioned_prompt(
+    server: Server, policies: dict[str, str], tmp_path: Path
+) -> None:
+    # the test model's context is 64 tokens: a terse template of our own, saved as a version
+    (tmp_path / "terse.j2").write_text("{% for s in sources %}{{ s.text }}\n{% endfor %}Q: {{ question }}")
+    ws = ("--workspace", str(server.workspace))
+    saved = run_lamina(*ws, "prompts", "create", "terse", str(tmp_path / "terse.j2"), "--var", "question",
+                       "--var", "sources")  # fmt: skip
+    assert saved.returncode == 0 and "terse@v1" in saved.stdout, saved.stderr
+    oa = client(server, policies["staff"])
+    rag = {"collection": "policies", "k": 3, "template": "terse"}
+    plain = oa.chat.completions.create(model=MODEL, messages=HOTEL, max_tokens=4, temperature=0)
+    chat = oa.chat.completions.create(
+        model=MODEL, messages=HOTEL, max_tokens=4, temperature=0, extra_body={"rag": rag}
+    )
+    assert chat.rag["template"] == "terse@v1" and chat.rag["answer"] == "generate"
+    # the sources were fitted to the context: the best one, cut short, and only it is cited
+    assert len(chat.citations) == 1 and chat.citations[0]["document"].endswith("travel.md")
+    assert 0 < chat.citations[0]["shown_chars"] < len(chat.citations[0]["text"])
+    assert plain.usage.prompt_tokens + 10 < chat.usage.prompt_tokens <= 64 - 4
+    assert chat.usage.completion_tokens >= 1
+    too_small = httpx.post(
+        f"{server.url}/v1/chat/completions", headers=server.headers(policies["staff"]), timeout=30,
+        json={"model": MODEL, "messages": HOTEL, "max_tokens": 4, "rag": {"collection": "policies"}},
+    )  # fmt: skip
+    assert too_small.status_code == 400 and too_small.json()["error"]["code"] == "context_length_exceeded"
+    assert "extractive" in too_small.json()["error"]["message"]
+    stream = oa.chat.completions.create(
+        model=MODEL, messages=HOTEL, max_tokens=4, temperature=0, stream=True, extra_body={"rag": rag}
+    )
+    chunks = list(stream)
+    assert chunks[0].citations == chat.citations
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == chat.choices[0].message.content
+
+
+def test_each_key_reads_only_its_groups(server: Server, policies: dict[str, str]) -> None:
+    rag = {"collection": "policies", "k": 5, "answer": "extractive", "min_relevance": -1.0}
+    for key, own in (("staff", "travel.md"), ("hr", "leave.html")):
+        chat = client(server, policies[key]).chat.completions.create(
+            model=MODEL, messages=HOTEL, extra_body={"rag": rag}
+        )
+        assert chat.citations and {Path(c["document"]).name for c in chat.citations} == {own}
+    admin = client(server, ADMIN).chat.completions.create(model=MODEL, messages=HOTEL, extra_body={"rag": rag})
+    assert {Path(c["document"]).name for c in admin.citations} == {"travel.md", "leave.html"}
+
+
+def test_nothing_relevant_is_said_plainly(server: Server, policies: dict[str, str]) -> None:
+    moons = [{"role": "user", "content": "How many moons does Jupiter have?"}]
+    for answer in ("extractive", "generate"):  # the model is not asked when there is nothing to answer from
+        chat = client(server, policies["staff"]).chat.completions.create(
+            model=MODEL, messages=moons, extra_body={"rag": {"collection": "policies", "answer": answer}}
+        )
+        assert chat.rag["grounded"] is False and chat.citations == []
+        assert "close enough" in chat.choices[0].message.content and chat.usage.total_tokens == 0
+
+
+@pytest.mark.parametrize(
+    ("key", "rag", "status", "code"),
+    [
+        ("nobody", {"collection": "policies"}, 403, "no_groups"),
+        ("staff", {"collection": "nope"}, 404, "collection_not_found"),
+        ("staff", {"collection": "policies", "filters": {"author": "x"}}, 400, "invalid_filter"),
+        ("staff", {"collection": "policies", "template": "missing"}, 404, "not_found"),
+        ("staff", {"collection": "policies", "k": 0}, 400, "invalid_request"),
+        ("staff", {"collection": "policies", "colection": "x"}, 400, "invalid_request"),
+    ],
+)
+def test_bad_rag_requests_get_one_clear_error(
+    server: Server, policies: dict[str, str], key: str, rag: dict, status: int, code: str
+) -> None:
+    body = {"model": MODEL, "messages": HOTEL, "rag": rag}
+    r = httpx.post(f"{server.url}/v1/chat/completions", json=body, headers=server.headers(policies[key]), timeout=30)
+    assert r.status_code == status, r.text
+    assert r.json()["error"]["code"] == code
