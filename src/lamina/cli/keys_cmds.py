@@ -27,7 +27,9 @@ def create(
     tpm: int | None = typer.Option(None, "--tpm", min=1, help="Tokens per minute allowed."),
     concurrency: int | None = typer.Option(None, "--max-concurrency", min=1, help="Requests in flight."),
     groups: str = typer.Option(
-        "", "--groups", "-g",
+        "",
+        "--groups",
+        "-g",
         help="Comma-separated document groups the key may read through RAG, e.g. hr,legal "
         "(admin keys read every group; a key with none may not query collections).",
     ),

@@ -94,10 +94,13 @@ def rollback(
 
 def import_cmd(
     ctx: typer.Context,
-    path: Path = typer.Argument(..., help="A Hugging Face causal-LM folder."),
+    path: Path = typer.Argument(
+        ..., help="A Hugging Face causal-LM folder, or a saved sentence-transformers folder (embeddings)."
+    ),
     name: str = typer.Option(..., "--name", "-n", help="Register it as NAME@vN."),
 ) -> None:
-    """Register an outside checkpoint folder after checking it loads as a causal LM."""
+    """Register an outside checkpoint folder after checking it loads (as a causal LM, or as an
+    embedding model served by /v1/embeddings and usable by 'lamina rag ingest --model')."""
     with get_state(ctx).open_workspace() as ws:
         version = registry.import_model(ws, path, name)
     console.print(f"[green]✓[/] Imported {escape(str(path))} as [bold]{version.ref}[/] ({version.id})")

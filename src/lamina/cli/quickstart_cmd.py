@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import shlex
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.markup import escape
@@ -89,12 +91,28 @@ def quickstart(
         console.print(escape(report.sample.strip()[:400]), soft_wrap=True)
     if report.image_grid:
         console.print(f"\n[bold]The digit diffusion model draws:[/] open {escape(str(report.image_grid))}")
+    if report.rag_answer is not None:
+        show_rag_answer(report.rag_answer)
     console.print("\n[bold]Next, try:[/]")
     program = invocation()
     for args in report.next_commands:
         console.print(f"  {escape(shlex.join([*program, *args]))}", soft_wrap=True)
     if serve:
         _serve_demo(report.workspace, state.flags, port)
+
+
+def show_rag_answer(answer: Any) -> None:
+    """The quickstart's grounded answer: the question, the answer and where it was found."""
+    console.print(f"\n[bold]Asked Lamina's own docs:[/] {escape(answer.question)}")
+    console.print(f"  {escape(answer.text)}", soft_wrap=True)
+    for i, passage in enumerate(answer.passages[:3], 1):
+        cited = passage.retrieved.chunk
+        where = " › ".join(cited.headings) or cited.title
+        console.print(
+            escape(f"  [{i}] {Path(cited.source).name} ({where}), characters {cited.start}–{cited.end}, ")
+            + f"relevance {passage.relevance:.2f}",
+            soft_wrap=True, highlight=False,
+        )  # fmt: skip
 
 
 def _serve_demo(root: Path, flags: dict, port: int) -> None:
@@ -121,6 +139,18 @@ def _serve_demo(root: Path, flags: dict, port: int) -> None:
     console.print(
         escape(f"  curl -s {url}/v1/chat/completions -H 'Authorization: Bearer {key}' "
                f"-H 'Content-Type: application/json' -d '{body}'"),
+        soft_wrap=True,
+    )  # fmt: skip
+    from lamina.quickstart import DOCS_COLLECTION, DOCS_QUESTION
+
+    rag_body = json.dumps({
+        "model": "shakes@champion", "messages": [{"role": "user", "content": DOCS_QUESTION}],
+        "rag": {"collection": DOCS_COLLECTION, "k": 3, "answer": "extractive"},
+    })  # fmt: skip
+    console.print("curl, a grounded answer from Lamina's docs with citations (docs/rag.md):", soft_wrap=True)
+    console.print(
+        escape(f"  curl -s {url}/v1/chat/completions -H 'Authorization: Bearer {key}' "
+               f"-H 'Content-Type: application/json' -d '{rag_body}'"),
         soft_wrap=True,
     )  # fmt: skip
     console.print("python (pip install openai):", soft_wrap=True)

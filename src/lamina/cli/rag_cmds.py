@@ -23,6 +23,28 @@ def _groups(value: str | None) -> list[str]:
     return [g.strip() for g in (value or "").split(",") if g.strip()]
 
 
+def _ingest(ws: Any, target: Any, paths: list[str], groups: list[str], source: str | None,
+            dataset: str | None, fields: dict[str, Any], settings: dict[str, Any]) -> Any:  # fmt: skip
+    """One of: paths (files, folders, URLs), a data-layer source's records, a dataset version's rows."""
+    from lamina.core.errors import ConfigError
+    from lamina.rag import sources
+
+    given = [bool(paths), source is not None, dataset is not None]
+    if sum(given) != 1:
+        raise ConfigError("give documents one way: PATHS, --source or --dataset", hint="see --help")
+    if paths:
+        return target.ingest(paths, groups, **settings)
+    if source is not None:
+        try:
+            spec = json.loads(source)
+        except ValueError as exc:
+            raise ConfigError(f"--source is not JSON: {exc}") from None
+        documents, key = sources.from_source(spec, groups, ws.root, **fields)
+    else:
+        documents, key = sources.from_dataset(ws, dataset, groups, **fields)
+    return target.ingest_documents(documents, [key], **settings)
+
+
 def _reader(value: str | None) -> list[str] | None:
     """The groups to read as: None (no --groups) reads everything, as the workspace's owner."""
     return None if value is None else _groups(value)
@@ -30,7 +52,9 @@ def _reader(value: str | None) -> list[str] | None:
 
 def ingest(
     ctx: typer.Context,
-    paths: list[Path] = typer.Argument(..., help="Files or folders (.txt .md .html .pdf .docx)."),
+    paths: list[str] = typer.Argument(
+        None, help="Files or folders (.txt .md .html .pdf .docx), local or on an fsspec URL (s3://…)."
+    ),
     collection: str = typer.Option(..., "--collection", "-c", help="Collection name (created if new)."),
     groups: str = typer.Option(
         "", "--groups", "-g", help="Comma-separated groups that may read these documents, e.g. hr,legal."
@@ -41,7 +65,24 @@ def ingest(
     chunk_tokens: int = typer.Option(200, "--chunk-tokens", min=8, help="Tokens per chunk at most."),
     overlap: int = typer.Option(32, "--overlap", min=0, help="Tokens repeated from the previous chunk."),
     model: str | None = typer.Option(
-        None, "--model", help="Embedding model: the packaged all-MiniLM-L6-v2 (default) or a local folder."
+        None,
+        "--model",
+        help="Embedding model: the packaged all-MiniLM-L6-v2 (default), a local sentence-transformers "
+        "folder, or an imported embedding model (NAME or NAME@vN; recorded pinned to its version).",
+    ),
+    source: str | None = typer.Option(
+        None,
+        "--source",
+        help='A data-layer source as JSON, one document per record, e.g. \'{"type": "sql", "url": '
+        '"sqlite:///kb.db", "query": "SELECT id, body FROM articles"}\' (also http, jsonl, csv, parquet).',
+    ),
+    dataset: str | None = typer.Option(
+        None, "--dataset", help="A dataset version's rows as documents (NAME@vN)."
+    ),
+    text_field: str = typer.Option("text", "--text-field", help="The record field holding the text."),
+    title_field: str | None = typer.Option(None, "--title-field", help="The record field holding a title."),
+    id_field: str | None = typer.Option(
+        None, "--id-field", help="The record field that identifies a document (default: its text's hash)."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
@@ -64,8 +105,11 @@ def ingest(
             def advance(n: int) -> None:
                 bar.update(task, advance=n)
 
-            report = target.ingest(paths, _groups(groups), prune=prune, max_tokens=chunk_tokens,
-                                   overlap=overlap, model=model, progress=advance)  # fmt: skip
+            settings = {"prune": prune, "max_tokens": chunk_tokens, "overlap": overlap, "model": model,
+                        "progress": advance}  # fmt: skip
+            report = _ingest(ws, target, paths or [], _groups(groups), source, dataset,
+                             {"text_field": text_field, "title_field": title_field, "id_field": id_field},
+                             settings)  # fmt: skip
     version = report.version
     summary = {
         "collection": collection, "version": version.ref if version else None,

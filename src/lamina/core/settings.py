@@ -90,6 +90,11 @@ class Settings(BaseSettings):
         default_factory=dict,
         description="fsspec storage options for the artifact store, e.g. {endpoint_url: ...} for S3.",
     )
+    vector_url: str | None = Field(
+        None,
+        description="PostgreSQL URL (with pgvector) for new RAG collections. Default: LanceDB in "
+        "<workspace>/vectors",
+    )
     tracking_uri: str | None = Field(
         None, description="MLflow tracking URI. Default: sqlite:///<workspace>/mlflow.db"
     )

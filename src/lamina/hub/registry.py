@@ -178,11 +178,39 @@ def validate_causal_lm_folder(path: Path) -> dict[str, Any]:
     return config.to_dict()
 
 
+def import_embedding_model(ws: Workspace, path: Path, name: str) -> ModelVersion:
+    """Register a saved sentence-transformers folder (family ``embedding``) after it loads and encodes;
+    ``/v1/embeddings`` and RAG collections can then use it by reference."""
+    from sentence_transformers import SentenceTransformer
+
+    try:
+        model = SentenceTransformer(str(path), device="cpu", local_files_only=True)
+        dimension = len(model.encode(["a sentence to check the model with"])[0])
+    except Exception as exc:  # sentence-transformers raises many types for broken folders
+        raise LaminaError(
+            f"{path} does not load as a sentence-transformers model: {type(exc).__name__}: {exc}"
+        ) from exc
+    config = {"dimension": dimension, "max_seq_length": int(model.max_seq_length)}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "model"
+        shutil.copytree(path, folder, ignore=shutil.ignore_patterns(".git", "__pycache__"))
+        return register(
+            ws, folder, name, "embedding", config=config, meta={"imported_from": str(path)},
+            description=f"Embedding model imported from {path}",
+        )  # fmt: skip
+
+
 def import_model(ws: Workspace, path: Path, name: str) -> ModelVersion:
-    """Register an outside HF causal-LM folder after checking it loads; nothing is recorded if it does not."""
+    """Register an outside folder after checking it loads; nothing is recorded if it does not.
+
+    A sentence-transformers folder (``modules.json``) becomes an ``embedding`` model; anything else
+    must be a Hugging Face causal LM.
+    """
     path = Path(path).resolve()
     if not path.is_dir():
         raise NotFound(f"{path} is not a folder")
+    if (path / "modules.json").is_file():
+        return import_embedding_model(ws, path, name)
     config = validate_causal_lm_folder(path)
     from transformers import AutoModelForCausalLM
 

@@ -19,7 +19,8 @@ from lamina.rag.retrieval import Retrieved
 # the least cosine similarity (question, best sentence) that counts as "about this"; bench/rag.py
 # measures it on SQuAD: for a question's own paragraph against a paragraph of another article
 MIN_RELEVANCE = 0.3
-_SENTENCE = re.compile(r"[^.!?\n]+(?:[.!?]+|$)")
+_SENTENCE = re.compile(r"\S.*?(?:[.!?]+(?=\s|$)|$)", re.S)  # matched within one block
+_BLOCK_BREAK = re.compile(r"\n\s*\n|\n(?=[ \t]*(?:[-*#|>]|\d+\.)\s)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,13 +48,17 @@ class Answer:
 
 
 def sentences(text: str) -> list[tuple[int, int]]:
+    """Sentence spans: a sentence ends at ``.``, ``!`` or ``?`` before a space, or where its block
+    ends (a blank line, a list item, a heading, a table row). Hard-wrapped lines are one sentence."""
     spans = []
-    for match in _SENTENCE.finditer(text):
-        start, end = match.start(), match.end()
-        while start < end and text[start].isspace():
-            start += 1
-        if end - start > 2:
-            spans.append((start, end))
+    at = 0
+    for boundary in [*_BLOCK_BREAK.finditer(text), None]:
+        end = boundary.start() if boundary is not None else len(text)
+        for match in _SENTENCE.finditer(text, at, end):
+            start, stop = match.start(), match.end()
+            if stop - start > 2:
+                spans.append((start, stop))
+        at = boundary.end() if boundary is not None else end
     return spans or [(0, len(text))]
 
 
@@ -84,4 +89,4 @@ def extractive(question: str, retrieved: list[Retrieved], embedder: Any,
             passages,
         )  # fmt: skip
     start, end = top.sentence
-    return Answer(question, True, top.retrieved.chunk.text[start:end].strip(), passages)
+    return Answer(question, True, " ".join(top.retrieved.chunk.text[start:end].split()), passages)

@@ -11,6 +11,7 @@ cached), changed ones replaced, and documents no longer among the inputs deleted
 
 from __future__ import annotations
 
+import re
 import shutil
 import tempfile
 from collections.abc import Iterable
@@ -24,9 +25,10 @@ from lamina.core.workspace import Workspace
 from lamina.rag.answer import Answer, extractive
 from lamina.rag.chunking import DEFAULT_MAX_TOKENS, DEFAULT_OVERLAP, chunk
 from lamina.rag.documents import Document, discover, load
-from lamina.rag.embeddings import PACKAGED, Embedder
+from lamina.rag.embeddings import PACKAGED, Embedder, model_source, pin_model
 from lamina.rag.retrieval import Retrieved, retrieve
-from lamina.rag.store import LanceStore
+from lamina.rag.sources import from_urls, is_url
+from lamina.rag.store import LanceStore, VectorStore
 
 KIND = "vector_index"
 
@@ -54,9 +56,10 @@ def check_name(name: str) -> str:
     return name
 
 
-def _under(source: str, roots: list[Path]) -> bool:
-    path = Path(source)
-    return any(path == root or root in path.parents for root in roots)
+def _under(source: str, scopes: list[str]) -> bool:
+    """Whether a document's source lies under a scope: the scope itself, a path or URL below it, or
+    a record of it (``key#id``)."""
+    return any(source == scope or source.startswith((scope + "/", scope + "#")) for scope in scopes)
 
 
 class Collection:
@@ -72,7 +75,7 @@ class Collection:
         self.model = meta.get("embedding_model", PACKAGED)
         self.folder = ws.root / "vectors" / self.name
         self._embedder: Embedder | None = None
-        self._store: LanceStore | None = None
+        self._store: VectorStore | None = None
 
     @classmethod
     def open(cls, ws: Workspace, name: str) -> Collection:
@@ -94,13 +97,32 @@ class Collection:
     @property
     def embedder(self) -> Embedder:
         if self._embedder is None:
-            self._embedder = Embedder(self.model, cache=self.ws.root / "vectors" / "embedding-cache.sqlite")
+            cache = self.ws.root / "vectors" / "embedding-cache.sqlite"
+            self._embedder = Embedder(model_source(self.ws, self.model), cache=cache)
         return self._embedder
 
     @property
-    def store(self) -> LanceStore:
+    def store_kind(self) -> str:
+        """Where the chunks live: recorded per collection; new ones follow ``vector_url``."""
+        if self.committed is not None:
+            return str(self.committed.meta.get("store", "lancedb"))
+        return "pgvector" if self.ws.settings.vector_url else "lancedb"
+
+    @property
+    def store(self) -> VectorStore:
         if self._store is None:
-            self._store = LanceStore(self.folder, self.embedder.dimension)
+            if self.store_kind == "pgvector":
+                from lamina.rag.pgstore import PgStore
+
+                url = self.ws.settings.vector_url
+                if not url:
+                    raise ConfigError(
+                        f"collection {self.name!r} lives in PostgreSQL, and no vector_url is set",
+                        hint="set vector_url in lamina.yaml (or LAMINA_VECTOR_URL)",
+                    )
+                self._store = PgStore(url, self.name, self.embedder.dimension)
+            else:
+                self._store = LanceStore(self.folder, self.embedder.dimension)
             if self.committed is not None:
                 self._store.checkout(int(self.committed.meta["table_version"]))
         return self._store
@@ -109,25 +131,47 @@ class Collection:
     def ingest(
         self, paths: Iterable[Path | str], groups: Iterable[str] = (), *, prune: bool = True,
         max_tokens: int = DEFAULT_MAX_TOKENS, overlap: int = DEFAULT_OVERLAP, model: str | None = None,
-        progress: Any = None,
+        progress: Any = None, storage_options: dict[str, Any] | None = None,
     ) -> IngestReport:  # fmt: skip
-        """Bring the collection in line with the documents under ``paths``: one new version, or none.
+        """Bring the collection in line with the documents under ``paths`` (local files and folders,
+        or fsspec URLs such as ``s3://bucket/docs/``): one new version, or none.
 
         With ``prune``, a document of the collection that was under one of ``paths`` and is no
         longer there is deleted; documents ingested from elsewhere are left alone.
         """
-        paths = list(paths)
+        given = [str(p) for p in paths]
+        local = [p for p in given if not is_url(p)]
+        urls = [p for p in given if is_url(p)]
+        groups = list(groups)
+        # every document is read before anything is written
+        documents = [load(path, groups) for path in discover(local)]
+        documents += from_urls(urls, groups, storage_options) if urls else []
+        if not documents:
+            raise ConfigError(
+                "no documents found", hint="pass .txt, .md, .html, .pdf or .docx files or folders"
+            )
+        scopes = [str(Path(p).resolve()) for p in local] + [u.rstrip("/") for u in urls]
+        return self.ingest_documents(documents, scopes, prune=prune, max_tokens=max_tokens,
+                                     overlap=overlap, model=model, progress=progress)  # fmt: skip
+
+    def ingest_documents(
+        self, documents: list[Document], scopes: list[str], *, prune: bool = True,
+        max_tokens: int = DEFAULT_MAX_TOKENS, overlap: int = DEFAULT_OVERLAP, model: str | None = None,
+        progress: Any = None,
+    ) -> IngestReport:  # fmt: skip
+        """Bring the collection in line with ``documents``; with ``prune``, delete documents whose
+        source lies under one of ``scopes`` (a folder, a URL, a record source's key) and is not among
+        them. (``sources.py`` makes documents from URLs, data-layer sources and dataset versions.)"""
+        if model is not None:
+            model = pin_model(self.ws, model)
         if model is not None and self.committed is not None and model != self.model:
             raise ConfigError(
                 f"collection {self.name!r} was built with {self.model!r}, not {model!r}",
                 hint="use a new collection name for another embedding model",
             )
         self.model = model or self.model
-        documents = [load(path, groups) for path in discover(paths)]  # every file read before any write
         if not documents:
-            raise ConfigError(
-                "no documents found", hint="pass .txt, .md, .html, .pdf or .docx files or folders"
-            )
+            raise ConfigError("no documents to ingest")
         store = self.store
         committed_version = int(self.committed.meta["table_version"]) if self.committed else 0
         store.prepare_writes(committed_version)
@@ -142,9 +186,9 @@ class Collection:
             (report.replaced if old else report.added).append(document.source)
             changed.append(document)
         seen = {d.source for d in documents}
-        roots = [Path(p).resolve() for p in paths]
-        report.removed = sorted(s for s in before if s not in seen and _under(s, roots)) if prune else []
+        report.removed = sorted(s for s in before if s not in seen and _under(s, scopes)) if prune else []
         if not changed and not report.removed:
+            store.finish_writes()  # nothing written: the committed version stays the latest
             report.version = self.committed
             return report
         chunks = [
@@ -178,8 +222,11 @@ class Collection:
             staged = Path(tmp) / "documents"
             staged.mkdir()
             for i, document in enumerate(documents):
-                target = staged / f"{i:05d}-{Path(document.source).name}"
-                shutil.copyfile(document.source, target)
+                if Path(document.source).is_file():  # the file as it was read
+                    shutil.copyfile(document.source, staged / f"{i:05d}-{Path(document.source).name}")
+                else:  # a URL or a record: the text that was indexed
+                    name = re.sub(r"[^\w.-]+", "_", document.source.rsplit("/", 1)[-1])[-80:]
+                    (staged / f"{i:05d}-{name}.txt").write_text(document.text)
             source = self.ws.commit(
                 staged, Source(name=f"{self.name}-documents", meta={"collection": self.name}),
                 reuse_identical=True,
@@ -194,7 +241,7 @@ class Collection:
             name=self.name,
             description=f"{len(hashes)} documents, {self.store.count()} chunks",
             meta={
-                "table_version": table_version, "embedding_model": self.model,
+                "table_version": table_version, "store": self.store_kind, "embedding_model": self.model,
                 "dimension": self.embedder.dimension, "max_tokens": max_tokens, "overlap": overlap,
                 "documents": hashes, "groups": groups,
                 "chunks": self.store.count(), "added": report.added, "replaced": report.replaced,

@@ -57,6 +57,39 @@ class Embedder:
         return self.encode([text])[0]
 
 
+def pin_model(ws: Any, model: str) -> str:
+    """What a collection records as its embedding model: the packaged name, a local folder, or a
+    registered embedding model pinned to its version (``name@vN``), so a later version of that
+    model never silently changes how a collection's queries are embedded."""
+    if model == PACKAGED or Path(model).is_dir():
+        return model
+    return str(_registered(ws, model).ref)
+
+
+def model_source(ws: Any, model: str) -> str:
+    """The name or folder ``Embedder`` loads for a collection's recorded model."""
+    if model == PACKAGED or Path(model).is_dir():
+        return model
+    from lamina.hub.registry import model_path
+
+    return str(model_path(ws, _registered(ws, model)))
+
+
+def _registered(ws: Any, ref: str) -> Any:
+    from lamina.core.errors import NotFound
+
+    try:
+        version = ws.resolve(ref, kind="model_version")
+    except NotFound:
+        raise ConfigError(
+            f"{ref!r} is not {PACKAGED!r}, a local sentence-transformers folder or a registered model",
+            hint="import one with 'lamina models import FOLDER --name NAME'; nothing is downloaded",
+        ) from None
+    if version.family != "embedding":
+        raise ConfigError(f"{ref} is a {version.family} model, not an embedding model")
+    return version
+
+
 _MODELS: dict[str, Any] = {}
 _LOCK = threading.Lock()
 

@@ -46,7 +46,23 @@ class Hit:
 
 
 class VectorStore(Protocol):
-    """What retrieval needs from a store; the embedded one and the server one implement it."""
+    """What a collection needs from a store; the embedded one and the server one implement it.
+
+    Versions: every committed ingest is one store version, which a collection version pins; a
+    reader checks out a version, a writer prepares at the committed one and rolls back to it when
+    anything fails before the catalog records the new one.
+    """
+
+    @property
+    def version(self) -> int: ...
+
+    def checkout(self, version: int) -> None: ...
+
+    def prepare_writes(self, committed: int) -> None: ...
+
+    def rollback(self, version: int) -> None: ...
+
+    def finish_writes(self) -> None: ...
 
     def upsert(self, chunks: list[Chunk], vectors: np.ndarray) -> None: ...
 
@@ -71,9 +87,16 @@ def _quote(value: Any) -> str:
     return repr(value)
 
 
-def where_clause(groups: list[str] | None, filters: dict[str, Any]) -> str | None:
-    """The SQL predicate for a caller's groups and metadata filters (values quoted, fields checked)."""
-    parts = []
+FIELD_TYPES: dict[str, type] = {"page": int}  # every other filter field holds strings
+
+
+def access(
+    groups: list[str] | None, filters: dict[str, Any]
+) -> tuple[list[str] | None, list[tuple[str, list[Any]]]]:
+    """A caller's groups and metadata filters, checked: (groups, [(column, allowed values)]).
+
+    Every store renders these into its own query language; the checks (and their errors) are one.
+    """
     if groups is not None:
         if not groups:
             raise NoGroups(
@@ -83,20 +106,46 @@ def where_clause(groups: list[str] | None, filters: dict[str, Any]) -> str | Non
         for group in groups:
             if not re.fullmatch(GROUP_PATTERN, group):
                 raise FilterError(f"invalid group name {group!r}")
-        parts.append(f"array_has_any(groups, make_array({', '.join(_quote(g) for g in groups)}))")
+    checked = []
     for field, value in filters.items():
         column = FILTER_FIELDS.get(field)
         if column is None:
             raise FilterError(
                 f"cannot filter on {field!r}", hint=f"filterable fields: {', '.join(sorted(FILTER_FIELDS))}"
             )
-        if isinstance(value, list):
-            if not value:
-                raise FilterError(f"filter {field!r} has an empty list")
-            parts.append(f"{column} IN ({', '.join(_quote(v) for v in value)})")
-        else:
-            parts.append(f"{column} = {_quote(value)}")
+        values = value if isinstance(value, list) else [value]
+        if not values:
+            raise FilterError(f"filter {field!r} has an empty list")
+        wanted = FIELD_TYPES.get(field, str)
+        for v in values:
+            if isinstance(v, bool) or not isinstance(v, wanted):
+                raise FilterError(f"filter {field!r} takes {wanted.__name__} values, got {v!r}")
+        checked.append((column, values))
+    return groups, checked
+
+
+def where_clause(groups: list[str] | None, filters: dict[str, Any]) -> str | None:
+    """LanceDB's SQL predicate for a caller's groups and metadata filters (values quoted)."""
+    groups, checked = access(groups, filters)
+    parts = []
+    if groups is not None:
+        parts.append(f"array_has_any(groups, make_array({', '.join(_quote(g) for g in groups)}))")
+    for column, values in checked:
+        parts.append(f"{column} IN ({', '.join(_quote(v) for v in values)})")
     return " AND ".join(parts) if parts else None
+
+
+# Below ANN_MIN_ROWS a dense query scans every visible row (exact, and a few ms); past it an IVF index
+# with HNSW-searched partitions and 8-bit vectors, re-ranked on the full vectors (bench/rag_scale.py).
+ANN_MIN_ROWS = 20_000
+NPROBES = 24
+REFINE = 4
+
+
+def ann_config(rows: int) -> Any:
+    from lancedb.index import IvfHnswSq
+
+    return IvfHnswSq(distance_type="cosine", num_partitions=max(8, int(rows**0.5) // 2))
 
 
 class LanceStore:
@@ -114,6 +163,7 @@ class LanceStore:
         if self.TABLE in self._db.list_tables().tables:
             self._table = self._db.open_table(self.TABLE)
         self._fts_stale = True
+        self._ann: dict[int, bool] = {}
 
     # -- versions (a collection version in the catalog pins one of these) ------------------------------
     @property
@@ -187,15 +237,25 @@ class LanceStore:
         self._fts_stale = True
 
     def finish_writes(self) -> None:
-        """Rebuild the full-text index after writes (before the version is committed)."""
+        """Rebuild the full-text index after writes, and past ``ANN_MIN_ROWS`` the vector index
+        (before the version is committed)."""
         if self._table is not None and self._fts_stale:
             from lancedb.index import FTS
 
             # English stemming and stop words, lower case, ASCII folding (LanceDB's BM25 defaults)
             self._table.create_index("text", config=FTS(), replace=True)
+            if self.count() >= ANN_MIN_ROWS:
+                self._table.create_index("vector", config=ann_config(self.count()), replace=True)
             self._fts_stale = False
 
     # -- reading ---------------------------------------------------------------------------------------
+    def _indexed(self) -> bool:
+        """Whether the version read has a vector index (asked once per version)."""
+        version = self.version
+        if version not in self._ann:
+            self._ann[version] = any(i.index_type != "FTS" for i in self._table.list_indices())
+        return self._ann[version]
+
     def count(self) -> int:
         return 0 if self._table is None else int(self._table.count_rows())
 
@@ -211,6 +271,8 @@ class LanceStore:
         if self._table is None:
             return []
         query = self._table.search(np.asarray(vector, dtype=np.float32)).distance_type("cosine").limit(k)
+        if self._indexed():
+            query = query.nprobes(NPROBES).refine_factor(REFINE)
         where = where_clause(groups, filters)
         if where:
             query = query.where(where, prefilter=True)

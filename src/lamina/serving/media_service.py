@@ -25,29 +25,48 @@ class MediaService:
         self.pool = pool
 
     async def embed(self, body: EmbeddingRequest, request: Request) -> dict[str, Any]:
-        if body.model not in (EMBEDDING_MODEL, f"sentence-transformers/{EMBEDDING_MODEL}"):
-            raise ModelNotFound(
-                f"the embedding model {body.model!r} does not exist", hint=f"use {EMBEDDING_MODEL}"
-            )
-        if body.dimensions not in (None, 384):
-            raise UnsupportedParameter("dimensions", "all-MiniLM-L6-v2 gives 384 dimensions")
+        """The packaged MiniLM by name, or any registered ``embedding`` model by hub reference."""
         texts = [body.input] if isinstance(body.input, str) else body.input
         if any(not t for t in texts):
             raise ConfigError("input strings must not be empty")
-        from lamina.models.text_encoder import embed, load_encoder
+        if body.model in (EMBEDDING_MODEL, f"sentence-transformers/{EMBEDDING_MODEL}"):
+            if body.dimensions not in (None, 384):
+                raise UnsupportedParameter("dimensions", "all-MiniLM-L6-v2 gives 384 dimensions")
+            from lamina.models.text_encoder import embed, load_encoder
 
-        vectors = await asyncio.to_thread(embed, texts)
-        tokens = sum(len(load_encoder().tokenizer(t)["input_ids"]) for t in texts)
+            vectors = (await asyncio.to_thread(embed, texts)).numpy()
+            tokenizer = load_encoder().tokenizer
+        else:
+            embedder, version = await asyncio.to_thread(self._registered, body.model)
+            request.state.model_version = version.id
+            if body.dimensions not in (None, embedder.dimension):
+                raise UnsupportedParameter(
+                    "dimensions", f"{body.model} gives {embedder.dimension} dimensions"
+                )
+            vectors, tokenizer = await asyncio.to_thread(embedder.encode, texts), embedder.tokenizer
+        tokens = sum(len(tokenizer(t)["input_ids"]) for t in texts)
         request.state.usage = (tokens, 0)
         data = []
         for i, vector in enumerate(vectors):
             value: Any = vector.tolist()
             if body.encoding_format == "base64":
-                value = base64.b64encode(vector.numpy().astype("<f4").tobytes()).decode()
+                value = base64.b64encode(vector.astype("<f4").tobytes()).decode()
             data.append({"index": i, "embedding": value})
         return EmbeddingList(
             data=data, model=body.model, usage={"prompt_tokens": tokens, "total_tokens": tokens}
         ).model_dump()
+
+    def _registered(self, ref: str) -> tuple[Any, Any]:
+        from lamina.hub.registry import model_path
+        from lamina.rag.embeddings import Embedder
+
+        try:
+            version = self.pool.resolve(ref, {"embedding"})
+        except ModelNotFound as exc:
+            raise ModelNotFound(
+                exc.message, hint=f"use {EMBEDDING_MODEL} or an imported embedding model"
+            ) from None
+        return Embedder(str(model_path(self.pool.ws, version))), version
 
     async def images(self, body: ImageRequest, request: Request) -> dict[str, Any]:
         if body.response_format == "url":

@@ -153,9 +153,8 @@ class ModelPool:
             ) from None
         if not isinstance(version, ModelVersion) or version.family not in families:
             family = getattr(version, "family", version.kind)
-            raise WrongModelKind(
-                f"{ref} is a {family} model; this endpoint needs a {' or '.join(sorted(families))} model"
-            )
+            wanted = _article(" or ".join(sorted(families)))
+            raise WrongModelKind(f"{ref} is a {family} model; this endpoint needs {wanted} model")
         return version
 
     def deploy(self, ref: str, precision: str | None = None) -> tuple[TextEngine, ModelVersion]:
@@ -278,12 +277,13 @@ class ModelPool:
             return list(self._engines.values())
 
     def listing(self) -> list[dict[str, Any]]:
-        """Every servable ref: aliases and versions of text and image models, and the embedder."""
+        """Every servable ref: aliases and versions of text, image and embedding models, and the
+        packaged embedder."""
         from lamina.hub.registry import list_models
 
         rows: list[dict[str, Any]] = []
         for m in list_models(self.ws):
-            if m["family"] not in TEXT_FAMILIES | IMAGE_FAMILIES:
+            if m["family"] not in TEXT_FAMILIES | IMAGE_FAMILIES | {"embedding"}:
                 continue
             stamp = int(datetime.fromisoformat(m["created_at"]).timestamp())
             refs = [m["ref"], *(f"{m['name']}@{a}" for a in m["aliases"])]
@@ -296,3 +296,7 @@ class ModelPool:
             for loaded in self._engines.values():
                 loaded.engine.close()
             self._engines.clear()
+
+
+def _article(word: str) -> str:
+    return f"an {word}" if word[:1] in "aeiou" else f"a {word}"

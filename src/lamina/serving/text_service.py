@@ -209,7 +209,7 @@ class TextService:
 
         async def chunks() -> AsyncIterator[list[dict[str, Any]]]:
             base = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": body.model}
-            group = []
+            group: list[dict[str, Any]] = []
             for i in range(body.n):
                 for delta, finish in (({"role": "assistant", "content": ""}, None), ({"content": text}, None),
                                       ({}, "stop")):  # fmt: skip
