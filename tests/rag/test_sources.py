@@ -54,8 +54,8 @@ def test_rows_of_a_sql_query_become_documents_and_follow_the_table(
         ])  # fmt: skip
     source = json.dumps({"type": "sql", "url": f"sqlite:///{db}", "query": "SELECT * FROM articles"})
     ws = ("-w", str(workspace.root))
-    args = ("rag", "ingest", "-c", "kb", "--source", source, "--text-field", "body", "--title-field", "title", "--id-field", "id",
-            "-g", "staff", "--json")  # fmt: skip
+    args = ("rag", "ingest", "-c", "kb", "--source", source, "--text-field", "body", "--title-field",
+            "title", "--id-field", "id", "-g", "staff", "--json")  # fmt: skip
     first = cli(*ws, *args)
     assert first.code == 0, first.err
     assert len(json.loads(first.out)["added"]) == 3
