@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
 DATA = ROOT.parent / "shared" / "data"
 
-from machine import machine_line, save  # noqa: E402
+from machine import machine_info, machine_line, save  # noqa: E402
 
 from lamina.rag.chunking import Chunk  # noqa: E402
 from lamina.rag.embeddings import Embedder  # noqa: E402
@@ -190,7 +190,7 @@ def load(kind: str, chunks: list[Chunk], vectors: np.ndarray, work: Path) -> tup
 
 def render(r: dict) -> str:
     lines = [
-        "# Retrieval at scale (bench/rag_scale.py)", "", machine_line(r["machine"]), "",
+        "# Retrieval at scale (bench/rag_scale.py)", "", machine_line(machine_info()), "",
         f"{r['chunks']:,} chunks of real text, {r['queries']} SQuAD questions, each reading "
         f"{100 * r['visible_fraction']:.0f} % of the rows (its groups) inside the store's query; "
         f"k = {K}. Exact search in numpy over the visible rows: {r['exact_numpy_ms']:.1f} ms per query.",

@@ -87,3 +87,35 @@ def test_a_dataset_versions_rows_become_documents(workspace: Workspace, tmp_path
     assert len(report.added) == 12 and report.version.meta["chunks"] == 12
     with pytest.raises(DocumentError, match="field 'body' is missing"):
         from_dataset(workspace, version.ref, ["staff"], text_field="body")
+
+
+def test_a_cross_encoder_reranks_the_fused_candidates(
+    cli, workspace: Workspace, corpus: Path, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """The mechanism, with a cross-encoder made here from MiniLM (an untrained head: its order is
+    not better, only its own): candidates come back ordered by exactly the cross-encoder's scores."""
+    from sentence_transformers import CrossEncoder
+
+    from lamina.models.text_encoder import load_encoder
+    from lamina.rag.rerank import RERANK_DEPTH
+
+    encoder = load_encoder()
+    encoder.save(str(tmp_path / "mini"))
+    CrossEncoder(str(tmp_path / "mini"), num_labels=1, device="cpu").save(str(tmp_path / "cross"))
+    collection = Collection(workspace, "handbook")
+    collection.ingest([corpus], ["staff"])
+    question = "How long are passwords?"
+    plain = collection.search(question, k=RERANK_DEPTH)
+    reranked = collection.search(question, k=3, rerank=str(tmp_path / "cross"))
+    model = CrossEncoder(str(tmp_path / "cross"), device="cpu")
+    expected = model.predict([(question, r.chunk.text) for r in plain])
+    best = sorted(zip(expected, (r.chunk.id for r in plain), strict=True), key=lambda p: (-p[0], p[1]))[:3]
+    assert [r.chunk.id for r in reranked] == [cid for _, cid in best]
+    assert [round(r.score, 4) for r in reranked] == [round(float(s), 4) for s, _ in best]
+    made = cli("-w", str(workspace.root), "models", "import", str(tmp_path / "cross"), "--name", "rr")
+    assert made.code == 0 and "rr@v1" in made.out, made.err
+    assert [r.chunk.id for r in collection.search(question, k=3, rerank="rr@v1")] == [cid for _, cid in best]
+    wrong = cli(
+        "-w", str(workspace.root), "rag", "search", question, "-c", "handbook", "--rerank", str(corpus)
+    )
+    assert wrong.code != 0 and "not a cross-encoder folder" in wrong.err

@@ -189,3 +189,135 @@ def test_imported_embedding_models_are_served_and_embed_collections(server: Serv
     rag = {"collection": "mini-docs", "answer": "extractive"}
     chat = oa.chat.completions.create(model=MODEL, messages=HOTEL, extra_body={"rag": rag})
     assert "240 euros" in chat.choices[0].message.content
+
+
+def test_server_tools_run_in_a_loop_and_end_in_words(server: Server, policies: dict[str, str]) -> None:
+    from lamina.core.workspace import Workspace
+    from lamina.rag.tools import calculate
+    from lamina.training.lm import train_lm
+    from lamina.training.loop import TrainConfig
+
+    ws = Workspace.open(server.workspace)  # a model with room for a call and its result (256 tokens)
+    try:
+        steps = TrainConfig(max_steps=20, batch_size=8, eval_every=20, eval_batches=1)
+        train_lm(ws, "shakespeare", "shakes-long", overrides={"context_length": 256}, track=False,
+                 train_cfg=steps)  # fmt: skip
+    finally:
+        ws.close()
+    oa = client(server, policies["staff"])
+    question = [{"role": "user", "content": "2+2?"}]
+    chat = oa.chat.completions.create(
+        model="shakes-long@v1", messages=question, max_tokens=100, temperature=0, tool_choice="required",
+        parallel_tool_calls=False,
+        extra_body={"server_tools": {"names": ["calculator"], "max_steps": 1}},
+    )  # fmt: skip
+    trace = chat.tool_trace
+    assert len(trace) == 1 and trace[0]["name"] == "calculator"  # forced: the grammar made it a call
+    expression = json.loads(trace[0]["arguments"])["expression"]  # decoded under the tool's schema
+    try:
+        expected = str(calculate(expression))
+    except Exception:  # the tiny model's expression may not be arithmetic: the tool says so
+        expected = "error:"
+    assert trace[0]["result"].startswith(expected)
+    assert chat.choices[0].message.tool_calls is None and chat.choices[0].finish_reason in ("stop", "length")
+    assert chat.usage.total_tokens > 0
+    for extra, param in (
+        ({"server_tools": {"names": ["shell"]}}, None),
+        ({"server_tools": {"names": ["calculator"]}, "stream": True}, "stream"),
+        ({"server_tools": {"names": ["retrieve"]}}, None),  # no collection to search
+    ):
+        r = httpx.post(
+            f"{server.url}/v1/chat/completions", headers=server.headers(policies["staff"]), timeout=30,
+            json={"model": "shakes-long@v1", "messages": question, **extra},
+        )  # fmt: skip
+        assert r.status_code == 400, r.text
+        assert r.json()["error"]["param"] == param
+
+
+def test_threads_remember_and_fold_what_no_longer_fits(server: Server, policies: dict[str, str]) -> None:
+    staff, hr = server.headers(policies["staff"]), server.headers(policies["hr"])
+    made = httpx.post(f"{server.url}/v1/threads", json={"title": "travel"}, headers=staff, timeout=30)
+    assert made.status_code == 201, made.text
+    thread = made.json()["id"]
+    oa = client(server, policies["staff"])
+    turns = [
+        "Hello there.",
+        "Tell me of Rome.",
+        "And of the king?",
+        "What of the queen now?",
+        "Farewell, friend.",
+    ]
+    for i, turn in enumerate(turns):
+        stream = i == 2  # one turn streamed: it is remembered all the same
+        reply = oa.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": turn}], max_tokens=8, temperature=0,
+            stream=stream, extra_body={"thread": thread},
+        )  # fmt: skip
+        if stream:
+            text = "".join(c.choices[0].delta.content or "" for c in reply if c.choices)
+        else:
+            text = reply.choices[0].message.content
+            assert reply.thread["id"] == thread
+        kept = httpx.get(f"{server.url}/v1/threads/{thread}", headers=staff, timeout=30).json()
+        assert kept["messages"][-2:] == [
+            {"role": "user", "content": turn},
+            {"role": "assistant", "content": text},
+        ]
+    # five turns of a 64-token model do not fit: the oldest were folded into a summary, in their words
+    assert kept["summarized"] > 0 and kept["summary"]
+    assert any(word in kept["summary"] for word in ("Hello", "Rome", "king", "queen"))
+    assert len(kept["messages"]) == 2 * len(turns)  # every turn is kept
+    for method in ("GET", "DELETE"):  # another key's thread does not exist for it
+        other = httpx.request(method, f"{server.url}/v1/threads/{thread}", headers=hr, timeout=30)
+        assert other.status_code == 404 and other.json()["error"]["code"] == "thread_not_found"
+    theirs = httpx.post(
+        f"{server.url}/v1/chat/completions", headers=hr, timeout=30,
+        json={"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "thread": thread},
+    )  # fmt: skip
+    assert theirs.status_code == 404
+    assert httpx.delete(f"{server.url}/v1/threads/{thread}", headers=staff, timeout=30).status_code == 200
+    assert httpx.get(f"{server.url}/v1/threads/{thread}", headers=staff, timeout=30).status_code == 404
+
+
+CHAIN = """
+name: draft-then-json
+inputs: [question]
+steps:
+  - template: draft
+    model: shakes@champion
+    output: draft
+    max_tokens: 6
+  - template: as-json
+    model: shakes@champion
+    parser: json
+    schema: {type: object, properties: {mood: {enum: [happy, sad]}}, required: [mood]}
+    output: final
+    max_tokens: 24
+"""
+
+
+def test_a_yaml_chain_runs_locally_and_through_the_server(
+    server: Server, policies: dict[str, str], tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    ws = ("--workspace", str(server.workspace))
+    for name, text in (("draft", "Q: {{ question }}"), ("as-json", "Mood of: {{ draft }}")):
+        (tmp_path / f"{name}.j2").write_text(text)
+        assert run_lamina(*ws, "prompts", "create", name, str(tmp_path / f"{name}.j2")).returncode == 0
+    (tmp_path / "chain.yaml").write_text(CHAIN)
+    inputs = json.dumps({"question": "Who is the king?"})
+    for where in ((), ("--url", server.url, "--key", policies["staff"])):
+        done = run_lamina(
+            *ws, "chain", "run", str(tmp_path / "chain.yaml"), "--vars", inputs, "--json", *where
+        )
+        assert done.returncode == 0, done.stderr
+        result = json.loads(done.stdout)
+        assert result["outputs"]["final"]["mood"] in ("happy", "sad")  # parsed JSON, under the schema
+        first, second = result["trace"]
+        assert (
+            first["prompt"] == "Q: Who is the king?"
+            and second["prompt"] == f"Mood of: {result['outputs']['draft']}"
+        )
+        assert first["template"] == "draft@v1" and second["template"] == "as-json@v1"
+    (tmp_path / "bad.yaml").write_text(CHAIN.replace("inputs: [question]", "inputs: [topic]"))
+    bad = run_lamina(*ws, "chain", "run", str(tmp_path / "bad.yaml"), "--vars", '{"topic": "x"}')
+    assert bad.returncode != 0 and "step 1 (draft@v1) reads question" in bad.stderr

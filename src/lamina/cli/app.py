@@ -16,6 +16,7 @@ from rich.markup import escape
 
 from lamina import __version__
 from lamina.cli import (
+    chain_cmd,
     chat_cmd,
     data_cmds,
     eval_cmds,
@@ -113,6 +114,7 @@ app.add_typer(latent_cmds.app, name="latent")
 app.add_typer(keys_cmds.app, name="keys")
 app.add_typer(rag_cmds.app, name="rag")
 app.add_typer(prompts_cmds.app, name="prompts")
+app.add_typer(chain_cmd.app, name="chain")
 app.command("serve")(serve_cmd.serve)
 app.command("chat")(chat_cmd.chat)
 

@@ -142,6 +142,11 @@ def search(
     where: str | None = typer.Option(
         None, "--where", help='Metadata filter as JSON, e.g. \'{"source": "/docs/a.md"}\'.'
     ),
+    rerank: str | None = typer.Option(
+        None,
+        "--rerank",
+        help="Re-score the top 20 with a cross-encoder: a local folder or an imported reranker.",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """The best chunks for QUERY, with where each comes from (document, page, span, headings)."""
@@ -156,7 +161,7 @@ def search(
         raise ConfigError("--where must be a JSON object of field: value")
     with get_state(ctx).open_workspace() as ws:
         found = Collection.open(ws, collection).search(
-            query, k, groups=_reader(groups), filters=filters, mode=mode
+            query, k, groups=_reader(groups), filters=filters, mode=mode, rerank=rerank
         )
     if as_json:
         print_json([r.as_dict() for r in found])
@@ -182,6 +187,11 @@ def ask(
     groups: str | None = typer.Option(
         None, "--groups", "-g", help="Answer as a reader of these groups only."
     ),
+    rerank: str | None = typer.Option(
+        None,
+        "--rerank",
+        help="Re-score the top 20 with a cross-encoder: a local folder or an imported reranker.",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON (answer, citations with spans)."),
 ) -> None:
     """An extractive answer: the sentence that answers best, highlighted in its passage, with a
@@ -189,7 +199,7 @@ def ask(
     from lamina.rag.collection import Collection
 
     with get_state(ctx).open_workspace() as ws:
-        answer = Collection.open(ws, collection).ask(question, k, groups=_reader(groups))
+        answer = Collection.open(ws, collection).ask(question, k, groups=_reader(groups), rerank=rerank)
     if as_json:
         print_json(answer.as_dict())
         return

@@ -54,6 +54,7 @@ class ServerSettings(BaseModel):
     threads: int | None = Field(None, ge=1)  # torch threads for inference
     compile: bool | None = None  # torch.compile the lone-stream step and batched attention (seconds at load)
     engine_process: bool = True  # run each text model's engine in its own process (no shared GIL)
+    tool_http_allow: list[str] = Field(default_factory=list)  # hosts the http_get tool may reach
 
     def require_secure_bind(self) -> None:
         """Refuse to expose the server beyond this machine without an admin key."""

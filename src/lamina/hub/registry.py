@@ -200,6 +200,33 @@ def import_embedding_model(ws: Workspace, path: Path, name: str) -> ModelVersion
         )  # fmt: skip
 
 
+def is_cross_encoder(folder: Path) -> bool:
+    """A transformers folder whose model classifies sequences (how cross-encoders are saved)."""
+    config = Path(folder) / "config.json"
+    if not config.is_file():
+        return False
+    architectures = json.loads(config.read_text()).get("architectures") or []
+    return any(str(a).endswith("ForSequenceClassification") for a in architectures)
+
+
+def import_reranker(ws: Workspace, path: Path, name: str) -> ModelVersion:
+    """Register a cross-encoder folder (family ``reranker``) after it loads and scores a pair."""
+    from sentence_transformers import CrossEncoder
+
+    try:
+        model = CrossEncoder(str(path), device="cpu", local_files_only=True)
+        model.predict([("a question", "a passage")], show_progress_bar=False)
+    except Exception as exc:  # transformers raises many types for broken folders
+        raise LaminaError(f"{path} does not load as a cross-encoder: {type(exc).__name__}: {exc}") from exc
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "model"
+        shutil.copytree(path, folder, ignore=shutil.ignore_patterns(".git", "__pycache__"))
+        return register(
+            ws, folder, name, "reranker", config={}, meta={"imported_from": str(path)},
+            description=f"Cross-encoder reranker imported from {path}",
+        )  # fmt: skip
+
+
 def import_model(ws: Workspace, path: Path, name: str) -> ModelVersion:
     """Register an outside folder after checking it loads; nothing is recorded if it does not.
 
@@ -209,6 +236,8 @@ def import_model(ws: Workspace, path: Path, name: str) -> ModelVersion:
     path = Path(path).resolve()
     if not path.is_dir():
         raise NotFound(f"{path} is not a folder")
+    if is_cross_encoder(path):
+        return import_reranker(ws, path, name)
     if (path / "modules.json").is_file():
         return import_embedding_model(ws, path, name)
     config = validate_causal_lm_folder(path)

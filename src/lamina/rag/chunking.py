@@ -32,6 +32,15 @@ class Chunk:
     groups: tuple[str, ...]
     document_hash: str
 
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Chunk:
+        """A chunk from a store's row (the embedded store's columns have the fields' names)."""
+        return cls(
+            id=row["id"], source=row["source"], title=row["title"], text=row["text"], start=row["start"],
+            end=row["end"], page=row["page"], headings=tuple(row["headings"] or ()),
+            groups=tuple(row["groups"] or ()), document_hash=row["document_hash"],
+        )  # fmt: skip
+
     def citation(self) -> dict[str, Any]:
         return {
             "chunk_id": self.id, "document": self.source, "title": self.title, "page": self.page,

@@ -26,6 +26,7 @@ from lamina.rag.answer import Answer, extractive
 from lamina.rag.chunking import DEFAULT_MAX_TOKENS, DEFAULT_OVERLAP, chunk
 from lamina.rag.documents import Document, discover, load
 from lamina.rag.embeddings import PACKAGED, Embedder, model_source, pin_model
+from lamina.rag.rerank import RERANK_DEPTH, Reranker, reranker_folder
 from lamina.rag.retrieval import Retrieved, retrieve
 from lamina.rag.sources import from_urls, is_url
 from lamina.rag.store import LanceStore, VectorStore
@@ -255,10 +256,19 @@ class Collection:
 
     # -- reading -------------------------------------------------------------------------------------
     def search(self, query: str, k: int = 5, *, groups: list[str] | None = None,
-               filters: dict[str, Any] | None = None, mode: str = "hybrid") -> list[Retrieved]:  # fmt: skip
-        return retrieve(self.store, self.embedder, query, k, groups=groups, filters=filters, mode=mode)
+               filters: dict[str, Any] | None = None, mode: str = "hybrid",
+               rerank: str | None = None) -> list[Retrieved]:  # fmt: skip
+        """The ``k`` best chunks ``groups`` may read; with ``rerank`` (a cross-encoder folder or an
+        imported reranker), the top ``RERANK_DEPTH`` re-scored by it."""
+        if rerank is None:
+            return retrieve(self.store, self.embedder, query, k, groups=groups, filters=filters, mode=mode)
+        reranker = Reranker(reranker_folder(self.ws, rerank))
+        candidates = retrieve(self.store, self.embedder, query, max(k, RERANK_DEPTH), groups=groups,
+                              filters=filters, mode=mode)  # fmt: skip
+        return reranker.rerank(query, candidates, k)
 
     def ask(self, question: str, k: int = 3, *, groups: list[str] | None = None,
-            filters: dict[str, Any] | None = None) -> Answer:  # fmt: skip
+            filters: dict[str, Any] | None = None, rerank: str | None = None) -> Answer:  # fmt: skip
         """An extractive, cited answer from the ``k`` best chunks (or "not found")."""
-        return extractive(question, self.search(question, k, groups=groups, filters=filters), self.embedder)
+        found = self.search(question, k, groups=groups, filters=filters, rerank=rerank)
+        return extractive(question, found, self.embedder)

@@ -5,9 +5,10 @@ them *before* ranking (LanceDB's prefilter, a SQL ``WHERE`` on the server), so a
 scores or returns a chunk outside its groups, and never comes back short because the top k were
 someone else's.
 
-Why LanceDB for the embedded default: an embedded columnar store with vector search, full-text
-search (BM25) and SQL filters over the same rows, versioned writes (a failed ingest leaves the last
-version in place) and no server; measured in bench/rag.py against exact search.
+Why LanceDB for the embedded default: an embedded columnar store with full-text search (BM25) and
+SQL filters over the same rows, versioned writes (a failed ingest leaves the last version in place)
+and no server. Its dense ranking is exact and in memory, per access group (``dense_index.py``):
+faster here than LanceDB's own vector search, with or without an index (bench/rag_scale.py).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import numpy as np
 from lamina.core.errors import ConfigError, LaminaError
 from lamina.core.refs import GROUP_PATTERN
 from lamina.rag.chunking import Chunk
+from lamina.rag.dense_index import DenseIndex
 
 FILTER_FIELDS = {"source": "source", "title": "title", "page": "page", "document_hash": "document_hash"}
 
@@ -135,19 +137,6 @@ def where_clause(groups: list[str] | None, filters: dict[str, Any]) -> str | Non
     return " AND ".join(parts) if parts else None
 
 
-# Below ANN_MIN_ROWS a dense query scans every visible row (exact, and a few ms); past it an IVF index
-# with HNSW-searched partitions and 8-bit vectors, re-ranked on the full vectors (bench/rag_scale.py).
-ANN_MIN_ROWS = 20_000
-NPROBES = 24
-REFINE = 4
-
-
-def ann_config(rows: int) -> Any:
-    from lancedb.index import IvfHnswSq
-
-    return IvfHnswSq(distance_type="cosine", num_partitions=max(8, int(rows**0.5) // 2))
-
-
 class LanceStore:
     """A collection's chunks in a LanceDB table at ``folder``."""
 
@@ -163,7 +152,7 @@ class LanceStore:
         if self.TABLE in self._db.list_tables().tables:
             self._table = self._db.open_table(self.TABLE)
         self._fts_stale = True
-        self._ann: dict[int, bool] = {}
+        self._dense: tuple[int, DenseIndex] | None = None  # the version it holds, and it
 
     # -- versions (a collection version in the catalog pins one of these) ------------------------------
     @property
@@ -237,25 +226,15 @@ class LanceStore:
         self._fts_stale = True
 
     def finish_writes(self) -> None:
-        """Rebuild the full-text index after writes, and past ``ANN_MIN_ROWS`` the vector index
-        (before the version is committed)."""
+        """Rebuild the full-text index after writes (before the version is committed)."""
         if self._table is not None and self._fts_stale:
             from lancedb.index import FTS
 
             # English stemming and stop words, lower case, ASCII folding (LanceDB's BM25 defaults)
             self._table.create_index("text", config=FTS(), replace=True)
-            if self.count() >= ANN_MIN_ROWS:
-                self._table.create_index("vector", config=ann_config(self.count()), replace=True)
             self._fts_stale = False
 
     # -- reading ---------------------------------------------------------------------------------------
-    def _indexed(self) -> bool:
-        """Whether the version read has a vector index (asked once per version)."""
-        version = self.version
-        if version not in self._ann:
-            self._ann[version] = any(i.index_type != "FTS" for i in self._table.list_indices())
-        return self._ann[version]
-
     def count(self) -> int:
         return 0 if self._table is None else int(self._table.count_rows())
 
@@ -268,15 +247,14 @@ class LanceStore:
     def dense(
         self, vector: np.ndarray, k: int, groups: list[str] | None, filters: dict[str, Any]
     ) -> list[Hit]:
+        """Exact search over the rows ``groups`` may read (``dense_index.py`` says why in memory)."""
         if self._table is None:
             return []
-        query = self._table.search(np.asarray(vector, dtype=np.float32)).distance_type("cosine").limit(k)
-        if self._indexed():
-            query = query.nprobes(NPROBES).refine_factor(REFINE)
-        where = where_clause(groups, filters)
-        if where:
-            query = query.where(where, prefilter=True)
-        return [Hit(_chunk(row), 1.0 - float(row["_distance"])) for row in query.to_list()]
+        groups, checked = access(groups, filters)
+        version = self.version
+        if self._dense is None or self._dense[0] != version:
+            self._dense = (version, DenseIndex(self._table))
+        return [Hit(chunk, score) for chunk, score in self._dense[1].search(vector, k, groups, checked)]
 
     def lexical(self, query: str, k: int, groups: list[str] | None, filters: dict[str, Any]) -> list[Hit]:
         if self._table is None or not query.strip():
@@ -285,12 +263,4 @@ class LanceStore:
         where = where_clause(groups, filters)
         if where:
             search = search.where(where, prefilter=True)
-        return [Hit(_chunk(row), float(row["_score"])) for row in search.to_list()]
-
-
-def _chunk(row: dict[str, Any]) -> Chunk:
-    return Chunk(
-        id=row["id"], source=row["source"], title=row["title"], text=row["text"], start=row["start"],
-        end=row["end"], page=row["page"], headings=tuple(row["headings"] or ()),
-        groups=tuple(row["groups"] or ()), document_hash=row["document_hash"],
-    )  # fmt: skip
+        return [Hit(Chunk.from_row(row), float(row["_score"])) for row in search.to_list()]

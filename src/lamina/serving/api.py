@@ -31,7 +31,7 @@ from lamina.serving.admission import MAX_RETRY_AFTER_S
 from lamina.serving.media_service import MediaService
 from lamina.serving.pool import ModelPool
 from lamina.serving.protocol import error_body
-from lamina.serving.routes import admin, media, system, text
+from lamina.serving.routes import admin, media, system, text, threads
 from lamina.serving.text_service import TextService
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ def create_app(
     app = FastAPI(title="Lamina", version="1", summary="OpenAI-compatible API over the Lamina hub")
     app.state.pool, app.state.metrics, app.state.workspace, app.state.server = pool, metrics, ws, server
     app.state.text, app.state.media = TextService(pool, metrics, server), MediaService(pool)
-    for router in (system.router, admin.router, text.router, media.router):
+    for router in (system.router, admin.router, text.router, media.router, threads.router):
         app.include_router(router)
     install_error_handlers(app)
     if gateway:

@@ -58,7 +58,7 @@ class Grounding:
         """The prompt with as many sources as fit in ``budget`` tokens (best first), the last one cut
         short when even it alone does not fit; the citations keep only the sources the model saw.
 
-        Small models have small contexts (the quickstart's is 256 tokens): a prompt that does not fit
+        Small models have small contexts (the quickstart's is 64 tokens): a prompt that does not fit
         would be refused whole, so the sources are fitted to the model instead.
         """
         sources = [
@@ -127,9 +127,15 @@ class Grounder:
         at, question = question_of(body)
         collection = self.collection(options.collection)
         template = prompts.load(self.ws, options.template) if options.answer == "generate" else None
+        if options.rerank is not None and ("/" in options.rerank or options.rerank.startswith(".")):
+            raise ConfigError(
+                "rag.rerank takes an imported reranker model (NAME or NAME@vN), not a path",
+                hint="lamina models import CROSS_ENCODER_FOLDER --name NAME",
+            )
         retrieved = collection.search(
-            question, options.k, groups=reader_groups(principal), filters=options.filters, mode=options.mode
-        )
+            question, options.k, groups=reader_groups(principal), filters=options.filters, mode=options.mode,
+            rerank=options.rerank,
+        )  # fmt: skip
         threshold = MIN_RELEVANCE if options.min_relevance is None else options.min_relevance
         answer = extractive(question, retrieved, collection.embedder, threshold)
         assert collection.committed is not None

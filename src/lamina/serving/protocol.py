@@ -172,11 +172,26 @@ class RagOptions(BaseModel):
     answer: Literal["generate", "extractive"] = "generate"
     template: str = Field("rag-answer", min_length=1, max_length=160)  # a prompt template ref
     min_relevance: float | None = Field(None, ge=-1.0, le=1.0)  # default: lamina.rag.answer's
+    rerank: str | None = Field(None, max_length=160)  # an imported cross-encoder (reranker) model ref
+
+
+class ServerTools(BaseModel):
+    """The ``server_tools`` extension: tools Lamina runs itself (``lamina.rag.tools``), in a loop —
+    the model calls (decoded under the tools' JSON grammar), Lamina executes and hands back the
+    results, until the model answers in words or ``max_steps`` calls have run."""
+
+    model_config = ConfigDict(extra="forbid")
+    names: list[str] = Field(min_length=1, max_length=8)  # calculator, retrieve, sql, http_get
+    max_steps: int = Field(4, ge=1, le=8)
+    collection: str | None = Field(None, max_length=80)  # what retrieve searches
+    dataset: str | None = Field(None, max_length=160)  # what sql reads (a dataset version)
 
 
 class ChatRequest(_Common):
     messages: list[ChatMessage] = Field(min_length=1)
     rag: RagOptions | None = None  # an extension: retrieval-augmented answers with citations
+    server_tools: ServerTools | None = None  # an extension: tools run by Lamina in a loop
+    thread: str | None = Field(None, max_length=40)  # an extension: a thread Lamina keeps (POST /v1/threads)
     max_completion_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS)
     logprobs: bool = False
     top_logprobs: int | None = Field(None, ge=0, le=MAX_LOGPROBS)
@@ -237,6 +252,11 @@ class ImageRequest(BaseModel):
     steps: int = Field(25, ge=1, le=1000)  # an extension: denoising steps for diffusion models
     guidance: float = Field(DEFAULT_GUIDANCE, ge=0.0, le=20.0)  # an extension
     user: str | None = None
+
+
+class NewThreadRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    title: str | None = Field(None, max_length=200)
 
 
 class NewKeyRequest(BaseModel):

@@ -126,6 +126,14 @@ class TextService:
     # -- chat ----------------------------------------------------------------------------------------
     async def chat(self, body: ChatRequest, request: Request) -> Any:
         body.check_supported()
+        if body.server_tools is not None:
+            from lamina.serving.tool_loop import run_tools
+
+            return await run_tools(self, body, request)
+        if body.thread is not None:
+            from lamina.serving.conversation import chat_in_thread
+
+            return await chat_in_thread(self, body, request)
         extra: dict[str, Any] = {}  # the rag extension's citations and grounding, when asked for
         grounding = None
         if body.rag is not None:
@@ -331,15 +339,21 @@ def chat_grammar(body: ChatRequest) -> tuple[GrammarSpec | None, ToolMode]:
     return response_format_spec(body.response_format), ToolMode(False, bool(tools) and choice != "none")
 
 
+def context_budget(body: ChatRequest, engine: TextEngine) -> int:
+    """Prompt tokens a chat may use: the context less room for the answer."""
+    return engine.context - min(body.max_completion_tokens or body.max_tokens or 256, engine.context // 2)
+
+
+def prompt_tokens(engine: TextEngine, body: ChatRequest, messages: list[Any]) -> int:
+    prompt = render_chat(engine.tokenizer, body.model_copy(update={"messages": messages}))
+    return len(encode(engine.tokenizer, prompt))
+
+
 def fit_sources(grounding: Grounding, body: ChatRequest, engine: TextEngine) -> list[Any]:
     """The rag prompt fitted to the engine's context, leaving room for the answer."""
-    room = min(body.max_completion_tokens or body.max_tokens or 256, engine.context // 2)
-
-    def measure(messages: list[Any]) -> int:
-        prompt = render_chat(engine.tokenizer, body.model_copy(update={"messages": messages}))
-        return len(encode(engine.tokenizer, prompt))
-
-    return grounding.fit(body, measure, engine.context - room)
+    return grounding.fit(
+        body, lambda messages: prompt_tokens(engine, body, messages), context_budget(body, engine)
+    )
 
 
 def render_chat(tokenizer: Any, body: ChatRequest) -> str:

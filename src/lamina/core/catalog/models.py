@@ -360,6 +360,35 @@ class AuditEvent(Base):
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
 
 
+class Thread(Base):
+    """A conversation Lamina keeps for a key: its messages, and a summary of those folded out of
+    the model's context (``lamina.rag.memory``)."""
+
+    __tablename__ = "threads"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    key_id: Mapped[str | None] = mapped_column(ForeignKey("api_keys.id"), index=True)
+    title: Mapped[str | None] = mapped_column(String(200))
+    summary: Mapped[str | None] = mapped_column(Text)
+    summarized: Mapped[int] = mapped_column(Integer, default=0)  # messages folded into the summary
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ThreadMessage(Base):
+    """One message of a thread, in order."""
+
+    __tablename__ = "thread_messages"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    thread_id: Mapped[str] = mapped_column(ForeignKey("threads.id", ondelete="CASCADE"), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    role: Mapped[str] = mapped_column(String(16))
+    content: Mapped[str] = mapped_column(Text)
+    request_id: Mapped[str | None] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class Feedback(Base):
     """A person's judgement of one response (by request id), waiting for review or reuse."""
 
