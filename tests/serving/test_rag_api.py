@@ -321,3 +321,53 @@ def test_a_yaml_chain_runs_locally_and_through_the_server(
     (tmp_path / "bad.yaml").write_text(CHAIN.replace("inputs: [question]", "inputs: [topic]"))
     bad = run_lamina(*ws, "chain", "run", str(tmp_path / "bad.yaml"), "--vars", '{"topic": "x"}')
     assert bad.returncode != 0 and "step 1 (draft@v1) reads question" in bad.stderr
+
+
+def test_prompt_optimisation_scores_every_candidate_and_promotes_the_best(
+    server: Server, policies: dict[str, str], tmp_path: Path
+) -> None:
+    ws = ("--workspace", str(server.workspace))
+    variants = []
+    texts = ("{% for s in sources %}{{ s.text }} {% endfor %}Q: {{ question }}",
+             "Q: {{ question }} Facts: {% for s in sources %}{{ s.text }}{% endfor %}")  # fmt: skip
+    for i, text in enumerate(texts):
+        (tmp_path / f"v{i}.j2").write_text(text)
+        variants += ["--variant", str(tmp_path / f"v{i}.j2")]
+    rows = [{"inputs": {"question": f"Who rules in {town}?", "sources": [{"text": f"{king} rules {town}."}]},
+             "expected": king} for town, king in (("Rome", "Caesar"), ("Troy", "Priam"), ("Tyre", "Hiram"),
+                                                    ("Ithaca", "Odysseus"))]  # fmt: skip
+    (tmp_path / "eval.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    args = ("prompts", "optimize", "qa", *variants, "--eval", str(tmp_path / "eval.jsonl"), "-m", MODEL,
+            "--mutations", "1", "--shots", "1", "--max-tokens", "4", "--metric", "contains",
+            "--url", server.url, "--key", policies["staff"], "--json")  # fmt: skip
+    done = run_lamina(*ws, *args)
+    assert done.returncode == 0, done.stderr
+    first = json.loads(done.stdout)
+    origins = [c["origin"] for c in first["candidates"]]
+    assert (
+        len(first["candidates"]) == 6
+        and origins.count("given") == 2
+        and origins.count("few-shot: 1 example(s)") == 2
+    )
+    assert all(0.0 <= c["score"] <= 1.0 for c in first["candidates"])
+    assert first["score"] == max(c["score"] for c in first["candidates"]) and first["promoted"]
+    from lamina.core.workspace import Workspace
+    from lamina.rag import prompts
+
+    w = Workspace.open(server.workspace)
+    try:
+        assert prompts.load(w, "qa@champion").ref == first["best"]
+        report = w.catalog.resolve(first["report"])
+        assert {c["ref"] for c in report.meta["candidates"]} == {c["ref"] for c in first["candidates"]}
+        assert {rel for _, rel in w.catalog.parents(report.id)} == {"evaluated"}
+    finally:
+        w.close()
+    again = json.loads(run_lamina(*ws, *args).stdout)  # the same candidates: the champion scores as well
+    assert not again["promoted"] and [c["ref"] for c in again["candidates"]] == [
+        c["ref"] for c in first["candidates"]
+    ]
+    rag = {"collection": "policies", "k": 2, "template": "qa@champion"}
+    chat = client(server, policies["staff"]).chat.completions.create(
+        model=MODEL, messages=HOTEL, max_tokens=4, extra_body={"rag": rag}
+    )
+    assert chat.rag["template"] == first["best"]  # serving resolves template@champion

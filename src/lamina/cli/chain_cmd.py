@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import typer
 from rich.markup import escape
 
+from lamina.cli import generators
 from lamina.cli.render import console, print_json
 from lamina.cli.state import get_state
-from lamina.core.errors import ConfigError, LaminaError
+from lamina.core.errors import ConfigError
 
 app = typer.Typer(
     help="Chains: template → model → parser → next template, declared in YAML.", no_args_is_help=True
@@ -41,7 +41,7 @@ def run(
         raise ConfigError("--vars must be a JSON object of input → value")
     chain = chains.load_chain(file)
     with get_state(ctx).open_workspace() as ws:
-        generate, close = remote(url, key) if url else local(ws)
+        generate, close = generators.remote(url, key) if url else generators.local(ws)
         try:
             result = chains.run(ws, chain, inputs, generate)
         finally:
@@ -54,46 +54,6 @@ def run(
         shown = value if isinstance(value, str) else json.dumps(value)
         console.print(f"[bold]{step['step']}. {escape(step['output'])}[/] ({escape(step['template'])}, "
                       f"{escape(step['model'])}): {escape(shown)}", soft_wrap=True)  # fmt: skip
-
-
-def local(ws: Any) -> tuple[Any, Any]:
-    """Generation by this process's engines (the same as ``lamina serve`` runs)."""
-    from lamina.serving.grammar import response_format_spec
-    from lamina.serving.pool import ModelPool
-    from lamina.serving.sampling import SamplingParams
-
-    pool = ModelPool(ws)
-
-    def generate(model: str, messages: list[dict[str, str]], params: dict[str, Any]) -> str:
-        engine, _ = pool.engine(model)
-        tokenizer = engine.tokenizer
-        if getattr(tokenizer, "chat_template", None):
-            prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        else:
-            prompt = messages[-1]["content"]
-        spec = response_format_spec(params.get("response_format"))
-        sampling = SamplingParams(max_tokens=params["max_tokens"], temperature=params["temperature"],
-                                  grammar=spec.encode() if spec else None)  # fmt: skip
-        return "".join(event.text for event in engine.submit(prompt, sampling).events())
-
-    return generate, pool.close
-
-
-def remote(url: str, key: str | None) -> tuple[Any, Any]:
-    """Generation by a Lamina (or any OpenAI-compatible) server."""
-    import httpx
-
-    base = url.rstrip("/") + ("" if url.rstrip("/").endswith("/v1") else "/v1")
-    client = httpx.Client(headers={"Authorization": f"Bearer {key}"} if key else {}, timeout=120)
-
-    def generate(model: str, messages: list[dict[str, str]], params: dict[str, Any]) -> str:
-        body = {"model": model, "messages": messages, **{k: v for k, v in params.items() if v is not None}}
-        response = client.post(f"{base}/chat/completions", json=body)
-        if response.status_code != 200:
-            raise LaminaError(f"the server answered {response.status_code}: {response.text[:300]}")
-        return str(response.json()["choices"][0]["message"]["content"] or "")
-
-    return generate, client.close
 
 
 app.command("run")(run)

@@ -90,7 +90,68 @@ def render(
     console.print(escape(text), highlight=False, soft_wrap=True)
 
 
+def optimize(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="The template to optimise; the best becomes NAME@champion."),
+    variant: list[Path] = typer.Option(
+        ...,
+        "--variant",
+        exists=True,
+        dir_okay=False,
+        help="A hand-written variant (repeat); each is a candidate.",
+    ),  # fmt: skip
+    eval_file: Path = typer.Option(
+        ..., "--eval", exists=True, dir_okay=False, help='JSONL rows {"inputs": {...}, "expected": "..."}.'
+    ),  # fmt: skip
+    model: str = typer.Option(..., "--model", "-m", help="The model the prompts are for."),
+    metric: str = typer.Option("f1", "--metric", help="f1 (SQuAD's token F1), exact or contains."),
+    mutations: int = typer.Option(2, "--mutations", min=0, max=4, help="Instruction mutations per variant."),
+    shots: str = typer.Option("1,2", "--shots", help="Few-shot sizes to try, e.g. 1,2 (empty: none)."),
+    max_tokens: int = typer.Option(32, "--max-tokens", min=1, help="Tokens per answer."),
+    seed: int = typer.Option(0, "--seed", help="Which rows are examples and which are scored."),
+    url: str | None = typer.Option(
+        None, "--url", help="Generate through a Lamina server instead of locally."
+    ),
+    key: str | None = typer.Option(None, "--key", envvar="LAMINA_API_KEY", help="API key for --url."),
+    as_json: bool = typer.Option(False, "--json", help="Print every candidate's score as JSON."),
+) -> None:
+    """Score variants, their mutations and few-shot versions on an eval set; record every score and
+    promote the best to NAME@champion (kept when the champion already scores as well)."""
+    from lamina.cli import generators
+    from lamina.rag.optimize import optimize as run_optimisation
+
+    try:
+        rows = [json.loads(line) for line in eval_file.read_text().splitlines() if line.strip()]
+    except ValueError as exc:
+        raise ConfigError(f"{eval_file} is not JSONL: {exc}") from None
+    sizes = tuple(int(k) for k in shots.split(",") if k.strip())
+    texts = [v.read_text() for v in variant]
+    with get_state(ctx).open_workspace() as ws:
+        generate, close = generators.remote(url, key) if url else generators.local(ws)
+        try:
+            say = None if as_json else lambda line: console.print(f"  {escape(line)}")
+            report = run_optimisation(
+                ws, name, texts, rows, model, generate, metric=metric, mutations=mutations, shots=sizes,
+                max_tokens=max_tokens, seed=seed, progress=say,
+            )  # fmt: skip
+        finally:
+            close()
+    summary = {
+        "best": report.best.template.ref, "score": report.best.score, "promoted": report.promoted,
+        "report": report.report.ref if report.report else None,
+        "candidates": [{"ref": c.template.ref, "origin": c.origin, "score": c.score} for c in report.scored],
+    }  # fmt: skip
+    if as_json:
+        print_json(summary)
+        return
+    verb = "promoted to" if report.promoted else "kept (the champion scores as well):"
+    best = report.best
+    console.print(f"[green]✓[/] {best.template.ref} ({escape(best.origin)}, {metric} {best.score:.3f}) "
+                  f"{verb} {name}@champion; scores in {summary['report']}")  # fmt: skip
+
+
 app.command("create")(create)
 app.command("list")(list_cmd)
 app.command("show")(show)
 app.command("render")(render)
+app.command("optimize")(optimize)

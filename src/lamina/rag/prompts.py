@@ -14,11 +14,12 @@ was made with.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
-from lamina.core.catalog.models import PromptTemplate
+from lamina.core.catalog.models import ArtifactAlias, PromptTemplate
 from lamina.core.errors import ConfigError, NotFound
 from lamina.core.refs import validate_name
 from lamina.core.workspace import Workspace
@@ -85,7 +86,7 @@ class Template:
 
 def save(ws: Workspace, name: str, text: str, variables: list[str] | None = None,
          description: str | None = None) -> Template:  # fmt: skip
-    """Record ``text`` as the next version of template ``name`` (or return the latest when identical).
+    """Record ``text`` as the next version of template ``name`` (or the version that has this text).
 
     ``variables``, when given, must be exactly the variables the text uses.
     """
@@ -100,9 +101,9 @@ def save(ws: Workspace, name: str, text: str, variables: list[str] | None = None
             parts.append(f"declares unused {', '.join(sorted(declared - used))}")
         raise TemplateError(f"template {name!r} {' and '.join(parts)}", hint="declare exactly what it uses")
     digest = "sha256:" + hashlib.sha256(text.encode()).hexdigest()
-    latest = ws.catalog.latest(KIND, name)
-    if latest is not None and latest.content_hash == digest:
-        return _template(latest)
+    same = ws.catalog.find(KIND, name, content_hash=digest, limit=1)
+    if same:  # this exact text is already a version: that version
+        return _template(same[0])
     row = PromptTemplate(
         name=name, content_hash=digest, description=description,
         meta={"text": text, "variables": sorted(declared)},
@@ -111,10 +112,18 @@ def save(ws: Workspace, name: str, text: str, variables: list[str] | None = None
 
 
 def load(ws: Workspace, ref: str) -> Template:
-    """A template by reference (``name``, ``name@vN``); built-ins are recorded on first use."""
-    name = ref.partition("@")[0]
+    """A template by reference (``name``, ``name@vN``, ``name@champion``); built-ins are recorded
+    on first use."""
+    name, _, selector = ref.partition("@")
     if name in BUILTIN and ws.catalog.latest(KIND, name) is None:
         save(ws, name, builtin_text(name), description="built into Lamina")
+    if selector and not re.fullmatch(r"v\d+", selector):
+        with ws.catalog.session() as session:
+            row = session.get(ArtifactAlias, (KIND, name, selector))
+            if row is None:
+                raise NotFound(f"prompt template {name!r} has no alias {selector!r}",
+                               hint="lamina prompts optimize promotes one; or use NAME@vN")  # fmt: skip
+            ref = row.artifact_id
     try:
         return _template(ws.resolve(ref, kind=KIND))
     except NotFound:
@@ -122,9 +131,43 @@ def load(ws: Workspace, ref: str) -> Template:
         raise NotFound(f"there is no prompt template {ref!r}", hint=f"known: {', '.join(known)}") from None
 
 
+def set_alias(ws: Workspace, template: Template, alias: str) -> str | None:
+    """Point ``name@alias`` at ``template``; returns the version it pointed at before."""
+    from lamina.core.catalog.models import utcnow
+
+    validate_name(alias, "alias")
+    if re.fullmatch(r"v\d+", alias):
+        raise ConfigError(f"alias {alias!r} looks like a version (vN); choose another name")
+    name = template.ref.partition("@")[0]
+    with ws.catalog.session() as session:
+        row = session.get(ArtifactAlias, (KIND, name, alias))
+        before = row.artifact_id if row is not None else None
+        if row is None:
+            session.add(
+                ArtifactAlias(kind=KIND, name=name, alias=alias, artifact_id=template.id, updated_at=utcnow())
+            )
+        else:
+            row.artifact_id, row.updated_at = template.id, utcnow()
+    return before
+
+
+def aliases(ws: Workspace) -> dict[str, list[str]]:
+    """Template version id → its aliases."""
+    import sqlalchemy as sa
+
+    with ws.catalog.session() as session:
+        rows = session.scalars(sa.select(ArtifactAlias).where(ArtifactAlias.kind == KIND)).all()
+        found: dict[str, list[str]] = {}
+        for row in rows:
+            found.setdefault(row.artifact_id, []).append(row.alias)
+        return found
+
+
 def listing(ws: Workspace) -> list[dict[str, Any]]:
+    named = aliases(ws)
     return [
         {"ref": a.ref, "id": a.id, "variables": a.meta.get("variables", []), "description": a.description,
+         "aliases": sorted(named.get(a.id, [])),
          "created_at": a.created_at.isoformat() if a.created_at else None}
         for a in ws.catalog.find(kind=KIND)
     ]  # fmt: skip

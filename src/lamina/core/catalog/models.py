@@ -157,6 +157,19 @@ class FeedbackBatch(Artifact):
     __mapper_args__ = {"polymorphic_identity": "feedback_batch"}
 
 
+class ArtifactAlias(Base):
+    """A movable name for one version of a non-model artifact (a prompt template's ``champion``);
+    models keep theirs in ``model_aliases``."""
+
+    __tablename__ = "artifact_aliases"
+
+    kind: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    alias: Mapped[str] = mapped_column(String(64), primary_key=True)
+    artifact_id: Mapped[str] = mapped_column(ForeignKey("artifacts.id", ondelete="CASCADE"))
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class LineageEdge(Base):
     """``child`` was made from ``parent`` (``relation`` says how: derived_from, trained_on, ...)."""
 
