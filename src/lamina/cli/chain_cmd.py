@@ -9,9 +9,9 @@ import typer
 from rich.markup import escape
 
 from lamina.cli import generators
+from lamina.cli.parsing import json_object
 from lamina.cli.render import console, print_json
 from lamina.cli.state import get_state
-from lamina.core.errors import ConfigError
 
 app = typer.Typer(
     help="Chains: template → model → parser → next template, declared in YAML.", no_args_is_help=True
@@ -33,12 +33,7 @@ def run(
     """Check every step's variables, then run the steps in order; print each output."""
     from lamina.rag import chains
 
-    try:
-        inputs = json.loads(values)
-    except ValueError as exc:
-        raise ConfigError(f"--vars is not JSON: {exc}") from None
-    if not isinstance(inputs, dict):
-        raise ConfigError("--vars must be a JSON object of input → value")
+    inputs = json_object(values, "--vars")
     chain = chains.load_chain(file)
     with get_state(ctx).open_workspace() as ws:
         generate, close = generators.remote(url, key) if url else generators.local(ws)

@@ -9,6 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from lamina.cli.parsing import json_object
 from lamina.cli.render import console, print_json, short_time
 from lamina.cli.state import get_state
 from lamina.core.errors import ConfigError
@@ -79,12 +80,7 @@ def render(
     """Render a template with the given variables (a missing or unknown one is an error)."""
     from lamina.rag import prompts
 
-    try:
-        parsed = json.loads(values)
-    except ValueError as exc:
-        raise ConfigError(f"--vars is not JSON: {exc}") from None
-    if not isinstance(parsed, dict):
-        raise ConfigError("--vars must be a JSON object of variable → value")
+    parsed = json_object(values, "--vars")
     with get_state(ctx).open_workspace() as ws:
         text = prompts.load(ws, ref).render(**parsed)
     console.print(escape(text), highlight=False, soft_wrap=True)

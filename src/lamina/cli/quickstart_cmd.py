@@ -135,24 +135,22 @@ def _serve_demo(root: Path, flags: dict, port: int) -> None:
     )
     console.print(f"\n[bold]Serving the champion models at {url}/v1[/] (Ctrl-C to stop)")
     console.print(f"Admin API key (shown once, stored only as a hash): [bold]{key}[/]\n")
-    console.print("curl:", soft_wrap=True)
-    console.print(
-        escape(f"  curl -s {url}/v1/chat/completions -H 'Authorization: Bearer {key}' "
-               f"-H 'Content-Type: application/json' -d '{body}'"),
-        soft_wrap=True,
-    )  # fmt: skip
     from lamina.quickstart import DOCS_COLLECTION, DOCS_QUESTION
 
+    def curl(label: str, payload: str) -> None:
+        console.print(label, soft_wrap=True)
+        console.print(
+            escape(f"  curl -s {url}/v1/chat/completions -H 'Authorization: Bearer {key}' "
+                   f"-H 'Content-Type: application/json' -d '{payload}'"),
+            soft_wrap=True,
+        )  # fmt: skip
+
+    curl("curl:", body)
     rag_body = json.dumps({
         "model": "shakes@champion", "messages": [{"role": "user", "content": DOCS_QUESTION}],
         "rag": {"collection": DOCS_COLLECTION, "k": 3, "answer": "extractive"},
     })  # fmt: skip
-    console.print("curl, a grounded answer from Lamina's docs with citations (docs/rag.md):", soft_wrap=True)
-    console.print(
-        escape(f"  curl -s {url}/v1/chat/completions -H 'Authorization: Bearer {key}' "
-               f"-H 'Content-Type: application/json' -d '{rag_body}'"),
-        soft_wrap=True,
-    )  # fmt: skip
+    curl("curl, a grounded answer from Lamina's docs with citations (docs/rag.md):", rag_body)
     console.print("python (pip install openai):", soft_wrap=True)
     snippet = (
         f"python -c \"from openai import OpenAI; c = OpenAI(base_url='{url}/v1', api_key='{key}'); "

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from lamina.cli.parsing import json_object
 from lamina.cli.render import console, print_json
 from lamina.cli.state import get_state
 
@@ -35,10 +35,7 @@ def _ingest(ws: Any, target: Any, paths: list[str], groups: list[str], source: s
     if paths:
         return target.ingest(paths, groups, **settings)
     if source is not None:
-        try:
-            spec = json.loads(source)
-        except ValueError as exc:
-            raise ConfigError(f"--source is not JSON: {exc}") from None
+        spec = json_object(source, "--source")
         documents, key = sources.from_source(spec, groups, ws.root, **fields)
     else:
         documents, key = sources.from_dataset(ws, dataset, groups, **fields)
@@ -150,15 +147,9 @@ def search(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """The best chunks for QUERY, with where each comes from (document, page, span, headings)."""
-    from lamina.core.errors import ConfigError
     from lamina.rag.collection import Collection
 
-    try:
-        filters = json.loads(where) if where else {}
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"--where is not JSON: {exc}") from None
-    if not isinstance(filters, dict):
-        raise ConfigError("--where must be a JSON object of field: value")
+    filters = json_object(where, "--where") if where else {}
     with get_state(ctx).open_workspace() as ws:
         found = Collection.open(ws, collection).search(
             query, k, groups=_reader(groups), filters=filters, mode=mode, rerank=rerank
