@@ -90,3 +90,16 @@ def test_ask_answers_with_a_highlighted_citation_or_says_not_found(
     assert refused["grounded"] is False and refused["citations"] == []
     shown = cli("--workspace", ws, "rag", "ask", "How long must passwords be?", "-c", "handbook")
     assert "fourteen" in shown.out and "security.docx" in shown.out
+
+
+def test_citation_coverage_counts_the_answer_sentences_a_source_supports() -> None:
+    from lamina.rag.embeddings import Embedder
+    from lamina.rag.evaluate import supported, token_f1
+
+    embedder = Embedder()
+    sources = ["The nightly hotel limit in Paris is 240 euros. Meals are paid up to 60 euros."]
+    assert supported("The nightly hotel limit in Paris is 240 euros.", sources, embedder) == 1.0
+    half = "The hotel limit in Paris is 240 euros a night. Penguins cannot fly over the Andes."
+    assert supported(half, sources, embedder) == 0.5
+    assert supported("", sources, embedder) == 0.0
+    assert token_f1("240 euros", "240 euros") == 1.0 and token_f1("about 240", "240 euros") == 0.5

@@ -371,3 +371,23 @@ def test_prompt_optimisation_scores_every_candidate_and_promotes_the_best(
         model=MODEL, messages=HOTEL, max_tokens=4, extra_body={"rag": rag}
     )
     assert chat.rag["template"] == first["best"]  # serving resolves template@champion
+
+
+def test_rag_eval_scores_generated_answers(server: Server, tmp_path: Path) -> None:
+    squad = {"data": [{"title": "Kings", "paragraphs": [
+        {"context": "Caesar ruled Rome.", "qas": [{"id": "1", "question": "Who ruled Rome?",
+                                                    "answers": [{"text": "Caesar", "answer_start": 0}]}]},
+        {"context": "Priam ruled Troy.", "qas": [{"id": "2", "question": "Who ruled Troy?",
+                                                   "answers": [{"text": "Priam", "answer_start": 0}]}]},
+    ]}]}  # fmt: skip
+    (tmp_path / "kings.json").write_text(json.dumps(squad))
+    (tmp_path / "short.j2").write_text("{% for s in sources %}{{ s.text }}{% endfor %} {{ question }}")
+    ws = ("--workspace", str(server.workspace))
+    assert run_lamina(*ws, "prompts", "create", "short", str(tmp_path / "short.j2")).returncode == 0
+    done = run_lamina(*ws, "rag", "eval", str(tmp_path / "kings.json"), "--answers", MODEL,
+                      "--template", "short", "-k", "1", "--max-tokens", "6", "--json")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    quality = json.loads(done.stdout)["answers"]
+    assert quality["questions"] == 2 and quality["answered"] == 2 and quality["template"] == "short@v1"
+    assert quality["answer_in_sources"] == 1.0  # retrieval put the gold answer before the model
+    assert 0.0 <= quality["citation_coverage"] <= 1.0 and 0.0 <= quality["answer_f1"] <= 1.0

@@ -245,9 +245,27 @@ def evaluate(
     ctx: typer.Context,
     file: Path = typer.Argument(..., exists=True, dir_okay=False, help="SQuAD-format JSON (v1.1 or v2)."),
     limit: int | None = typer.Option(None, "--limit", min=1, help="Score only the first N questions."),
+    answers: str | None = typer.Option(
+        None,
+        "--answers",
+        help="Also generate answers with this model and score them (citation coverage, F1).",
+    ),
+    answer_questions: int = typer.Option(
+        50, "--answer-questions", min=1, help="How many questions to answer."
+    ),
+    template: str = typer.Option("rag-answer", "--template", help="The prompt template for --answers."),
+    k: int = typer.Option(3, "-k", min=1, max=20, help="Sources per generated answer."),
+    max_chars: int = typer.Option(600, "--max-chars", min=20, help="Characters of each source shown."),
+    max_tokens: int = typer.Option(32, "--max-tokens", min=1, help="Tokens per generated answer."),
+    url: str | None = typer.Option(
+        None, "--url", help="Generate through a Lamina server instead of locally."
+    ),
+    key: str | None = typer.Option(None, "--key", envvar="LAMINA_API_KEY", help="API key for --url."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Retrieval quality on FILE: recall@1..10, MRR, nDCG@10 for lexical, dense, RRF and hybrid.
+    """Retrieval quality on FILE: recall@1..10, MRR, nDCG@10 for lexical, dense, RRF and hybrid;
+    with --answers, the generated answers' citation coverage (the share of their sentences a shown
+    source supports), how often the sources hold the gold answer, and token F1.
 
     Every paragraph becomes a document in a scratch index (nothing is added to the workspace); a
     question counts as found at rank r when its own paragraph is the r-th document retrieved.
@@ -273,12 +291,17 @@ def evaluate(
             )
             asking = bar.add_task("asking questions", total=len(questions))
             rankings = rank(store, embedder, questions, progress=lambda n: bar.update(asking, advance=n))
-        scores = score(rankings)
+        scores: dict[str, Any] = dict(score(rankings))
+        if answers:
+            scores["answers"] = _answer_quality(ctx, store, embedder, questions[:answer_questions], answers,
+                                                template, url, key, k=k, max_chars=max_chars,
+                                                max_tokens=max_tokens)  # fmt: skip
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     if as_json:
         print_json(scores)
         return
+    quality = scores.pop("answers", None)
     table = Table(
         show_edge=False, header_style="bold", title=f"{len(questions)} questions, {len(documents)} paragraphs"
     )
@@ -292,6 +315,32 @@ def evaluate(
                       f"{s['ndcg@10']:.3f}")  # fmt: skip
     console.print(table)
     console.print("[dim]recall at every k from 1 to 10: --json[/]")
+    if quality is not None:
+        console.print(
+            f"Generated answers ({quality['model']}, {quality['template']}): {quality['answered']} of "
+            f"{quality['questions']} answered; citation coverage {quality['citation_coverage']:.3f}, "
+            f"gold answer in the sources {quality['answer_in_sources']:.3f}, "
+            f"token F1 {quality['answer_f1']:.3f}"
+        )
+        for error in quality["errors"]:
+            console.print(f"  [yellow]not answered:[/] {escape(error)}")
+
+
+def _answer_quality(
+    ctx: typer.Context, store: Any, embedder: Any, questions: list[Any], model: str, template: str,
+    url: str | None, key: str | None, **options: Any,
+) -> dict[str, Any]:  # fmt: skip
+    from lamina.cli import generators
+    from lamina.rag import prompts
+    from lamina.rag.evaluate import answer_quality
+
+    with get_state(ctx).open_workspace() as ws:
+        generate, close = generators.remote(url, key) if url else generators.local(ws)
+        try:
+            return answer_quality(store, embedder, questions, generate, model, prompts.load(ws, template),
+                                  **options)  # fmt: skip
+        finally:
+            close()
 
 
 app.command("ingest")(ingest)

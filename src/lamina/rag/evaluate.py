@@ -1,5 +1,7 @@
 """Retrieval quality on SQuAD-format data: recall@k, MRR and nDCG@10 for lexical, dense, RRF and
-hybrid retrieval side by side (``lamina rag eval``, bench/rag.py).
+hybrid retrieval side by side (``lamina rag eval``, bench/rag.py); and, with a model, the quality of
+answers generated from what was retrieved: how much of each answer its sources support (citation
+coverage), how often the sources hold the gold answer, and the answer's token F1.
 
 Each paragraph is one document (chunked like any other); a question's relevant document is the
 paragraph it was written from. Chunks are ranked, then collapsed to documents in rank order, so a
@@ -31,6 +33,7 @@ class Question:
     text: str
     source: str  # the relevant document
     article: str
+    answers: tuple[str, ...] = ()  # the gold answers' texts
 
 
 def load_squad(path: Path | str) -> tuple[list[Document], list[Question]]:
@@ -49,7 +52,10 @@ def load_squad(path: Path | str) -> tuple[list[Document], list[Question]]:
             document = parse(paragraph["context"].encode(), source, "text")
             document.title = title.replace("_", " ")
             documents.append(document)
-            questions.extend(Question(q["question"], source, title) for q in paragraph.get("qas", []))
+            questions.extend(
+                Question(q["question"], source, title, tuple(a["text"] for a in q.get("answers", [])))
+                for q in paragraph.get("qas", [])
+            )
     if not questions:
         raise ConfigError(f"{path} has no questions")
     return documents, questions
@@ -123,3 +129,74 @@ def score(rankings: Rankings, modes: Iterable[str] = MODES, alpha: float = ALPHA
         out[mode] = {**{f"recall@{k}": float(h / n) for k, h in zip(KS, hits_at, strict=True)},
                      "mrr": reciprocal / n, "ndcg@10": gain / n, "questions": n}  # fmt: skip
     return out
+
+
+# -- generated answers -------------------------------------------------------------------------------
+SUPPORT = 0.5  # cosine (MiniLM) at which a source sentence supports an answer sentence
+
+
+def _tokens(text: str) -> list[str]:
+    import re
+
+    return re.findall(r"\w+", text.lower())
+
+
+def token_f1(output: str, expected: str) -> float:
+    """SQuAD's token F1."""
+    from collections import Counter
+
+    got, want = Counter(_tokens(output)), Counter(_tokens(expected))
+    same = sum((got & want).values())
+    if not same:
+        return 0.0
+    precision, recall = same / sum(got.values()), same / sum(want.values())
+    return 2 * precision * recall / (precision + recall)
+
+
+def supported(answer: str, sources: list[str], embedder: Any) -> float:
+    """The share of the answer's sentences that some source sentence supports (cosine >= SUPPORT)."""
+    from lamina.rag.answer import sentences
+
+    said = [answer[a:b] for a, b in sentences(answer) if answer[a:b].strip()]
+    shown = [text[a:b] for text in sources for a, b in sentences(text)]
+    if not said or not shown:
+        return 0.0
+    similarity = embedder.encode(said) @ embedder.encode(shown).T
+    return float((similarity.max(axis=1) >= SUPPORT).mean())
+
+
+def answer_quality(
+    store: Any, embedder: Any, questions: list[Question], generate: Callable[..., str], model: str,
+    template: Any, *, k: int = 3, max_chars: int = 600, max_tokens: int = 32, progress: Any = None,
+) -> dict[str, Any]:  # fmt: skip
+    """Generate an answer per question from its ``k`` best chunks (hybrid) through ``template``."""
+    from lamina.core.errors import LaminaError
+    from lamina.rag.retrieval import retrieve
+
+    coverage, in_sources, f1s, errors = [], [], [], []
+    for question in questions:
+        hits = retrieve(store, embedder, question.text, k)
+        texts = [h.chunk.text[:max_chars] for h in hits]
+        sources = [{"title": h.chunk.title, "page": h.chunk.page, "text": text, "document": h.chunk.source}
+                   for h, text in zip(hits, texts, strict=True)]  # fmt: skip
+        prompt = template.render(question=question.text, sources=sources)
+        try:
+            answer = generate(model, [{"role": "user", "content": prompt}],
+                              {"max_tokens": max_tokens, "temperature": 0.0})  # fmt: skip
+        except LaminaError as exc:  # e.g. the prompt does not fit the model: counted, not fatal
+            errors.append(exc.message)
+            continue
+        finally:
+            if progress is not None:
+                progress(1)
+        coverage.append(supported(answer, texts, embedder))
+        joined = " ".join(texts).lower()
+        in_sources.append(float(any(a.lower() in joined for a in question.answers)))
+        f1s.append(max((token_f1(answer, a) for a in question.answers), default=0.0))
+    answered = len(coverage)
+    return {
+        "questions": len(questions), "answered": answered, "model": model, "template": template.ref,
+        "citation_coverage": float(np.mean(coverage)) if answered else 0.0,
+        "answer_in_sources": float(np.mean(in_sources)) if answered else 0.0,
+        "answer_f1": float(np.mean(f1s)) if answered else 0.0, "errors": errors[:3],
+    }  # fmt: skip

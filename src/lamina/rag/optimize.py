@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import random
 import re
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +23,7 @@ from lamina.core.catalog.models import Artifact
 from lamina.core.errors import ConfigError, LaminaError
 from lamina.core.workspace import Workspace
 from lamina.rag import prompts
+from lamina.rag.evaluate import token_f1
 
 MUTATIONS = (
     "Answer in a few words.",
@@ -33,29 +33,19 @@ MUTATIONS = (
 )
 
 
-def _tokens(text: str) -> list[str]:
-    return re.findall(r"\w+", text.lower())
+def _words(text: str) -> str:
+    return " ".join(re.findall(r"\w+", text.lower()))
 
 
 def exact(output: str, expected: str) -> float:
-    return float(" ".join(_tokens(output)) == " ".join(_tokens(expected)))
+    return float(_words(output) == _words(expected))
 
 
 def contains(output: str, expected: str) -> float:
-    return float(" ".join(_tokens(expected)) in " ".join(_tokens(output)))
+    return float(_words(expected) in _words(output))
 
 
-def f1(output: str, expected: str) -> float:
-    """SQuAD's token F1."""
-    got, want = Counter(_tokens(output)), Counter(_tokens(expected))
-    same = sum((got & want).values())
-    if not same:
-        return 0.0
-    precision, recall = same / sum(got.values()), same / sum(want.values())
-    return 2 * precision * recall / (precision + recall)
-
-
-METRICS: dict[str, Callable[[str, str], float]] = {"exact": exact, "contains": contains, "f1": f1}
+METRICS: dict[str, Callable[[str, str], float]] = {"exact": exact, "contains": contains, "f1": token_f1}
 
 
 @dataclass
