@@ -186,6 +186,8 @@ def test_imported_embedding_models_are_served_and_embed_collections(server: Serv
     listed = run_lamina(*ws, "rag", "list", "--json")
     row = next(r for r in json.loads(listed.stdout) if r["name"] == "mini-docs")
     assert row["meta"]["embedding_model"] == "mini@v1"  # pinned to the version it was built with
+    lineage = run_lamina(*ws, "lineage", "vector_index:mini-docs@v1")
+    assert lineage.returncode == 0 and "mini@v1" in lineage.stdout and "embedded_with" in lineage.stdout
     rag = {"collection": "mini-docs", "answer": "extractive"}
     chat = oa.chat.completions.create(model=MODEL, messages=HOTEL, extra_body={"rag": rag})
     assert "240 euros" in chat.choices[0].message.content
@@ -391,3 +393,19 @@ def test_rag_eval_scores_generated_answers(server: Server, tmp_path: Path) -> No
     assert quality["questions"] == 2 and quality["answered"] == 2 and quality["template"] == "short@v1"
     assert quality["answer_in_sources"] == 1.0  # retrieval put the gold answer before the model
     assert 0.0 <= quality["citation_coverage"] <= 1.0 and 0.0 <= quality["answer_f1"] <= 1.0
+
+
+def test_rag_ask_generates_a_cited_answer_with_a_model(
+    server: Server, policies: dict[str, str], tmp_path: Path
+) -> None:
+    ws = ("--workspace", str(server.workspace))
+    (tmp_path / "ask.j2").write_text("{% for s in sources %}{{ s.text }}{% endfor %} {{ question }}")
+    assert run_lamina(*ws, "prompts", "create", "ask-short", str(tmp_path / "ask.j2")).returncode == 0
+    args = ("rag", "ask", "What is the nightly hotel limit in Paris?", "-c", "policies", "-g", "staff")
+    done = run_lamina(*ws, *args, "-m", MODEL, "--template", "ask-short", "--max-tokens", "4", "--json")
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout)
+    assert answer["rag"]["template"] == "ask-short@v1" and answer["rag"]["grounded"]
+    assert answer["citations"][0]["document"].endswith("travel.md") and answer["answer"]
+    too_long = run_lamina(*ws, *args, "-m", MODEL)  # the built-in template does not fit 64 tokens
+    assert too_long.returncode != 0 and "extractive" in too_long.stderr

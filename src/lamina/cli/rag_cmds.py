@@ -183,13 +183,35 @@ def ask(
         "--rerank",
         help="Re-score the top 20 with a cross-encoder: a local folder or an imported reranker.",
     ),
+    model: str | None = typer.Option(
+        None,
+        "--model",
+        "-m",
+        help="Generate the answer with this model from the sources (default: extractive).",
+    ),
+    template: str = typer.Option("rag-answer", "--template", help="The prompt template for --model."),
+    max_tokens: int = typer.Option(128, "--max-tokens", min=1, help="Tokens of a generated answer."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON (answer, citations with spans)."),
 ) -> None:
     """An extractive answer: the sentence that answers best, highlighted in its passage, with a
-    citation for every passage; "not found" when nothing retrieved is close enough to the question."""
+    citation for every passage; "not found" when nothing retrieved is close enough to the question.
+    With --model, the model writes the answer from the sources (fitted to its context), cited."""
     from lamina.rag.collection import Collection
 
     with get_state(ctx).open_workspace() as ws:
+        if model is not None:
+            generated = _generated_answer(
+                ws, question, collection, k, _reader(groups), rerank, model, template, max_tokens
+            )
+            if as_json:
+                print_json(generated)
+                return
+            mark = "[green]✓[/]" if generated["rag"]["grounded"] else "[yellow]?[/]"
+            console.print(f"{mark} {escape(generated['answer'])}")
+            for c in generated["citations"]:
+                where = f"chars {c['start']}–{c['end']} · relevance {c['relevance']:.2f}"
+                console.print(f"  [{c['index']}] [cyan]{escape(Path(c['document']).name)}[/] [dim]{where}[/]")
+            return
         answer = Collection.open(ws, collection).ask(question, k, groups=_reader(groups), rerank=rerank)
     if as_json:
         print_json(answer.as_dict())
@@ -212,6 +234,37 @@ def ask(
             f"{c.start + start}–{c.start + end} · relevance {passage.relevance:.2f}[/]"
         )
         console.print("      " + " ".join(text.split())[:600])
+
+
+def _generated_answer(
+    ws: Any, question: str, collection: str, k: int, groups: list[str] | None, rerank: str | None,
+    model: str, template: str, max_tokens: int,
+) -> dict[str, Any]:  # fmt: skip
+    """The serving path's grounding (retrieval as the reader, "not found", sources fitted to the
+    model's context), answered by this machine's engine."""
+    from lamina.serving.grounding import Grounder, extractive_text
+    from lamina.serving.pool import ModelPool
+    from lamina.serving.protocol import ChatRequest, RagOptions
+    from lamina.serving.sampling import SamplingParams
+    from lamina.serving.text_service import context_budget, prompt_tokens, render_chat
+
+    options = RagOptions(collection=collection, k=k, template=template, rerank=rerank)
+    body = ChatRequest(model=model, messages=[{"role": "user", "content": question}],  # type: ignore[list-item]
+                       max_tokens=max_tokens, temperature=0.0, rag=options)  # fmt: skip
+    reader = None if groups is None else {"role": "user", "groups": groups}
+    grounding = Grounder(ws).ground(body, reader)
+    if grounding.final:
+        return {"answer": extractive_text(grounding), "citations": grounding.citations, "rag": grounding.info}
+    pool = ModelPool(ws)
+    try:
+        engine, _ = pool.engine(model)
+        messages = grounding.fit(body, lambda m: prompt_tokens(engine, body, m), context_budget(body, engine))
+        prompt = render_chat(engine.tokenizer, body.model_copy(update={"messages": messages}))
+        params = SamplingParams(max_tokens=max_tokens, temperature=0.0)
+        text = "".join(event.text for event in engine.submit(prompt, params).events())
+    finally:
+        pool.close()
+    return {"answer": text, "citations": grounding.citations, "rag": grounding.info}
 
 
 def list_cmd(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:

@@ -25,7 +25,7 @@ from lamina.core.workspace import Workspace
 from lamina.rag.answer import Answer, extractive
 from lamina.rag.chunking import DEFAULT_MAX_TOKENS, DEFAULT_OVERLAP, chunk
 from lamina.rag.documents import Document, discover, load
-from lamina.rag.embeddings import PACKAGED, Embedder, model_source, pin_model
+from lamina.rag.embeddings import PACKAGED, Embedder, model_source, pin_model, registered_model
 from lamina.rag.rerank import RERANK_DEPTH, Reranker, reranker_folder
 from lamina.rag.retrieval import Retrieved, retrieve
 from lamina.rag.sources import from_urls, is_url
@@ -252,6 +252,9 @@ class Collection:
         parents = [(source.id, "derived_from")]
         if self.committed is not None:
             parents.append((self.committed.id, "previous_version"))
+        model = registered_model(self.ws, self.model)
+        if model is not None:  # an imported embedding model is an artifact: lineage to it
+            parents.append((model.id, "embedded_with"))
         return self.ws.record(version, parents)
 
     # -- reading -------------------------------------------------------------------------------------

@@ -75,6 +75,11 @@ def model_source(ws: Any, model: str) -> str:
     return str(model_path(ws, _registered(ws, model)))
 
 
+def registered_model(ws: Any, model: str) -> Any:
+    """The model version a collection's recorded model names, or None (packaged, or a folder)."""
+    return None if model == PACKAGED or Path(model).is_dir() else _registered(ws, model)
+
+
 def _registered(ws: Any, ref: str) -> Any:
     from lamina.core.errors import NotFound
 
