@@ -74,6 +74,9 @@ EXPECTED = {
     ("POST", "/v1/chat/completions"): {"admin", "developer", "user"},
     ("POST", "/v1/embeddings"): {"admin", "developer", "user"},
     ("POST", "/v1/images/generations"): {"admin", "developer", "user"},
+    ("POST", "/v1/threads"): {"admin", "developer", "user"},  # each key sees only its own threads
+    ("GET", "/v1/threads/{thread_id}"): {"admin", "developer", "user"},
+    ("DELETE", "/v1/threads/{thread_id}"): {"admin", "developer", "user"},
     ("GET", "/metrics"): {"admin", "developer"},
     ("GET", "/admin/audit"): {"admin", "developer"},
     ("GET", "/admin/keys"): {"admin"},
