@@ -64,9 +64,16 @@ async def chat_in_thread(service: TextService, body: ChatRequest, request: Reque
         original = result.body_iterator
 
         async def stream() -> AsyncIterator[Any]:
+            # hold each part back one step: the answer is stored before the client sees the last
+            # part ([DONE]), so a client that reads the thread next finds its turn there
+            held = None
             async for part in original:
-                yield part
+                if held is not None:
+                    yield held
+                held = part
             await remember(getattr(request.state, "response_text", "") or "")
+            if held is not None:
+                yield held
 
         result.body_iterator = stream()
         return result
