@@ -135,7 +135,7 @@ def score(rankings: Rankings, modes: Iterable[str] = MODES, alpha: float = ALPHA
 SUPPORT = 0.5  # cosine (MiniLM) at which a source sentence supports an answer sentence
 
 
-def _tokens(text: str) -> list[str]:
+def words(text: str) -> list[str]:
     import re
 
     return re.findall(r"\w+", text.lower())
@@ -145,7 +145,7 @@ def token_f1(output: str, expected: str) -> float:
     """SQuAD's token F1."""
     from collections import Counter
 
-    got, want = Counter(_tokens(output)), Counter(_tokens(expected))
+    got, want = Counter(words(output)), Counter(words(expected))
     same = sum((got & want).values())
     if not same:
         return 0.0

@@ -14,7 +14,6 @@ Rows of the eval set: ``{"inputs": {variable: value, ...}, "expected": "text"}``
 from __future__ import annotations
 
 import random
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,7 +22,7 @@ from lamina.core.catalog.models import Artifact
 from lamina.core.errors import ConfigError, LaminaError
 from lamina.core.workspace import Workspace
 from lamina.rag import prompts
-from lamina.rag.evaluate import token_f1
+from lamina.rag.evaluate import token_f1, words
 
 MUTATIONS = (
     "Answer in a few words.",
@@ -34,7 +33,7 @@ MUTATIONS = (
 
 
 def _words(text: str) -> str:
-    return " ".join(re.findall(r"\w+", text.lower()))
+    return " ".join(words(text))
 
 
 def exact(output: str, expected: str) -> float:
