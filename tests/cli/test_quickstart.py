@@ -23,13 +23,15 @@ def test_quickstart_command_is_idempotent(tmp_path: Path) -> None:
         "quickstart", "--train-steps", "20", "--image-steps", "30", "--no-serve", cwd=tmp_path, timeout=300
     )
     assert first.returncode == 0, first.stderr
-    assert "8 new artifact(s)" in first.stdout and "The champion model writes:" in first.stdout
+    assert "9 new artifact(s)" in first.stdout and "The champion model writes:" in first.stdout
     asked = first.stdout.split("Asked Lamina's own docs:")[1]
     assert "[1] " in asked and "relevance" in asked  # a grounded answer with its citations
     grid = Path(first.stdout.split("The digit diffusion model draws: open ")[1].split()[0])
     assert grid.exists() and grid.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rails = first.stdout.split("The guardrails, on two prompts:")[1]
+    assert "blocked" in rails and "<PHONE_NUMBER>" in rails
     printed = [line for line in first.stdout.split("Next, try:")[1].strip().splitlines() if line.strip()]
-    assert len(printed) == 7
+    assert len(printed) == 8
     for line in printed:  # the suggested commands work exactly as printed
         done = subprocess.run(line, shell=True, cwd=tmp_path, capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, f"{line!r} failed: {done.stderr}"
@@ -37,19 +39,19 @@ def test_quickstart_command_is_idempotent(tmp_path: Path) -> None:
         "quickstart", "--train-steps", "20", "--image-steps", "30", "--no-serve", cwd=tmp_path, timeout=300
     )
     assert second.returncode == 0, second.stderr
-    assert "0 new artifact(s), 8 reused" in second.stdout
+    assert "0 new artifact(s), 9 reused" in second.stdout
     assert (
         len(list((tmp_path / "sevens").glob("image-*.png"))) == 16
     )  # the printed generate-image command ran
 
-    status = run_lamina("--workspace", "lamina-demo", "status", "--json", cwd=tmp_path)
+    status = run_lamina("--workspace", "lamina-demo", "status", "--json", "--recent", "30", cwd=tmp_path)
     info = json.loads(status.stdout)
     assert info["counts"] == {
         "source": 4,  # three demo sources and the docs as indexed
-        "dataset_version": 2,
+        "dataset_version": 3,  # text, digits, and the injection rail's prompts
         "run": 2,
-        "model_version": 3,  # the LM, the diffusion model, and the fid_clf feature classifier
-        "eval_report": 2,
+        "model_version": 4,  # the LM, the diffusion model, the fid_clf feature classifier, the injection rail
+        "eval_report": 3,
         "vector_index": 1,
     }
     assert {a["name"] for a in info["recent"]} == {
@@ -67,6 +69,9 @@ def test_quickstart_command_is_idempotent(tmp_path: Path) -> None:
         "digits-diffusion-eval",
         "lamina-docs-documents",
         "lamina-docs",
+        "injection-guard-data",
+        "injection-guard",
+        "injection-guard-validation",
     }
     lineage = run_lamina("--workspace", "lamina-demo", "lineage", "shakespeare", cwd=tmp_path)
     assert lineage.returncode == 0 and "derived_from" in lineage.stdout and "demo-text@v1" in lineage.stdout
@@ -123,7 +128,9 @@ def test_quickstart_ends_serving_with_snippets_that_work(tmp_path: Path) -> None
                 break
         out = "".join(lines)
         assert "Admin API key (shown once" in out, out
-        curl, rag_curl = (line.strip() for line in lines if line.strip().startswith("curl -s"))
+        curl, rag_curl, injection_curl, echo_curl = (
+            line.strip() for line in lines if line.strip().startswith("curl -s")
+        )
         snippet = next(line.strip() for line in lines if line.strip().startswith("python -c"))
         for _ in range(100):
             try:
@@ -136,6 +143,12 @@ def test_quickstart_ends_serving_with_snippets_that_work(tmp_path: Path) -> None
         done = subprocess.run(rag_curl, shell=True, capture_output=True, text=True, timeout=60)
         answer = json.loads(done.stdout)
         assert answer["rag"]["grounded"] and answer["citations"][0]["document"].endswith(".md"), done.stdout
+        done = subprocess.run(injection_curl, shell=True, capture_output=True, text=True, timeout=60)
+        refused = json.loads(done.stdout)["error"]
+        assert refused["code"] == "content_filter" and "rail" in refused["message"], done.stdout
+        done = subprocess.run(echo_curl, shell=True, capture_output=True, text=True, timeout=60)
+        echoed = json.loads(done.stdout)["choices"][0]["text"]
+        assert "<PHONE_NUMBER>" in echoed and "0132" not in echoed, done.stdout
         snippet = snippet.replace("python -c", f"{shlex.quote(sys.executable)} -c", 1)
         done = subprocess.run(snippet, shell=True, capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stderr

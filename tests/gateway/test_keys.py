@@ -73,6 +73,7 @@ EXPECTED = {
     ("POST", "/v1/completions"): {"admin", "developer", "user"},
     ("POST", "/v1/chat/completions"): {"admin", "developer", "user"},
     ("POST", "/v1/embeddings"): {"admin", "developer", "user"},
+    ("POST", "/v1/moderations"): {"admin", "developer", "user"},
     ("POST", "/v1/images/generations"): {"admin", "developer", "user"},
     ("POST", "/v1/threads"): {"admin", "developer", "user"},  # each key sees only its own threads
     ("GET", "/v1/threads/{thread_id}"): {"admin", "developer", "user"},

@@ -60,17 +60,28 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         "--workspace", str(root), "keys", "create", "--role", "user", "--name", "tests", "--json"
     )
     assert made.returncode == 0, made.stderr
+    # the quickstart turns the default rails policy on; the shared server runs without it (rails
+    # refuse logprobs, which many tests here ask for); test_rails_api.py serves with it
+    url, process = start_server(root, {"LAMINA_RAILS__PRESET": "none"})
+    yield Server(url, root, json.loads(made.stdout)["key"], process)
+    process.terminate()
+    process.wait(timeout=20)
+
+
+def start_server(
+    root: Path, env_extra: dict[str, str], log_name: str = "server.log"
+) -> tuple[str, subprocess.Popen]:
+    """``lamina serve`` on ``root`` (the champion LM loaded) with ``env_extra``; waits until healthy."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("LAMINA_")}
     env["LAMINA_SERVER__ADMIN_KEY"] = ADMIN
-    log = (root.parent / "server.log").open("w")  # read it when a serving test fails
+    env.update(env_extra)
+    log = (root.parent / log_name).open("w")  # read it when a serving test fails
     process = subprocess.Popen(
         [sys.executable, "-m", "lamina", "--workspace", str(root), "serve", "--port", str(port),
          "-m", "shakes@champion"],
         env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
-    wait_healthy(url, process, root.parent / "server.log")
-    yield Server(url, root, json.loads(made.stdout)["key"], process)
-    process.terminate()
-    process.wait(timeout=20)
+    wait_healthy(url, process, root.parent / log_name)
+    return url, process

@@ -16,11 +16,13 @@ from rich.markup import escape
 
 from lamina import __version__
 from lamina.cli import (
+    audit_cmds,
     chain_cmd,
     chat_cmd,
     data_cmds,
     eval_cmds,
     generate_cmds,
+    governance_cmds,
     keys_cmds,
     latent_cmds,
     lineage_cmd,
@@ -28,6 +30,7 @@ from lamina.cli import (
     prompts_cmds,
     quickstart_cmd,
     rag_cmds,
+    rails_cmds,
     serve_cmd,
     train_cmds,
     workspace_cmds,
@@ -115,6 +118,9 @@ app.add_typer(keys_cmds.app, name="keys")
 app.add_typer(rag_cmds.app, name="rag")
 app.add_typer(prompts_cmds.app, name="prompts")
 app.add_typer(chain_cmd.app, name="chain")
+app.add_typer(rails_cmds.app, name="rails")
+app.add_typer(audit_cmds.app, name="audit")
+app.add_typer(governance_cmds.app, name="governance")
 app.command("serve")(serve_cmd.serve)
 app.command("chat")(chat_cmd.chat)
 

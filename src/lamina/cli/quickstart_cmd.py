@@ -93,12 +93,28 @@ def quickstart(
         console.print(f"\n[bold]The digit diffusion model draws:[/] open {escape(str(report.image_grid))}")
     if report.rag_answer is not None:
         show_rag_answer(report.rag_answer)
+    if report.rails_demo is not None:
+        show_rails(report.rails_demo)
     console.print("\n[bold]Next, try:[/]")
     program = invocation()
     for args in report.next_commands:
         console.print(f"  {escape(shlex.join([*program, *args]))}", soft_wrap=True)
     if serve:
         _serve_demo(report.workspace, state.flags, port)
+
+
+def show_rails(demo: Any) -> None:
+    """One prompt the rails block and one they redact (the same checks the API runs)."""
+    from lamina.quickstart import INJECTION_EXAMPLE, PHONE_EXAMPLE
+
+    blocked, redacted = demo
+    console.print("\n[bold]The guardrails, on two prompts:[/]")
+    why = "; ".join(blocked.blocked.reasons) if blocked.blocked else "not blocked"
+    rail = blocked.blocked.rail if blocked.blocked else "-"
+    console.print(
+        f"  {escape(INJECTION_EXAMPLE)!r} → [red]blocked[/] by {rail} ({escape(why)})", soft_wrap=True
+    )
+    console.print(f"  {escape(PHONE_EXAMPLE)!r} → {escape(redacted.texts[0])!r}", soft_wrap=True)
 
 
 def show_rag_answer(answer: Any) -> None:
@@ -137,10 +153,10 @@ def _serve_demo(root: Path, flags: dict, port: int) -> None:
     console.print(f"Admin API key (shown once, stored only as a hash): [bold]{key}[/]\n")
     from lamina.quickstart import DOCS_COLLECTION, DOCS_QUESTION
 
-    def curl(label: str, payload: str) -> None:
+    def curl(label: str, payload: str, route: str = "chat/completions") -> None:
         console.print(label, soft_wrap=True)
         console.print(
-            escape(f"  curl -s {url}/v1/chat/completions -H 'Authorization: Bearer {key}' "
+            escape(f"  curl -s {url}/v1/{route} -H 'Authorization: Bearer {key}' "
                    f"-H 'Content-Type: application/json' -d '{payload}'"),
             soft_wrap=True,
         )  # fmt: skip
@@ -151,6 +167,19 @@ def _serve_demo(root: Path, flags: dict, port: int) -> None:
         "rag": {"collection": DOCS_COLLECTION, "k": 3, "answer": "extractive"},
     })  # fmt: skip
     curl("curl, a grounded answer from Lamina's docs with citations (docs/rag.md):", rag_body)
+    if ws.settings.rails:
+        from lamina.quickstart import INJECTION_EXAMPLE, PHONE_EXAMPLE
+
+        injection = json.dumps(
+            {"model": "shakes@champion", "messages": [{"role": "user", "content": INJECTION_EXAMPLE}]}
+        )
+        curl("curl, a prompt injection the rails block (HTTP 400, code content_filter; docs/guardrails.md):",
+             injection)  # fmt: skip
+        echo = json.dumps(
+            {"model": "shakes@champion", "prompt": PHONE_EXAMPLE, "echo": True, "max_tokens": 20}
+        )
+        curl("curl, a phone number the rails redact before the model sees it (echo shows the prompt it got):",
+             echo, "completions")  # fmt: skip
     console.print("python (pip install openai):", soft_wrap=True)
     snippet = (
         f"python -c \"from openai import OpenAI; c = OpenAI(base_url='{url}/v1', api_key='{key}'); "

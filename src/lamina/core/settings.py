@@ -67,6 +67,18 @@ class ServerSettings(BaseModel):
 
 # The YAML file lives inside the workspace, so its content is only known at load time. pydantic-
 # settings builds sources in a classmethod, so the parsed file reaches it through this variable.
+class SecuritySettings(BaseModel):
+    """Encryption of stored text and how long it is kept."""
+
+    model_config = ConfigDict(extra="forbid")
+    # Fernet keys (``lamina audit new-key``); the first encrypts, every one decrypts, so a new key
+    # goes first and ``lamina audit rotate`` re-encrypts stored rows under it.
+    encryption_keys: list[SecretStr] = Field(default_factory=list)
+    audit_retention_days: float | None = Field(None, gt=0)  # rows older are purged (lamina audit purge)
+    redact_audit_pii: bool = True  # stored request/response text has PII redacted first
+    redact_log_pii: bool = True  # the server's log lines have PII redacted
+
+
 _yaml_data: ContextVar[dict[str, Any] | None] = ContextVar("lamina_yaml_data", default=None)
 
 
@@ -107,6 +119,9 @@ class Settings(BaseSettings):
     datasets: dict[str, dict[str, Any]] = Field(default_factory=dict)
     # Training recipes by model name (validated by lamina.training).
     models: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    # The guardrails policy (validated, and its rails built, by lamina.guardrails at server start).
+    rails: dict[str, Any] = Field(default_factory=dict)
+    security: SecuritySettings = Field(default_factory=lambda: SecuritySettings())
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -57,7 +57,7 @@ class BuildResult:
 
 
 def recipe_fingerprint(recipe: Recipe, input_fingerprint: str) -> str:
-    canonical = json.dumps(recipe.model_dump(mode="json", exclude={"description"}), sort_keys=True)
+    canonical = json.dumps(recipe.model_dump(mode="json", exclude={"description", "license"}), sort_keys=True)
     digest = xxhash.xxh3_128(f"{FORMAT_VERSION}\0{canonical}\0{input_fingerprint}".encode())
     return "xxh3:" + digest.hexdigest()
 

@@ -81,6 +81,8 @@ class Recipe(BaseModel):
     batch_size: int = Field(1000, ge=1)
     seed: int = 0
     description: str | None = None
+    # the data's license (SPDX id or words); governance reports list it for every model trained on it
+    license: str | None = None
 
 
 def parse_recipe(name: str, data: Any, where: str = "lamina.yaml") -> Recipe:

@@ -6,6 +6,7 @@ DATA_DIR = Path(__file__).parent / "data"
 DEMO_TEXT = DATA_DIR / "shakespeare.txt"
 DEMO_INSTRUCTIONS = DATA_DIR / "instructions.jsonl"
 DEMO_DIGITS = DATA_DIR / "digits"  # IDX images + labels, 1,797 8x8 digits
+DEMO_PROMPT_GUARD = DATA_DIR / "prompt-guard-sample.jsonl"  # 380 labelled prompts for the injection rail
 
 
 def project_docs() -> list[Path]:

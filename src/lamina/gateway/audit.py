@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from lamina.core.catalog.models import AuditEvent
@@ -19,8 +20,16 @@ log = logging.getLogger(__name__)
 
 
 class AuditWriter:
-    def __init__(self, ws: Workspace, batch: int = 100, interval: float = 0.2) -> None:
+    """``protect`` turns request and response text into what is stored (PII redacted, then
+    encrypted: ``stored_text``); it runs here, on the writer's thread, not in the request path.
+    ``retention_days`` purges older rows about once an hour."""
+
+    def __init__(self, ws: Workspace, batch: int = 100, interval: float = 0.2,
+                 protect: Callable[[str | None], str | None] | None = None,
+                 retention_days: float | None = None) -> None:  # fmt: skip
         self.ws, self.batch, self.interval = ws, batch, interval
+        self.protect, self.retention_days = protect, retention_days
+        self._purged_at = 0.0
         self._queue: queue.Queue[dict[str, Any] | threading.Event | None] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="lamina-audit", daemon=True)
         self._thread.start()
@@ -65,10 +74,21 @@ class AuditWriter:
                     break
             if rows:
                 try:
+                    if self.protect is not None:
+                        for row in rows:
+                            for name in ("request_text", "response_text"):
+                                if row.get(name):
+                                    row[name] = self.protect(row[name])
                     with self.ws.catalog.session() as session:
                         session.add_all([AuditEvent(**row) for row in rows])
                 except Exception:  # the log must never take the server down
                     log.exception("could not write %d audit rows", len(rows))
+            if self.retention_days and time.monotonic() - self._purged_at > 3600:
+                self._purged_at = time.monotonic()
+                try:
+                    purge(self.ws, self.retention_days)
+                except Exception:
+                    log.exception("could not purge audit rows older than %s days", self.retention_days)
             for waiter in waiters:
                 waiter.set()
             if stop:
@@ -87,5 +107,67 @@ def recent(ws: Workspace, limit: int = 100) -> list[dict[str, Any]]:
                 "route": r.route, "model_version": r.model_version_id, "status": r.status_code,
                 "tokens_in": r.tokens_in, "tokens_out": r.tokens_out, "latency_ms": r.latency_ms,
             }
+            for r in rows
+        ]  # fmt: skip
+
+
+def stored_text(redactor: Callable[[str], str] | None, cipher: Any) -> Callable[[str | None], str | None]:
+    """What the audit log keeps of a text: PII redacted (when a redactor is given), then encrypted
+    (when a cipher is)."""
+
+    def protect(text: str | None) -> str | None:
+        if text is None:
+            return None
+        if redactor is not None:
+            text = redactor(text)
+        return cipher.encrypt(text) if cipher is not None else text
+
+    return protect
+
+
+def purge(ws: Workspace, older_than_days: float) -> int:
+    """Delete audit rows older than ``older_than_days``; returns how many went."""
+    from datetime import UTC, datetime, timedelta
+
+    import sqlalchemy as sa
+
+    cutoff = datetime.now(UTC) - timedelta(days=older_than_days)
+    with ws.catalog.session() as session:
+        result = session.execute(sa.delete(AuditEvent).where(AuditEvent.at < cutoff))
+        return int(getattr(result, "rowcount", 0) or 0)
+
+
+def rotate(ws: Workspace, cipher: Any, batch: int = 500) -> int:
+    """Re-encrypt every stored text under the first key (plain text gets encrypted); returns rows changed."""
+    import sqlalchemy as sa
+
+    changed, last = 0, 0
+    while True:
+        with ws.catalog.session() as session:
+            rows = session.scalars(
+                sa.select(AuditEvent).where(AuditEvent.id > last).order_by(AuditEvent.id).limit(batch)
+            ).all()
+            if not rows:
+                return changed
+            for row in rows:
+                last = row.id
+                if row.request_text is None and row.response_text is None:
+                    continue
+                row.request_text = cipher.rotate(row.request_text)
+                row.response_text = cipher.rotate(row.response_text)
+                changed += 1
+
+
+def texts(ws: Workspace, cipher: Any, limit: int = 20) -> list[dict[str, Any]]:
+    """The newest rows with their stored text decrypted (``lamina audit list --text``)."""
+    import sqlalchemy as sa
+
+    with ws.catalog.session() as session:
+        rows = session.scalars(sa.select(AuditEvent).order_by(AuditEvent.id.desc()).limit(limit)).all()
+        decrypt = cipher.decrypt if cipher is not None else (lambda value: value)
+        return [
+            {"at": r.at.isoformat(), "request_id": r.request_id, "route": r.route, "status": r.status_code,
+             "rails": (r.detail or {}).get("rails", []), "request_text": decrypt(r.request_text),
+             "response_text": decrypt(r.response_text)}
             for r in rows
         ]  # fmt: skip

@@ -51,6 +51,24 @@ class Metrics:
             "lamina_batch_size", "Sequences decoding together per model version", ["version"], registry=r
         )
 
+        self.rail_verdicts = Counter(
+            "lamina_rail_verdicts",
+            "Guardrail verdicts by rail, stage and action",
+            ["rail", "stage", "action"],
+            registry=r,
+        )
+        self.rail_errors = Counter("lamina_rail_errors", "Rails that failed (and failed closed or flagged)",
+                                   ["rail"], registry=r)  # fmt: skip
+        self.rail_seconds = Histogram(
+            "lamina_rail_seconds", "Time a rail takes per check", ["rail", "stage"], buckets=FAST, registry=r
+        )
+
+    def observe_rail(self, stage: str, rail: str, verdict: Any, seconds: float) -> None:
+        self.rail_verdicts.labels(rail, stage, verdict.action).inc()
+        self.rail_seconds.labels(rail, stage).observe(seconds)
+        if verdict.error:
+            self.rail_errors.labels(rail).inc()
+
     def observe_request(self, route: str, status: int, seconds: float) -> None:
         self.requests.labels(route, str(status)).inc()
         self.latency.labels(route).observe(seconds)

@@ -119,7 +119,7 @@ class Gateway:
                     tokens_in=prompt_tokens, tokens_out=completion_tokens, latency_ms=seconds * 1000,
                     request_text=_clip(body.decode("utf-8", "replace")) if body and audit_text else None,
                     response_text=_clip(state.get("response_text")) if audit_text else None,
-                    detail={"role": key["role"]} if key else {},
+                    detail=_detail(key, state),
                 )  # fmt: skip
 
     async def _read_body(self, receive: Any, headers: dict[str, str]) -> bytes | None:
@@ -180,6 +180,13 @@ def _replay(body: bytes, receive: Any) -> Any:
         return await receive()
 
     return replay
+
+
+def _detail(key: dict[str, Any] | None, state: dict[str, Any]) -> dict[str, Any]:
+    detail: dict[str, Any] = {"role": key["role"]} if key else {}
+    if state.get("rails"):  # the verdicts of rails that acted (lamina.serving.railing)
+        detail["rails"] = state["rails"]
+    return detail
 
 
 def _clip(value: Any) -> str | None:

@@ -153,16 +153,27 @@ def token_f1(output: str, expected: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
-def supported(answer: str, sources: list[str], embedder: Any) -> float:
-    """The share of the answer's sentences that some source sentence supports (cosine >= SUPPORT)."""
+def sentence_support(answer: str, sources: list[str], embedder: Any) -> list[tuple[int, int, float]]:
+    """Each answer sentence's (start, end, best cosine to any source sentence); the grounding rail
+    flags those under ``SUPPORT``."""
     from lamina.rag.answer import sentences
 
-    said = [answer[a:b] for a, b in sentences(answer) if answer[a:b].strip()]
-    shown = [text[a:b] for text in sources for a, b in sentences(text)]
-    if not said or not shown:
+    said = [(a, b) for a, b in sentences(answer) if answer[a:b].strip()]
+    shown = [text[a:b] for text in sources for a, b in sentences(text) if text[a:b].strip()]
+    if not said:
+        return []
+    if not shown:
+        return [(a, b, 0.0) for a, b in said]
+    similarity = embedder.encode([answer[a:b] for a, b in said]) @ embedder.encode(shown).T
+    return [(a, b, float(best)) for (a, b), best in zip(said, similarity.max(axis=1), strict=True)]
+
+
+def supported(answer: str, sources: list[str], embedder: Any) -> float:
+    """The share of the answer's sentences that some source sentence supports (cosine >= SUPPORT)."""
+    support = sentence_support(answer, sources, embedder)
+    if not support or not sources:
         return 0.0
-    similarity = embedder.encode(said) @ embedder.encode(shown).T
-    return float((similarity.max(axis=1) >= SUPPORT).mean())
+    return float(np.mean([best >= SUPPORT for _, _, best in support]))
 
 
 def answer_quality(

@@ -15,6 +15,7 @@ request, response and error schemas; ``text_service`` and ``media_service`` the 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -53,16 +54,21 @@ def create_app(
     server = settings.server
     pool = pool or ModelPool.from_settings(ws, server)
     metrics = Metrics()
+    rails = build_rails(ws, settings, metrics)
+    if settings.security.redact_log_pii:
+        redact_logs()
     app = FastAPI(title="Lamina", version="1", summary="OpenAI-compatible API over the Lamina hub")
     app.state.pool, app.state.metrics, app.state.workspace, app.state.server = pool, metrics, ws, server
-    app.state.text, app.state.media = TextService(pool, metrics, server), MediaService(pool)
+    app.state.text, app.state.media = TextService(pool, metrics, server, rails), MediaService(pool)
     for router in (system.router, admin.router, text.router, media.router, threads.router):
         app.include_router(router)
     install_error_handlers(app)
     if gateway:
         from lamina.gateway.audit import AuditWriter
 
-        app.state.audit = AuditWriter(ws)
+        app.state.audit = AuditWriter(
+            ws, protect=audit_protection(settings), retention_days=settings.security.audit_retention_days
+        )
         docs = docs_paths(app)
         # every route's declared permission, read once; a route that declares none stops the build
         permissions = PermissionTable.from_routes(app.routes, docs_paths=docs, public_docs=server.public_docs)
@@ -72,6 +78,45 @@ def create_app(
             permissions=permissions, docs_paths=docs,
         )  # fmt: skip
     return app
+
+
+def build_rails(ws: Workspace, settings: Settings, metrics: Metrics) -> Any:
+    """The guardrails policy of ``lamina.yaml``, every rail built now: a bad policy stops start-up."""
+    from lamina.guardrails.policy import Policies
+
+    return Policies.build(settings.rails, ws, observe=metrics.observe_rail)
+
+
+def redact_logs() -> None:
+    """PII is redacted from what the server logs (once per process)."""
+    from lamina.guardrails.pii import RedactingFilter
+
+    for handler in logging.getLogger("lamina").handlers:
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.addFilter(RedactingFilter())
+
+
+def audit_protection(settings: Settings) -> Any:
+    """How audit text is stored: PII-redacted and encrypted. Storing text needs a key (refused at
+    start-up without one, so text is never written in the clear by accident)."""
+    from lamina.core.crypto import cipher_for
+    from lamina.core.errors import ConfigError
+    from lamina.gateway.audit import stored_text
+
+    if not settings.server.audit_text:
+        return None
+    cipher = cipher_for(settings)
+    if cipher is None:
+        raise ConfigError(
+            "server.audit_text stores request and response text, and no encryption key is set",
+            hint="set LAMINA_SECURITY__ENCRYPTION_KEYS='[\"KEY\"]' (make a key: lamina audit new-key)",
+        )
+    redactor = None
+    if settings.security.redact_audit_pii:
+        from lamina.guardrails.pii import redact_pii
+
+        redactor = redact_pii
+    return stored_text(redactor, cipher)
 
 
 def install_error_handlers(app: FastAPI) -> None:

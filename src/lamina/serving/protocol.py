@@ -241,6 +241,30 @@ class EmbeddingRequest(BaseModel):
     user: str | None = None
 
 
+class ModerationRequest(BaseModel):
+    """OpenAI's moderation request, answered by the rails policy (``lamina.guardrails``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    input: str | list[str] = Field(min_length=1)
+    model: str | None = None  # chooses the policy rule that matches this model (default: the base policy)
+    stage: Literal["input", "output"] = "input"  # Lamina's extension: judge the text as a prompt or an answer
+
+
+class ModerationResult(BaseModel):
+    flagged: bool
+    categories: dict[str, bool]  # rail → whether it acted
+    category_scores: dict[str, float]
+    action: str  # Lamina: the strongest action (allow, flag, redact, block)
+    text: str | None  # Lamina: the text after redaction (None when blocked)
+    rails: list[dict[str, Any]]  # Lamina: every verdict
+
+
+class ModerationList(BaseModel):
+    id: str
+    model: str
+    results: list[ModerationResult]
+
+
 class ImageRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     model: str
@@ -296,7 +320,7 @@ class ChatChoice(BaseModel):
     index: int
     message: AssistantMessage
     logprobs: dict[str, Any] | None = None
-    finish_reason: Literal["stop", "length", "tool_calls"]
+    finish_reason: Literal["stop", "length", "tool_calls", "content_filter"]
 
 
 class ChatCompletion(BaseModel):
@@ -313,7 +337,7 @@ class CompletionChoice(BaseModel):
     index: int
     text: str
     logprobs: dict[str, Any] | None = None
-    finish_reason: Literal["stop", "length"]
+    finish_reason: Literal["stop", "length", "content_filter"]
 
 
 class Completion(BaseModel):

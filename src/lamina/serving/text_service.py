@@ -18,7 +18,7 @@ from typing import Any
 from fastapi import Request
 
 from lamina.gateway.metrics import Metrics
-from lamina.serving import generation, shaping
+from lamina.serving import generation, railing, shaping
 from lamina.serving.engine import Stream, encode
 from lamina.serving.grammar import GrammarError, GrammarSpec, response_format_spec, tool_call_schema
 from lamina.serving.grounding import Grounder, Grounding, extractive_text
@@ -42,8 +42,9 @@ class ToolMode:
 
 
 class TextService:
-    def __init__(self, pool: ModelPool, metrics: Metrics, server: Any) -> None:
+    def __init__(self, pool: ModelPool, metrics: Metrics, server: Any, rails: Any = None) -> None:
         self.pool, self.metrics, self.server = pool, metrics, server
+        self.rails = rails  # lamina.guardrails.policy.Policies, or None when no rails are configured
         self.grounder = Grounder(pool.ws)
         self._lookups: dict[str, asyncio.Future[tuple[TextEngine, Any]]] = {}
 
@@ -51,6 +52,9 @@ class TextService:
     async def complete(self, body: CompletionRequest, request: Request) -> Any:
         body.check_supported()
         prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
+        guard = railing.guard_for(self.rails, request, body.model)
+        railing.refuse_logprobs(guard, body.logprobs is not None)
+        prompts = await railing.check_input(guard, list(prompts), request, body.model)
         engine, version = await self._engine(body.model)
         only_prompt = body.max_tokens == 0  # echo, scoring the prompt alone
         echo_logprobs = body.logprobs if body.echo and body.logprobs is not None else None
@@ -66,26 +70,38 @@ class TextService:
         echoed = {index: prompts[index // body.n] if body.echo else "" for index, _ in jobs}
         if body.stream:
             await generation.started(jobs, request, deadline, engine.retry_after)
-            chunks = self._completion_chunks(jobs, rid, created, body, request, engine, echoed, deadline)
+            streams = railing.GuardedStreams(guard, request, body.model, jobs=jobs)
+            chunks = self._completion_chunks(
+                jobs, rid, created, body, request, engine, echoed, deadline, streams
+            )
             return shaping.sse(chunks, jobs)
         results = await generation.collect(jobs, request, deadline, engine.retry_after)
-        choices = []
+        choices: list[dict[str, Any]] = []
         for (index, _), events in zip(jobs, results, strict=True):
             made = [] if only_prompt else events
             scored = shaping.generated(made)
             if echo_logprobs is not None:
                 scored = (events[0].prompt or []) + scored
+            text, blocked = await railing.check_output(
+                guard, "" if only_prompt else "".join(e.text for e in events), request, body.model
+            )
             choices.append(
                 {
                     "index": index,
-                    "text": echoed[index] + ("" if only_prompt else "".join(e.text for e in events)),
+                    "text": echoed[index] + text,
                     "logprobs": None
                     if body.logprobs is None
                     else shaping.completion_logprobs(engine.tokenizer, scored),
-                    "finish_reason": "length" if only_prompt else shaping.finish_reason(events),
+                    "finish_reason": "content_filter"
+                    if blocked
+                    else "length"
+                    if only_prompt
+                    else shaping.finish_reason(events),
                 }
             )
         usage = self._usage(request, jobs, body.n, 0 if only_prompt else None)
+        if guard is not None and guard.output:
+            request.state.response_text = "\n".join(c["text"] for c in choices)
         return Completion(
             id=rid, created=created, model=body.model, system_fingerprint=version.id, choices=choices,
             usage=usage,
@@ -93,33 +109,42 @@ class TextService:
 
     async def _completion_chunks(
         self, jobs: generation.Jobs, rid: str, created: int, body: CompletionRequest, request: Request,
-        engine: TextEngine, echoed: dict[int, str], deadline: float,
+        engine: TextEngine, echoed: dict[int, str], deadline: float, streams: railing.GuardedStreams,
     ) -> AsyncIterator[list[dict[str, Any]]]:  # fmt: skip
         base = {"id": rid, "object": "text_completion", "created": created, "model": body.model}
         only_prompt = body.max_tokens == 0
         first = {index: True for index, _ in jobs}
+        sent: dict[int, list[str]] = {index: [] for index, _ in jobs}
         async for batch in generation.batches(jobs, deadline):
             group = []
-            for index, event in batch if body.logprobs is not None else shaping.coalesce(batch):
-                text = event.text if not only_prompt else ""
+            events = batch if body.logprobs is not None else shaping.coalesce(batch)
+            released = await streams.release(events, only_prompt)
+            for (index, event), text in zip(events, released, strict=True):
+                if text is None:  # blocked earlier: nothing more from this choice
+                    continue
+                sent[index].append(text)
                 scored = [] if only_prompt else shaping.generated([event])
                 if first[index]:
                     first[index] = False
                     text = echoed[index] + text
                     if body.echo and body.logprobs is not None:
                         scored = (event.prompt or []) + scored
-                if not text and event.finish_reason is None and not scored:
+                if not text and event.finish_reason is None and not scored and not streams.blocked(index):
                     continue
                 logprobs = (
                     None if body.logprobs is None else shaping.completion_logprobs(engine.tokenizer, scored)
                 )
                 finish = None
-                if event.finish_reason is not None:
+                if event.finish_reason is not None or streams.blocked(index):
                     finish = "length" if only_prompt else shaping.finish_reason([event])
+                    finish = "content_filter" if streams.blocked(index) else finish
+                    streams.close(index)
                 choice = {"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish}
                 group.append({**base, "choices": [choice]})
             yield group
         usage = self._usage(request, jobs, body.n, 0 if only_prompt else None)
+        if streams.active:
+            request.state.response_text = "\n".join("".join(parts) for parts in sent.values())
         if body.include_usage:
             yield [{**base, "choices": [], "usage": usage}]
 
@@ -134,6 +159,9 @@ class TextService:
             from lamina.serving.conversation import chat_in_thread
 
             return await chat_in_thread(self, body, request)
+        guard = railing.guard_for(self.rails, request, body.model)
+        railing.refuse_logprobs(guard, bool(body.logprobs))
+        body = await self._railed_messages(guard, body, request)
         extra: dict[str, Any] = {}  # the rag extension's citations and grounding, when asked for
         grounding = None
         if body.rag is not None:
@@ -141,7 +169,7 @@ class TextService:
             grounding = await asyncio.to_thread(self.grounder.ground, body, principal)
             if grounding.final:
                 extra = {"citations": grounding.citations, "rag": grounding.info}
-                return self._answer_without_model(body, request, grounding, extra)
+                return await self._answer_without_model(body, request, grounding, extra, guard)
         engine, version = await self._engine(body.model)
         tokenizer = engine.tokenizer
         if not getattr(tokenizer, "chat_template", None):
@@ -170,17 +198,22 @@ class TextService:
         ]
         request.state.model_version = version.id
         created, rid, deadline = int(time.time()), f"chatcmpl-{uuid.uuid4().hex[:24]}", self._deadline()
+        sources = shown_sources(grounding)
         if body.stream:
             await generation.started(jobs, request, deadline, engine.retry_after)
+            streams = railing.GuardedStreams(guard, request, body.model, sources, jobs)
             return shaping.sse(
-                self._chat_chunks(jobs, rid, created, body, request, engine, tools, deadline, extra), jobs
+                self._chat_chunks(jobs, rid, created, body, request, engine, tools, deadline, extra, streams),
+                jobs,
             )
         results = await generation.collect(jobs, request, deadline, engine.retry_after)
-        choices = []
+        choices: list[dict[str, Any]] = []
         for (index, _), events in zip(jobs, results, strict=True):
-            text = "".join(e.text for e in events)
-            finish = shaping.finish_reason(events)
-            calls = shaping.tool_calls_from(text) if tools.parse else None
+            text, blocked = await railing.check_output(
+                guard, "".join(e.text for e in events), request, body.model, sources
+            )
+            finish = "content_filter" if blocked else shaping.finish_reason(events)
+            calls = shaping.tool_calls_from(text) if tools.parse and not blocked else None
             message: dict[str, Any] = {"role": "assistant", "content": text}
             if calls:
                 message, finish = {"role": "assistant", "content": None, "tool_calls": calls}, "tool_calls"
@@ -190,22 +223,43 @@ class TextService:
                     "logprobs": shaping.chat_logprobs(tokenizer, events) if body.logprobs else None,
                 }
             )  # fmt: skip
+        usage = self._usage(request, jobs, body.n)
+        if guard is not None and guard.output:
+            request.state.response_text = "\n".join(c["message"]["content"] or "" for c in choices)
         return ChatCompletion(
             id=rid, created=created, model=body.model, system_fingerprint=version.id, choices=choices,
-            usage=self._usage(request, jobs, body.n),
+            usage=usage,
         ).model_dump(exclude_unset=False) | extra  # fmt: skip
 
-    def _answer_without_model(
-        self, body: ChatRequest, request: Request, grounding: Grounding, extra: dict[str, Any]
+    async def _railed_messages(self, guard: Any, body: ChatRequest, request: Request) -> ChatRequest:
+        """The request with every message but the assistant's through the input rails (a blocked one
+        raises): what users send, and what tools and earlier turns put in the conversation."""
+        if guard is None or not guard.input:
+            return body
+        checked = [i for i, m in enumerate(body.messages) if m.role != "assistant" and m.text()]
+        texts = await railing.check_input(
+            guard, [body.messages[i].text() for i in checked], request, body.model
+        )
+        messages = list(body.messages)
+        for i, text in zip(checked, texts, strict=True):
+            if text != messages[i].text():
+                messages[i] = messages[i].model_copy(update={"content": text})
+        return body.model_copy(update={"messages": messages})
+
+    async def _answer_without_model(
+        self, body: ChatRequest, request: Request, grounding: Grounding, extra: dict[str, Any], guard: Any
     ) -> Any:
         """An extractive answer, or "not found": the same shapes as a generated one, no model call."""
-        text = extractive_text(grounding)
+        text, blocked = await railing.check_output(
+            guard, extractive_text(grounding), request, body.model, shown_sources(grounding)
+        )
+        finish = "content_filter" if blocked else "stop"
         request.state.usage, request.state.response_text = (0, 0), text
         created, rid = int(time.time()), f"chatcmpl-{uuid.uuid4().hex[:24]}"
         usage = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
         if not body.stream:
             choices = [
-                {"index": i, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+                {"index": i, "message": {"role": "assistant", "content": text}, "finish_reason": finish}
                 for i in range(body.n)
             ]
             return (
@@ -219,9 +273,9 @@ class TextService:
             base = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": body.model}
             group: list[dict[str, Any]] = []
             for i in range(body.n):
-                for delta, finish in (({"role": "assistant", "content": ""}, None), ({"content": text}, None),
-                                      ({}, "stop")):  # fmt: skip
-                    chunk = {**base, "choices": [{"index": i, "delta": delta, "finish_reason": finish}]}
+                for delta, end in (({"role": "assistant", "content": ""}, None), ({"content": text}, None),
+                                   ({}, finish)):  # fmt: skip
+                    chunk = {**base, "choices": [{"index": i, "delta": delta, "finish_reason": end}]}
                     group.append(chunk | extra if not group else chunk)
             if body.include_usage:
                 group.append({**base, "choices": [], "usage": usage})
@@ -232,6 +286,7 @@ class TextService:
     async def _chat_chunks(
         self, jobs: generation.Jobs, rid: str, created: int, body: ChatRequest, request: Request,
         engine: TextEngine, tools: ToolMode, deadline: float, extra: dict[str, Any],
+        streams: railing.GuardedStreams,
     ) -> AsyncIterator[list[dict[str, Any]]]:  # fmt: skip
         """Content deltas as tokens come; a forced tool call is sent whole once it is complete
         (one ``tool_calls`` delta per call, as OpenAI's clients accumulate them). ``extra`` (the rag
@@ -248,21 +303,39 @@ class TextService:
             for i, _ in jobs
         ]
         held: dict[int, list[str]] = {index: [] for index, _ in jobs}
+        sent: dict[int, list[str]] = {index: [] for index, _ in jobs}
         async for batch in generation.batches(jobs, deadline):
             group = []
-            for index, event in batch if body.logprobs else shaping.coalesce(batch):
+            events = batch if body.logprobs else shaping.coalesce(batch)
+            # a forced tool call is judged whole at its end, not streamed through the rails
+            released = [e.text for _, e in events] if tools.forced else await streams.release(events)
+            for (index, event), text in zip(events, released, strict=True):
+                if text is None:  # blocked earlier: nothing more from this choice
+                    continue
                 logprobs = shaping.chat_logprobs(engine.tokenizer, [event]) if body.logprobs else None
                 if tools.forced:
-                    held[index].append(event.text)
-                elif event.text or (logprobs and logprobs["content"]):
-                    content = {"content": event.text}
+                    held[index].append(text)
+                elif text or (logprobs and logprobs["content"]):
+                    sent[index].append(text)
+                    content = {"content": text}
                     choice = {"index": index, "delta": content, "logprobs": logprobs, "finish_reason": None}
                     group.append({**base, "choices": [choice]})
-                if event.finish_reason is not None:
+                if streams.blocked(index):
+                    group.append(
+                        {
+                            **base,
+                            "choices": [{"index": index, "delta": {}, "finish_reason": "content_filter"}],
+                        }
+                    )
+                    streams.close(index)
+                elif event.finish_reason is not None:
                     finish = shaping.finish_reason([event])
                     if tools.forced:
-                        text = "".join(held[index])
-                        calls = shaping.tool_calls_from(text)
+                        text, blocked = await railing.check_output(
+                            streams.guard, "".join(held[index]), request, body.model
+                        )
+                        finish = "content_filter" if blocked else finish
+                        calls = shaping.tool_calls_from(text) if not blocked else None
                         if calls:
                             finish = "tool_calls"
                             deltas = [{"index": k, **call} for k, call in enumerate(calls)]
@@ -277,6 +350,8 @@ class TextService:
                     )
             yield group
         usage = self._usage(request, jobs, body.n)
+        if streams.active:
+            request.state.response_text = "\n".join("".join(parts) for parts in sent.values())
         if body.include_usage:
             yield [{**base, "choices": [], "usage": usage}]
 
@@ -311,6 +386,13 @@ class TextService:
         for job in streams:
             self.metrics.observe_generation(job)
         return {"prompt_tokens": prompt, "completion_tokens": made, "total_tokens": prompt + made}
+
+
+def shown_sources(grounding: Grounding | None) -> list[str]:
+    """The source texts a grounded answer was written from (what the grounding rail checks against)."""
+    if grounding is None:
+        return []
+    return [c["text"][: c.get("shown_chars", len(c["text"]))] for c in grounding.citations]
 
 
 def _submit(engine: TextEngine, prompt: str, params: Any, request: Request) -> Stream:

@@ -1,4 +1,5 @@
-"""Text generation: ``/v1/completions`` and ``/v1/chat/completions`` (logic: ``text_service``)."""
+"""Text generation: ``/v1/completions`` and ``/v1/chat/completions`` (logic: ``text_service``), and
+``/v1/moderations`` (the rails policy, ``railing``)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,16 @@ from fastapi import APIRouter, Request
 
 from lamina.gateway.permissions import ANY_KEY
 from lamina.serving.deps import TextDep
-from lamina.serving.protocol import KEYED, ChatCompletion, ChatRequest, Completion, CompletionRequest, answers
+from lamina.serving.protocol import (
+    KEYED,
+    ChatCompletion,
+    ChatRequest,
+    Completion,
+    CompletionRequest,
+    ModerationList,
+    ModerationRequest,
+    answers,
+)
 
 router = APIRouter(prefix="/v1")
 GENERATION_ERRORS = (*KEYED, 404, 503, 504)
@@ -28,3 +38,11 @@ async def completions(body: CompletionRequest, request: Request, text: TextDep) 
 )  # fmt: skip
 async def chat_completions(body: ChatRequest, request: Request, text: TextDep) -> Any:
     return await text.chat(body, request)
+
+
+@router.post("/moderations", openapi_extra=ANY_KEY, responses=answers(ModerationList, *KEYED))
+async def moderations(body: ModerationRequest, request: Request, text: TextDep) -> dict[str, Any]:
+    """Check texts against the rails policy (``docs/guardrails.md``), as OpenAI's moderation API."""
+    from lamina.serving.railing import moderate
+
+    return await moderate(text.rails, body, request)

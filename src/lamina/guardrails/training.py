@@ -1,0 +1,345 @@
+"""``lamina rails train``: a rail classifier from a dataset version, evaluated on its validation
+split, registered in the hub with its report, and promoted to ``@champion`` when it beats the
+champion on that split (the rails resolve ``NAME@champion``, so a better model takes over on the
+next server start and a worse one never does).
+
+A file given instead of a dataset reference is first ingested as a dataset version (verbatim, with a
+stratified validation split), so every rail model has lineage to the data it learned from.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lamina.core.errors import ConfigError
+from lamina.guardrails.classifier import FAMILY, TextClassifier, tpr_at_fpr
+
+TARGET_FPR = 0.05
+
+
+@dataclass(frozen=True)
+class Kind:
+    """What a rail model learns: where its text and label are, its classes and heads."""
+
+    classes: list[str]
+    heads: dict[str, list[str]]
+    text_fields: tuple[str, ...]
+    label_fields: tuple[str, ...]
+    label_map: dict[str, str] = field(default_factory=dict)  # raw label → class
+    group_field: str | None = None  # reported per group (e.g. category) when present
+    method: str = "linear"  # the default: finetune where it measurably wins (bench/rails.py)
+
+
+KINDS = {
+    "injection": Kind(
+        classes=["benign", "malicious"],
+        heads={"injection": ["malicious"]},
+        text_fields=("text", "prompt"),
+        label_fields=("label", "is_injection"),
+        label_map={
+            "0": "benign",
+            "1": "malicious",
+            "false": "benign",
+            "true": "malicious",
+            "safe": "benign",
+            "unsafe": "malicious",
+            "injection": "malicious",
+            "jailbreak": "malicious",
+        },
+        group_field="category",
+        method="finetune",
+    ),
+    # Davidson et al.'s hate-speech-offensive: class 0 hate, 1 offensive, 2 neither
+    "toxicity": Kind(
+        classes=["hate", "offensive", "neither"],
+        heads={"toxic": ["hate", "offensive"], "hate": ["hate"]},
+        text_fields=("text", "tweet", "comment"),
+        label_fields=("class", "label"),
+        label_map={"0": "hate", "1": "offensive", "2": "neither", "toxic": "offensive", "clean": "neither"},
+    ),
+}
+
+
+@dataclass
+class Trained:
+    version: Any  # the ModelVersion
+    metrics: dict[str, Any]
+    promoted: bool
+    report: Any
+
+
+def kind_of(name: str) -> Kind:
+    if name not in KINDS:
+        raise ConfigError(f"unknown rail model kind {name!r}", hint=f"kinds: {', '.join(KINDS)}")
+    return KINDS[name]
+
+
+def labelled(
+    rows: list[dict[str, Any]], kind: Kind, text_field: str | None, label_field: str | None
+) -> tuple[list[str], list[str], list[str | None]]:
+    """(texts, classes, groups) of rows; a row without text or with an unknown label is refused."""
+    if not rows:
+        raise ConfigError("the training data has no rows")
+    text_key = text_field or next((f for f in kind.text_fields if f in rows[0]), None)
+    label_key = label_field or next((f for f in kind.label_fields if f in rows[0]), None)
+    if text_key is None or label_key is None:
+        raise ConfigError(
+            f"cannot find the text and label fields in {sorted(rows[0])}",
+            hint="pass --text-field and --label-field",
+        )
+    texts, labels, groups = [], [], []
+    for i, row in enumerate(rows):
+        raw = str(row.get(label_key, "")).strip()
+        label = raw if raw in kind.classes else kind.label_map.get(raw.lower())
+        if label is None:
+            raise ConfigError(
+                f"row {i}: label {raw!r} is not one of {kind.classes}",
+                hint=f"known labels: {sorted(set(kind.classes) | set(kind.label_map))}",
+            )
+        texts.append(str(row.get(text_key) or ""))
+        labels.append(label)
+        groups.append(row.get(kind.group_field) if kind.group_field else None)
+    return texts, labels, groups
+
+
+def head_metrics(
+    model: TextClassifier, texts: list[str], labels: list[str], groups: list[Any]
+) -> dict[str, Any]:
+    """Per head: AUC, TPR at 5 % FPR (at the model's calibrated threshold), precision and recall
+    there, and the share caught per group (category) when the data has groups."""
+    from sklearn.metrics import roc_auc_score
+
+    out: dict[str, Any] = {}
+    scores = model.scores(texts)
+    for head, positive_classes in model.heads.items():
+        truth = np.array([label in positive_classes for label in labels])
+        s = scores[head]
+        threshold = model.thresholds.get(head, 0.5)
+        hit = s >= threshold
+        tp, fp = int((hit & truth).sum()), int((hit & ~truth).sum())
+        metrics: dict[str, Any] = {
+            "auc": float(roc_auc_score(truth, s)) if truth.any() and (~truth).any() else None,
+            "tpr_at_fpr05": tpr_at_fpr(s, truth, TARGET_FPR)[0],
+            "threshold": threshold,
+            "precision": tp / max(tp + fp, 1),
+            "recall": tp / max(int(truth.sum()), 1),
+            "fpr": fp / max(int((~truth).sum()), 1),
+            "rows": len(texts),
+        }
+        if any(g is not None for g in groups):
+            metrics["caught_by_group"] = {
+                str(g): float(hit[[x == g for x in groups]].mean())
+                for g in sorted({str(x) for x in groups})
+                if g != "None"
+            }
+        out[head] = metrics
+    return out
+
+
+def dataset_for(
+    ws: Any, data: str, name: str, text_field: str | None, label_field: str | None, kind: Kind
+) -> Any:
+    """The dataset version to train on: ``data`` itself when it is a reference, else a new version of
+    ``NAME-data`` ingested from the file (verbatim; 20 % stratified validation split)."""
+    from lamina.data.pipeline import build_dataset
+    from lamina.data.recipe import Recipe, SplitSpec
+    from lamina.data.versions import resolve_version
+
+    path = Path(data)
+    if not path.exists():
+        return resolve_version(ws, data)
+    sample = _first_record(path)
+    text_key = text_field or next((f for f in kind.text_fields if f in sample), "text")
+    label_key = label_field or next((f for f in kind.label_fields if f in sample), "label")
+    recipe = Recipe(
+        source=str(path.resolve()),
+        steps=[],
+        text_field=text_key,
+        split=SplitSpec(fractions={"validation": 0.2}, by="stratified", field=label_key),
+        description=f"rail training data from {path.name}",
+    )
+    return build_dataset(ws, f"{name}-data", recipe).version
+
+
+def _first_record(path: Path) -> dict[str, Any]:
+    import csv
+    import json
+
+    with path.open(encoding="utf-8") as f:
+        if path.suffix == ".csv":
+            return next(csv.DictReader(f), {})
+        return json.loads(f.readline() or "{}")
+
+
+METHODS = ("linear", "finetune")
+
+
+def make_classifier(kind: Kind, method: str, *, embed: bool = True, C: float = 4.0, epochs: int = 4) -> Any:
+    if method == "linear":
+        return TextClassifier(classes=kind.classes, heads=kind.heads, embed=embed, C=C)
+    if method == "finetune":
+        from lamina.guardrails.finetuned import FineTunedClassifier
+
+        return FineTunedClassifier(classes=kind.classes, heads=kind.heads, epochs=epochs)
+    raise ConfigError(f"unknown method {method!r}", hint=f"methods: {', '.join(METHODS)}")
+
+
+def train(
+    ws: Any,
+    kind_name: str,
+    data: str,
+    *,
+    name: str | None = None,
+    text_field: str | None = None,
+    label_field: str | None = None,
+    method: str | None = None,
+    embed: bool = True,
+    C: float = 4.0,
+    epochs: int = 4,
+    promote: bool = True,
+    progress: Any = None,
+) -> Trained:
+    from lamina.data.versions import iter_rows
+
+    kind = kind_of(kind_name)
+    name = name or f"{kind_name}-guard"
+    dataset = dataset_for(ws, data, name, text_field, label_field, kind)
+    splits = list(dataset.splits)
+    if "train" not in splits or not (set(splits) & {"validation", "val", "test"}):
+        raise ConfigError(
+            f"{dataset.ref} needs a train and a validation split (it has {splits})",
+            hint="give the recipe split: {fractions: {validation: 0.2}}",
+        )
+    held = next(s for s in ("validation", "val", "test") if s in splits)
+    train_rows, held_rows = list(iter_rows(ws, dataset, "train")), list(iter_rows(ws, dataset, held))
+    texts, labels, _ = labelled(train_rows, kind, text_field, label_field)
+    v_texts, v_labels, v_groups = labelled(held_rows, kind, text_field, label_field)
+    if progress:
+        progress(f"training on {len(texts)} rows of {dataset.ref}, validating on {len(v_texts)}")
+    method = method or kind.method
+    model = make_classifier(kind, method, embed=embed, C=C, epochs=epochs)
+    if method == "finetune":
+        model.fit(texts, labels, progress=progress)
+    else:
+        model.fit(texts, labels)
+    model.calibrate(v_texts, v_labels, TARGET_FPR)
+    metrics = head_metrics(model, v_texts, v_labels, v_groups)
+    config = {
+        "kind": kind_name,
+        "method": method,
+        "classes": kind.classes,
+        "heads": kind.heads,
+        "embed": embed,
+        "C": C,
+        "dataset": dataset.ref,
+        "validation_split": held,
+        "target_fpr": TARGET_FPR,
+    }
+    flat = {
+        f"{head}_{k}": v for head, m in metrics.items() for k, v in m.items() if isinstance(v, (int, float))
+    }
+    from lamina.hub.registry import register
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "model"
+        model.save(folder)
+        _roc_plots(model, v_texts, v_labels, folder)
+        version = register(
+            ws,
+            folder,
+            name,
+            FAMILY,
+            config=config,
+            metrics=flat,
+            parents=[(dataset.id, "trained_on")],
+            meta={"heads": metrics},
+            description=f"{kind_name} rail classifier ({_describe(method, embed)}) trained on {dataset.ref}",
+        )
+    main_head = next(iter(kind.heads))
+    score = metrics[main_head]["tpr_at_fpr05"]
+    promoted = False
+    if promote:
+        champion = _champion_score(ws, name, main_head)
+        if champion is None or score >= champion:
+            ws.catalog.set_alias(
+                name,
+                "champion",
+                version.id,
+                reason=f"{main_head} TPR@FPR5% {score:.3f} vs champion {champion}",
+            )
+            promoted = True
+    from lamina.core.catalog.models import EvalReport
+
+    report = EvalReport(
+        name=f"{name}-validation",
+        subject_id=version.id,
+        metrics=flat,
+        passed=promoted,
+        description=f"{name} on {dataset.ref}:{held} ({len(v_texts)} rows)",
+        meta={"heads": metrics, "dataset": dataset.ref, "split": held},
+    )
+    ws.record(report, [(version.id, "evaluated"), (dataset.id, "evaluated_on")])
+    return Trained(version, metrics, promoted, report)
+
+
+def _champion_score(ws: Any, name: str, head: str) -> float | None:
+    from lamina.hub.registry import resolve_model
+
+    try:
+        champion = resolve_model(ws, f"{name}@champion")
+    except Exception:  # no champion yet
+        return None
+    value = (champion.metrics or {}).get(f"{head}_tpr_at_fpr05")
+    return float(value) if value is not None else None
+
+
+def _roc_plots(model: Any, texts: list[str], labels: list[str], folder: Path) -> None:
+    from lamina.guardrails.report import roc_report
+
+    scores = model.scores(texts)
+    curves = {
+        head: (scores[head], np.array([label in pos for label in labels]))
+        for head, pos in model.heads.items()
+    }
+    roc_report(curves, folder / "roc", title="Validation ROC")
+
+
+def rows_of(ws: Any, data: str, split: str | None = None) -> list[dict[str, Any]]:
+    """Rows of a dataset version (one split, or all) or of a JSONL/CSV file."""
+    import csv
+    import json
+
+    path = Path(data)
+    if path.exists():
+        with path.open(encoding="utf-8") as f:
+            if path.suffix == ".csv":
+                return list(csv.DictReader(f))
+            return [json.loads(line) for line in f if line.strip()]
+    from lamina.data.versions import iter_rows
+
+    return list(iter_rows(ws, data, split))
+
+
+def trained_on(ws: Any, ref: str) -> str | None:
+    """The source file (or dataset) a rail model's training data came from; None if no such model."""
+    from lamina.data.versions import resolve_version
+    from lamina.hub.registry import resolve_model
+
+    try:
+        version = resolve_model(ws, ref)
+        dataset = resolve_version(ws, version.meta["config"]["dataset"])
+    except Exception:  # no such model (yet)
+        return None
+    source = (dataset.recipe or {}).get("source")
+    return source if isinstance(source, str) else dataset.ref
+
+
+def _describe(method: str, embed: bool) -> str:
+    if method == "finetune":
+        return "MiniLM fine-tuned as a sequence classifier"
+    return f"TF-IDF{' + MiniLM embeddings' if embed else ''} → logistic regression"
