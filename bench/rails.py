@@ -540,6 +540,13 @@ def render(r: dict) -> str:
         f"({', '.join(f'{k} {v:.2f}' for k, v in lat['in_process']['per_rail_p50_ms'].items())} ms).",
     ]
     served = lat.get("served")
+    if served and served.get("statuses", {}).get("rails") != [200]:
+        lines += [
+            "",
+            f"**The served comparison is not valid in this run**: with rails the 500-token prompt was "
+            f"answered {served['statuses']['rails']} (the injection rail blocked it — a false positive on a "
+            "long benign prompt), so those requests skipped the model. Raw figures, for the record:",
+        ]
     if served:
         p = served["p50_ms"]
         lines += [
