@@ -203,7 +203,7 @@ def evaluate(
 
     kind_name = kind or rail
     spec = training.kind_of(kind_name)
-    positive = next(iter(spec.heads.values())) if kind_name != "toxicity" else ["hate", "offensive"]
+    positive = next(iter(spec.heads.values()))  # the main head: injection, or toxic (hate + offensive)
     with get_state(ctx).open_workspace() as ws:
         rows = training.rows_of(ws, data, split)
         texts, labels, _ = training.labelled(rows, spec, text_field, label_field)

@@ -37,9 +37,6 @@ class Checked:
     verdicts: list[Verdict] = field(default_factory=list)
     blocked: Verdict | None = None
 
-    def acted(self) -> list[Verdict]:
-        return [v for v in self.verdicts if v.acted or v.error]
-
 
 class Guard:
     def __init__(

@@ -42,7 +42,8 @@ class ClassifierRail(Rail):
     name = "classifier"
     default_model: ClassVar[str | None] = None
     heads: ClassVar[tuple[str, ...]] = ()
-    default_threshold = 0.5  # placeholder so a policy may set one; the model's own is preferred
+    # a policy may set a threshold; without one each head uses the one the model was calibrated with
+    default_threshold = 0.5
     options: ClassVar[dict[str, Any]] = {"heads": None, "max_chars": 4000}
 
     def __init__(self, spec: RailSpec, ws: Any = None) -> None:

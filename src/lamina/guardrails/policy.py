@@ -142,13 +142,6 @@ class Policies:
                 return guard
         return self.base
 
-    def rails(self) -> list[Rail]:
-        seen: dict[int, Rail] = {}
-        for guard in [self.base, *(g for _, g in self.rules)]:
-            for rail in guard.input + guard.output:
-                seen[id(rail)] = rail
-        return list(seen.values())
-
 
 def _guard(
     inputs: list[RailSpec],

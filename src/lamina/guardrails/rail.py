@@ -61,7 +61,7 @@ class Rail:
         self.opts = {**self.options, **spec.options}
 
     def check(self, text: str, context: dict[str, Any]) -> Verdict:  # pragma: no cover - abstract
-        raise NotImplementedError
+        raise NotImplementedError  # abstract: every registered rail implements it
 
     def verdict(self, hit: bool, **fields: Any) -> Verdict:
         """A verdict with this rail's action when ``hit``, else allow (keeping score and reasons)."""

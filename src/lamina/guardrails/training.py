@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from lamina.core.errors import ConfigError
-from lamina.guardrails.classifier import FAMILY, TextClassifier, tpr_at_fpr
+from lamina.guardrails.classifier import FAMILY, TextClassifier
 
 TARGET_FPR = 0.05
 
@@ -112,25 +112,15 @@ def head_metrics(
 ) -> dict[str, Any]:
     """Per head: AUC, TPR at 5 % FPR (at the model's calibrated threshold), precision and recall
     there, and the share caught per group (category) when the data has groups."""
-    from sklearn.metrics import roc_auc_score
+    from lamina.guardrails.report import metrics_of
 
     out: dict[str, Any] = {}
     scores = model.scores(texts)
     for head, positive_classes in model.heads.items():
         truth = np.array([label in positive_classes for label in labels])
-        s = scores[head]
         threshold = model.thresholds.get(head, 0.5)
-        hit = s >= threshold
-        tp, fp = int((hit & truth).sum()), int((hit & ~truth).sum())
-        metrics: dict[str, Any] = {
-            "auc": float(roc_auc_score(truth, s)) if truth.any() and (~truth).any() else None,
-            "tpr_at_fpr05": tpr_at_fpr(s, truth, TARGET_FPR)[0],
-            "threshold": threshold,
-            "precision": tp / max(tp + fp, 1),
-            "recall": tp / max(int(truth.sum()), 1),
-            "fpr": fp / max(int((~truth).sum()), 1),
-            "rows": len(texts),
-        }
+        hit = scores[head] >= threshold
+        metrics: dict[str, Any] = {**metrics_of(scores[head], truth, hit), "threshold": threshold}
         if any(g is not None for g in groups):
             metrics["caught_by_group"] = {
                 str(g): float(hit[[x == g for x in groups]].mean())

@@ -224,18 +224,12 @@ def _rails(ws: Workspace) -> dict[str, Any]:
 
 
 def _feedback(ws: Workspace, version: Any) -> dict[str, Any]:
-    """Feedback given on this version's answers (the monitoring layer's records, when it has any)."""
-    from lamina.core.catalog import models as catalog_models
-
-    table = getattr(catalog_models, "Feedback", None)
-    if table is None:
-        return {
-            "records": 0,
-            "note": "no feedback is recorded by this Lamina (the feedback API is not installed)",
-        }
-    with ws.catalog.session() as session:  # pragma: no cover - arrives with lamina.monitoring
-        rows = session.scalars(sa.select(table).where(table.model_version_id == version.id)).all()
-        return {"records": len(rows)}
+    """Feedback on this version's answers: none can be recorded yet (the feedback API arrives with
+    ``lamina.monitoring``), so the report says so and the mapping marks it a gap."""
+    return {
+        "records": 0,
+        "note": "no feedback is recorded by this Lamina (the feedback API is not built yet)",
+    }
 
 
 def _card_section(card: str, title: str) -> str | None:
