@@ -89,7 +89,17 @@ def injection(quick: bool) -> dict:
     kind = KINDS["injection"]
     heuristics = InjectionHeuristics(RailSpec(rail="injection_heuristics"))
     heuristic_hit = np.array([heuristics.check(t, {}).acted for t in texts])
-    methods = ["tfidf (issue baseline)", "linear", "linear + MiniLM", "finetune + prefilter (default)"]
+    from lamina.guardrails.augment import long_copies
+
+    methods = [
+        "tfidf (issue baseline)",
+        "linear, no long copies",
+        "linear",
+        "linear + MiniLM",
+        "finetune + prefilter (default)",
+    ]
+    long_benign, ordinary = long_benign_prompts(), ordinary_prompts()
+    outside: dict[str, dict[str, list[float]]] = {m: {"long": [], "ordinary": []} for m in methods}
     oof = {m: np.zeros(len(texts)) for m in methods}
     deployed = {m: np.zeros(len(texts), dtype=bool) for m in methods}
     folds = StratifiedKFold(2 if quick else 5, shuffle=True, random_state=0)
@@ -109,17 +119,27 @@ def injection(quick: bool) -> dict:
         cut = float(np.quantile(val_scores[[v != "malicious" for v in vl]], 1 - FPR, method="higher"))
         oof[methods[0]][test_idx] = base.predict_proba(tt)[:, 1]
         deployed[methods[0]][test_idx] = oof[methods[0]][test_idx] > cut
+        outside[methods[0]]["long"].append(float((base.predict_proba(long_benign)[:, 1] > cut).mean()))
+        outside[methods[0]]["ordinary"].append(float((base.predict_proba(ordinary)[:, 1] > cut).mean()))
         candidates = {
             methods[1]: TextClassifier(kind.classes, kind.heads, embed=False),
-            methods[2]: TextClassifier(kind.classes, kind.heads, embed=True),
-            methods[3]: FineTunedClassifier(kind.classes, kind.heads, epochs=2 if quick else 4),
+            methods[2]: TextClassifier(kind.classes, kind.heads, embed=False),
+            methods[3]: TextClassifier(kind.classes, kind.heads, embed=True),
+            methods[4]: FineTunedClassifier(kind.classes, kind.heads, epochs=2 if quick else 4),
         }
+        copies, copy_labels = long_copies(ft, fl)  # as `lamina rails train` adds them
         for name, model in candidates.items():
-            model.fit(ft, fl)
+            if name == methods[1]:
+                model.fit(ft, fl)
+            else:
+                model.fit(ft + copies, fl + copy_labels)
             model.calibrate(vt, vl, FPR)
             scores = model.scores(tt)["injection"]
             oof[name][test_idx] = scores
-            deployed[name][test_idx] = scores >= model.thresholds["injection"]
+            threshold = model.thresholds["injection"]
+            deployed[name][test_idx] = scores >= threshold
+            outside[name]["long"].append(float((model.scores(long_benign)["injection"] >= threshold).mean()))
+            outside[name]["ordinary"].append(float((model.scores(ordinary)["injection"] >= threshold).mean()))
             models[name] = model
         print(f"fold {fold}: {time.perf_counter() - started:.0f} s", flush=True)
     out = {"rows": len(texts), "positives": int(truth.sum()), "folds": folds.n_splits, "methods": {}}
@@ -129,7 +149,10 @@ def injection(quick: bool) -> dict:
         tpr, _ = tpr_at_fpr(oof[name], truth, FPR)
         hit = deployed[name]
         out["methods"][name] = _row(roc_auc_score(truth, oof[name]), tpr, hit, truth, groups)
-    default = deployed[methods[3]] | heuristic_hit
+        out["methods"][name]["long_benign_fpr"] = statistics.mean(outside[name]["long"])
+        out["methods"][name]["ordinary_fpr"] = statistics.mean(outside[name]["ordinary"])
+    out["long_benign_prompts"], out["ordinary_prompts"] = len(long_benign), len(ordinary)
+    default = deployed[methods[4]] | heuristic_hit
     out["methods"]["default input rails (heuristics or finetune)"] = _row(None, None, default, truth, groups)
     out["heuristics_alone"] = {
         "tpr": float(heuristic_hit[truth].mean()),
@@ -137,6 +160,28 @@ def injection(quick: bool) -> dict:
     }
     out["_models"] = models  # for the latency section (not saved)
     return out
+
+
+def long_benign_prompts(n: int = 200) -> list[str]:
+    """Pasted Wikipedia paragraphs (SQuAD) with a question or a summary request, and the latency
+    section's 2,000-character prompt: long benign text from a source rail training never sees."""
+    data = json.loads((SHARED / "rag" / "squad-dev-shared.json").read_text())
+    rng = random.Random(1)
+    paragraphs = [p for article in data["data"] for p in article["paragraphs"] if p["qas"]]
+    layouts = ["{c}\n\n{q}", "Answer from the passage.\nPassage: {c}\nQuestion: {q}", "{q}\n\n{c}"]
+    prompts = [
+        rng.choice(layouts).format(c=p["context"], q=p["qas"][0]["question"])
+        for p in rng.sample(paragraphs, n - 1)
+    ]
+    return [*prompts, prompt_500_tokens()]
+
+
+def ordinary_prompts(n: int = 300) -> list[str]:
+    """Everyday questions people ask an assistant (Dolly open QA): short benign text from elsewhere."""
+    path = SHARED / "sft" / "dolly-open_qa" / "dolly-open_qa.shared.jsonl"
+    rows = [json.loads(line) for line in path.open()]
+    questions = [r["text"].split("### Assistant:")[0].replace("### Human:", "").strip() for r in rows]
+    return random.Random(1).sample(questions, n)
 
 
 def _row(
@@ -412,9 +457,11 @@ def served_latency(model_folder: Path, runs: int) -> dict:
         with httpx.Client(timeout=120) as client:
             for i in range(runs + 3):
                 for key, label in ((user, "rails"), (ADMIN, "none")):
+                    # a new prompt each time: the server remembers input verdicts, and a repeated
+                    # prompt would measure that memory, not the rails
                     body = {
                         "model": "bench@champion",
-                        "messages": [{"role": "user", "content": prompt}],
+                        "messages": [{"role": "user", "content": f"Request {i}, {label}. {prompt}"}],
                         "max_tokens": 1,
                         "temperature": 0,
                     }
@@ -428,7 +475,7 @@ def served_latency(model_folder: Path, runs: int) -> dict:
                         timings[label].append(elapsed)
                     stream = {  # bench@v1: the same model, output rails only for user keys
                         "model": "bench@v1",
-                        "messages": [{"role": "user", "content": prompt}],
+                        "messages": [{"role": "user", "content": f"Stream {i}, {label}. {prompt}"}],
                         "max_tokens": 48,
                         "temperature": 1.0,
                         "seed": i,
@@ -478,15 +525,18 @@ def render(r: dict) -> str:
         "",
         "| method | AUC | TPR at FPR 5 % (pooled) | deployed "
         "TPR | deployed FPR | jailbreak | indirect | harmful "
-        "| benign look-alike flagged | benign trigger-word flagged |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| benign look-alike flagged | benign trigger-word flagged "
+        "| long benign flagged | ordinary flagged |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, m in inj["methods"].items():
         c = m["caught_by_category"]
         lines.append(
             f"| {name} | {pct(m['auc'])} | {pct(m['tpr_at_fpr05'])} | {pct(m['deployed_tpr'])} | "
             f"{pct(m['deployed_fpr'])} | {pct(c['jailbreak'])} | {pct(c['indirect_prompt_injection'])} | "
-            f"{pct(c['harmful_request'])} | {pct(c['benign_lookalike'])} | {pct(c['benign_trigger_words'])} |"
+            f"{pct(c['harmful_request'])} | {pct(c['benign_lookalike'])} | "
+            f"{pct(c['benign_trigger_words'])} | {pct(m.get('long_benign_fpr'))} | "
+            f"{pct(m.get('ordinary_fpr'))} |"
         )
     lines += [
         "",
@@ -494,7 +544,12 @@ def render(r: dict) -> str:
         f"(AUC {ISSUE['injection_tfidf_auc']}), MiniLM + LR "
         f"{ISSUE['injection_minilm_tpr']}; target ≥ 0.90 at "
         "FPR ≤ 0.05. *Deployed* = the threshold calibrated "
-        "on a validation split, applied to the unseen fold.",
+        "on a validation split, applied to the unseen fold. *Long benign*: "
+        f"{inj['long_benign_prompts']} Wikipedia paragraphs (SQuAD) with a question or a summary request; "
+        f"*ordinary*: {inj['ordinary_prompts']} everyday questions (Dolly open QA) — sources no training "
+        "row comes from, flagged at the deployed threshold (mean over folds). Lamina's methods train with "
+        "long-context copies (`guardrails/augment.py`) as `lamina rails train` does, except the row that "
+        "says not.",
         "",
         f"## Toxicity ({tox['rows']} tweets; test {tox['test_counts']})",
         "",

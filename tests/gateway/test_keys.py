@@ -62,22 +62,27 @@ def test_bad_key_requests_are_refused(
 
 
 # The matrix written out by hand: a change to a route's permit() must change this table too.
+ANY = {"admin", "developer", "reviewer", "user"}
 EXPECTED = {
-    ("GET", "/openapi.json"): {"admin", "developer", "user"},
-    ("GET", "/docs"): {"admin", "developer", "user"},
-    ("GET", "/docs/oauth2-redirect"): {"admin", "developer", "user"},
-    ("GET", "/redoc"): {"admin", "developer", "user"},
-    ("GET", "/health"): {"admin", "developer", "user", "anonymous"},
-    ("GET", "/ready"): {"admin", "developer", "user", "anonymous"},
-    ("GET", "/v1/models"): {"admin", "developer", "user"},
-    ("POST", "/v1/completions"): {"admin", "developer", "user"},
-    ("POST", "/v1/chat/completions"): {"admin", "developer", "user"},
-    ("POST", "/v1/embeddings"): {"admin", "developer", "user"},
-    ("POST", "/v1/moderations"): {"admin", "developer", "user"},
-    ("POST", "/v1/images/generations"): {"admin", "developer", "user"},
-    ("POST", "/v1/threads"): {"admin", "developer", "user"},  # each key sees only its own threads
-    ("GET", "/v1/threads/{thread_id}"): {"admin", "developer", "user"},
-    ("DELETE", "/v1/threads/{thread_id}"): {"admin", "developer", "user"},
+    ("GET", "/openapi.json"): ANY,
+    ("GET", "/docs"): ANY,
+    ("GET", "/docs/oauth2-redirect"): ANY,
+    ("GET", "/redoc"): ANY,
+    ("GET", "/health"): {*ANY, "anonymous"},
+    ("GET", "/ready"): {*ANY, "anonymous"},
+    ("GET", "/v1/models"): ANY,
+    ("POST", "/v1/completions"): ANY,
+    ("POST", "/v1/chat/completions"): ANY,
+    ("POST", "/v1/embeddings"): ANY,
+    ("POST", "/v1/moderations"): ANY,
+    ("POST", "/v1/images/generations"): ANY,
+    ("POST", "/v1/threads"): ANY,  # each key sees only its own threads
+    ("GET", "/v1/threads/{thread_id}"): ANY,
+    ("DELETE", "/v1/threads/{thread_id}"): ANY,
+    ("POST", "/v1/feedback"): ANY,  # on its own requests; reviewer and admin keys on any
+    ("GET", "/v1/feedback"): ANY,  # its own; reviewer and admin keys see everyone's
+    ("GET", "/v1/review"): {"admin", "reviewer"},
+    ("POST", "/v1/review/{item_id}"): {"admin", "reviewer"},
     ("GET", "/metrics"): {"admin", "developer"},
     ("GET", "/admin/audit"): {"admin", "developer"},
     ("GET", "/admin/keys"): {"admin"},

@@ -148,6 +148,45 @@ def test_a_crashing_rail_fails_closed_when_it_blocks_and_is_reported_when_it_fla
         RAILS.remove("exploding")
 
 
+class Counting(Rail):
+    """Flags texts with "x"; counts its calls, and fails while ``failing`` is set."""
+
+    name = "counting"
+    calls = 0
+    failing = False
+
+    def check(self, text: str, context: dict) -> Verdict:
+        type(self).calls += 1
+        if type(self).failing:
+            raise RuntimeError("down")
+        return self.verdict("x" in text, reasons=["has x"])
+
+
+def test_input_verdicts_are_remembered_so_a_conversation_is_not_judged_again_each_turn() -> None:
+    RAILS.add("counting", Counting)
+    try:
+        guard = Guard([rail("counting", action="flag")], [rail("counting", "output", action="flag")])
+        turn1 = guard.check(["system prompt", "question x"], {"model": "m"})
+        turn2 = guard.check(["system prompt", "question x", "follow-up"], {"model": "m"})
+        assert Counting.calls == 3  # the two repeated messages were not judged again
+        assert [v.action for v in turn2.verdicts] == ["allow", "flag", "allow"]
+        assert turn1.verdicts[1] == turn2.verdicts[1]
+        guard.check(["system prompt"], {"model": "other"})  # another model may count tokens differently
+        guard.check(["answer x"], {"model": "m"}, "output")
+        guard.check(["answer x"], {"model": "m"}, "output")  # output is never cached
+        assert Counting.calls == 6
+        Counting.failing = True
+        assert guard.check(["new"], {"model": "m"}).verdicts[0].error == "RuntimeError"
+        Counting.failing = False
+        assert guard.check(["new"], {"model": "m"}).verdicts[0].error is None  # a failure is retried
+        small = Guard([rail("counting", action="flag")], [], cache_size=2)
+        for text in ("a", "b", "c", "a"):
+            small.check([text], {})
+        assert small.cache is not None and len(small.cache._items) == 2 and small.cache.hits == 0
+    finally:
+        RAILS.remove("counting")
+
+
 @pytest.mark.parametrize(
     ("policy", "message"),
     [

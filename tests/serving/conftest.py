@@ -9,16 +9,18 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import httpx
 import pytest
 
+from lamina.core.crypto import new_key
 from lamina.quickstart import run_quickstart
 from tests.conftest import run_lamina
 
 ADMIN = "admin-secret-for-tests"
+RAILED_KEY = new_key()  # the railed server's encryption key (audit and feedback text)
 
 
 @dataclass
@@ -64,6 +66,20 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     # refuse logprobs, which many tests here ask for); test_rails_api.py serves with it
     url, process = start_server(root, {"LAMINA_RAILS__PRESET": "none"})
     yield Server(url, root, json.loads(made.stdout)["key"], process)
+    process.terminate()
+    process.wait(timeout=20)
+
+
+@pytest.fixture(scope="session")
+def railed(server: Server) -> Iterator[Server]:
+    """A second server on the same workspace with its lamina.yaml rails policy on, keeping audit
+    text encrypted (test_rails_api.py, test_feedback_api.py)."""
+    url, process = start_server(
+        server.workspace,
+        {"LAMINA_SERVER__AUDIT_TEXT": "true", "LAMINA_SECURITY__ENCRYPTION_KEYS": json.dumps([RAILED_KEY])},
+        "railed-server.log",
+    )
+    yield replace(server, url=url, process=process)
     process.terminate()
     process.wait(timeout=20)
 

@@ -6,32 +6,17 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
-from dataclasses import replace
 
 import httpx
 import openai
 import pytest
 
-from lamina.core.crypto import PREFIX, new_key
+from lamina.core.crypto import PREFIX
 from tests.conftest import run_lamina
-from tests.serving.conftest import ADMIN, Server, start_server
+from tests.serving.conftest import ADMIN, RAILED_KEY, Server
 
 MODEL = "shakes@champion"  # char-level, 64-token context: forced answers stay short
-KEY = new_key()
-
-
-@pytest.fixture(scope="module")
-def railed(server: Server) -> Iterator[Server]:
-    """A second server on the same workspace with its lamina.yaml policy on, keeping audit text."""
-    url, process = start_server(
-        server.workspace,
-        {"LAMINA_SERVER__AUDIT_TEXT": "true", "LAMINA_SECURITY__ENCRYPTION_KEYS": json.dumps([KEY])},
-        "railed-server.log",
-    )
-    yield replace(server, url=url, process=process)
-    process.terminate()
-    process.wait(timeout=20)
+KEY = RAILED_KEY
 
 
 def client(server: Server) -> openai.OpenAI:

@@ -21,12 +21,14 @@ from lamina.cli import (
     chat_cmd,
     data_cmds,
     eval_cmds,
+    feedback_cmds,
     generate_cmds,
     governance_cmds,
     keys_cmds,
     latent_cmds,
     lineage_cmd,
     models_cmds,
+    monitor_cmds,
     prompts_cmds,
     quickstart_cmd,
     rag_cmds,
@@ -121,6 +123,9 @@ app.add_typer(chain_cmd.app, name="chain")
 app.add_typer(rails_cmds.app, name="rails")
 app.add_typer(audit_cmds.app, name="audit")
 app.add_typer(governance_cmds.app, name="governance")
+app.add_typer(feedback_cmds.app, name="feedback")
+app.add_typer(feedback_cmds.review_app, name="review")
+app.add_typer(monitor_cmds.app, name="monitor")
 app.command("serve")(serve_cmd.serve)
 app.command("chat")(chat_cmd.chat)
 

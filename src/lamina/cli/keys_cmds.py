@@ -16,12 +16,15 @@ app = typer.Typer(help="API keys for 'lamina serve' (stored only as hashes).", n
 class RoleChoice(StrEnum):
     admin = "admin"
     developer = "developer"
+    reviewer = "reviewer"
     user = "user"
 
 
 def create(
     ctx: typer.Context,
-    role: RoleChoice = typer.Option(..., "--role", help="admin, developer or user (see docs/serving.md)."),
+    role: RoleChoice = typer.Option(
+        ..., "--role", help="admin, developer, reviewer or user (see docs/serving.md)."
+    ),
     name: str = typer.Option(..., "--name", help="Who or what uses the key, e.g. ci-bot."),
     rpm: int | None = typer.Option(None, "--rpm", min=1, help="Requests per minute allowed."),
     tpm: int | None = typer.Option(None, "--tpm", min=1, help="Tokens per minute allowed."),

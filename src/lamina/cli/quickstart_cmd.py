@@ -143,6 +143,8 @@ def _serve_demo(root: Path, flags: dict, port: int) -> None:
             revoke_key(ws, old["id"])
     key = create_key(ws, "quickstart-admin", "admin").secret
     server = ws.settings.server.model_copy(update={"host": "127.0.0.1", "port": port})
+    import lamina.monitoring  # noqa: F401 (registers /v1/feedback and /v1/review with the app)
+
     app = create_app(ws, ws.settings.model_copy(update={"server": server}))
     app.state.pool.engine("shakes@champion")  # warm: the first request should not wait for loading
     url = f"http://127.0.0.1:{port}"

@@ -128,6 +128,13 @@ def train(
         "--embed/--no-embed",
         help="Add MiniLM sentence embeddings to the TF-IDF features (better, ~5 ms more per check).",
     ),
+    long_copies: bool | None = typer.Option(
+        None,
+        "--long-copies/--no-long-copies",
+        help="Add copies of short rows inside document passages so the rail judges content, not "
+        "length (without them a model trained on short benign prompts blocks long ones). "
+        "Default: on for injection.",
+    ),
     promote: bool = typer.Option(
         True,
         "--promote/--no-promote",
@@ -153,6 +160,7 @@ def train(
             method=method,
             embed=embed,
             epochs=epochs,
+            long_copies=long_copies,
             promote=promote,
             progress=say,
         )

@@ -95,9 +95,13 @@ IMAGE_FAMILIES: ExtensionPoint[Any] = ExtensionPoint("image_families", "image mo
 RAILS: ExtensionPoint[Any] = ExtensionPoint("rails", "guardrail")  # filled by lamina.guardrails
 RETRIEVERS: ExtensionPoint[Any] = ExtensionPoint("retrievers", "retriever")  # filled by lamina.rag
 EVALUATORS: ExtensionPoint[Any] = ExtensionPoint("evaluators", "evaluator")  # filled by lamina.evaluation
+# FastAPI routers of layers above serving (the feedback API of lamina.monitoring): the app mounts
+# every one registered when it is built, so serving never imports the layers that sit on it
+API_ROUTERS: ExtensionPoint[Any] = ExtensionPoint("api_routers", "API router")
 
 POINTS: dict[str, ExtensionPoint[Any]] = {
-    p.point: p for p in (SOURCES, STEPS, FILTER_HOOKS, IMAGE_FAMILIES, RAILS, RETRIEVERS, EVALUATORS)
+    p.point: p
+    for p in (SOURCES, STEPS, FILTER_HOOKS, IMAGE_FAMILIES, RAILS, RETRIEVERS, EVALUATORS, API_ROUTERS)
 }
 
 

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from lamina.core.catalog.models import AuditEvent
+from lamina.core.catalog.models import AuditEvent, Feedback
 from lamina.core.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -81,6 +81,7 @@ class AuditWriter:
                                     row[name] = self.protect(row[name])
                     with self.ws.catalog.session() as session:
                         session.add_all([AuditEvent(**row) for row in rows])
+                        session.add_all(rail_reviews(rows))
                 except Exception:  # the log must never take the server down
                     log.exception("could not write %d audit rows", len(rows))
             if self.retention_days and time.monotonic() - self._purged_at > 3600:
@@ -111,6 +112,29 @@ def recent(ws: Workspace, limit: int = 100) -> list[dict[str, Any]]:
         ]  # fmt: skip
 
 
+def rail_reviews(rows: list[dict[str, Any]]) -> list[Feedback]:
+    """A review-queue item for each request a rail flagged or blocked (``lamina.monitoring.review``
+    shows them to reviewers: a false block and a missed attack are both worth a person's look)."""
+    items = []
+    for row in rows:
+        acted = [
+            v for v in (row.get("detail") or {}).get("rails", []) if v.get("action") in ("flag", "block")
+        ]
+        if acted:
+            rails = ",".join(sorted({f"{v['rail']}:{v['action']}" for v in acted}))
+            items.append(
+                Feedback(
+                    request_id=row["request_id"],
+                    key_id=row.get("key_id"),
+                    model_version_id=row.get("model_version_id"),
+                    label=f"rail {rails}"[:64],
+                    status="new",
+                    origin="rail",
+                )  # fmt: skip
+            )
+    return items
+
+
 def stored_text(redactor: Callable[[str], str] | None, cipher: Any) -> Callable[[str | None], str | None]:
     """What the audit log keeps of a text: PII redacted (when a redactor is given), then encrypted
     (when a cipher is)."""
@@ -126,13 +150,15 @@ def stored_text(redactor: Callable[[str], str] | None, cipher: Any) -> Callable[
 
 
 def purge(ws: Workspace, older_than_days: float) -> int:
-    """Delete audit rows older than ``older_than_days``; returns how many went."""
+    """Delete audit rows older than ``older_than_days``, and feedback as old that no training batch
+    has taken (its text is personal data too); returns how many audit rows went."""
     from datetime import UTC, datetime, timedelta
 
     import sqlalchemy as sa
 
     cutoff = datetime.now(UTC) - timedelta(days=older_than_days)
     with ws.catalog.session() as session:
+        session.execute(sa.delete(Feedback).where(Feedback.at < cutoff, Feedback.batch_id.is_(None)))
         result = session.execute(sa.delete(AuditEvent).where(AuditEvent.at < cutoff))
         return int(getattr(result, "rowcount", 0) or 0)
 
@@ -148,7 +174,7 @@ def rotate(ws: Workspace, cipher: Any, batch: int = 500) -> int:
                 sa.select(AuditEvent).where(AuditEvent.id > last).order_by(AuditEvent.id).limit(batch)
             ).all()
             if not rows:
-                return changed
+                return changed + _rotate_feedback(session, cipher)
             for row in rows:
                 last = row.id
                 if row.request_text is None and row.response_text is None:
@@ -156,6 +182,18 @@ def rotate(ws: Workspace, cipher: Any, batch: int = 500) -> int:
                 row.request_text = cipher.rotate(row.request_text)
                 row.response_text = cipher.rotate(row.response_text)
                 changed += 1
+
+
+def _rotate_feedback(session: Any, cipher: Any) -> int:
+    """Feedback comments and corrections under the first key too (they are few: one pass)."""
+    import sqlalchemy as sa
+
+    changed = 0
+    texts = sa.or_(Feedback.comment.is_not(None), Feedback.correction.is_not(None))
+    for row in session.scalars(sa.select(Feedback).where(texts)).all():
+        row.comment, row.correction = cipher.rotate(row.comment), cipher.rotate(row.correction)
+        changed += 1
+    return changed
 
 
 def texts(ws: Workspace, cipher: Any, limit: int = 20) -> list[dict[str, Any]]:

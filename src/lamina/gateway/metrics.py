@@ -63,6 +63,14 @@ class Metrics:
             "lamina_rail_seconds", "Time a rail takes per check", ["rail", "stage"], buckets=FAST, registry=r
         )
 
+        self.feedback = Counter(
+            "lamina_feedback", "Feedback given on answers (thumbs_up, thumbs_down, preferred, …)", ["label"],
+            registry=r,
+        )  # fmt: skip
+
+    def observe_feedback(self, label: str | None) -> None:
+        self.feedback.labels(label or "other").inc()
+
     def observe_rail(self, stage: str, rail: str, verdict: Any, seconds: float) -> None:
         self.rail_verdicts.labels(rail, stage, verdict.action).inc()
         self.rail_seconds.labels(rail, stage).observe(seconds)

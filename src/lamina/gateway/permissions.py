@@ -14,8 +14,9 @@ import re
 from collections.abc import Iterable
 from typing import Any, Literal
 
-Role = Literal["admin", "developer", "user"]
-ROLES: tuple[Role, ...] = ("admin", "developer", "user")
+# reviewer: a user who may also judge and review anyone's answers (the feedback review queue)
+Role = Literal["admin", "developer", "reviewer", "user"]
+ROLES: tuple[Role, ...] = ("admin", "developer", "reviewer", "user")
 PUBLIC = "public"  # no key needed
 EXTRA_KEY = "x-lamina-roles"
 
@@ -32,6 +33,7 @@ ANYONE = permit(PUBLIC)
 ANY_KEY = permit(*ROLES)
 OPERATORS = permit("admin", "developer")
 ADMIN_ONLY = permit("admin")
+REVIEWERS = permit("admin", "reviewer")
 
 
 def flat_routes(routes: Iterable[Any]) -> list[Any]:

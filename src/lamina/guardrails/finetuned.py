@@ -9,13 +9,22 @@ classifier saved as safetensors (no pickle), with the same heads and calibrated 
 
 Long texts are judged by their first and last ``max_tokens // 2`` tokens: instructions and payloads
 sit at the start and the end of a prompt, and a fixed window keeps the cost per check bounded.
+
+What serves is the model exported to ONNX with int8 weights, run by ONNX Runtime: a 128-token check
+takes ~8 ms on two Zen 4 cores against ~14 ms for bf16 in torch and ~25 ms for fp32. The export
+happens right after training and the thresholds are calibrated on the int8 model's own scores, so
+the numbers in its report are the numbers it serves with. Without onnxruntime the torch weights
+serve (bf16 where the CPU has it natively).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
+import tempfile
 import threading
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +34,7 @@ import numpy as np
 from lamina.core.errors import ConfigError
 
 MODEL_FILE = "classifier.json"
+ONNX_FILE = "model.int8.onnx"  # in the transformer folder, beside the safetensors weights
 PREFILTER_MISS = 0.01  # the share of validation attacks the prefilter may clear unseen
 
 
@@ -44,6 +54,9 @@ class FineTunedClassifier:
     clear_below: dict[str, float] = field(default_factory=dict)
     model: Any = field(default=None, repr=False)
     tokenizer: Any = field(default=None, repr=False)
+    int8: bool = True  # serve through ONNX Runtime with int8 weights (when it is installed)
+    session: Any = field(default=None, repr=False)  # the ONNX Runtime session
+    onnx: bytes | None = field(default=None, repr=False)
     method = "finetune"
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -90,7 +103,34 @@ class FineTunedClassifier:
             if progress:
                 progress(f"epoch {epoch + 1}/{self.epochs}: loss {total / len(texts):.4f}")
         self.model.eval()
+        if self.int8 and _onnxruntime_available():
+            self.quantize()
         return self
+
+    def quantize(self) -> None:
+        """Export the model to ONNX, quantise its weights to int8 and serve from that from now on."""
+        import torch
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        with tempfile.TemporaryDirectory() as tmp:
+            plain, int8 = Path(tmp) / "model.onnx", Path(tmp) / ONNX_FILE
+            ids, mask = self._encode(["a short example", "another"])
+            dynamic = {"input_ids": {0: "batch", 1: "tokens"}, "attention_mask": {0: "batch", 1: "tokens"},
+                       "logits": {0: "batch"}}  # fmt: skip
+            quiet = logging.getLogger()
+            level = quiet.level
+            with warnings.catch_warnings(), torch.no_grad():
+                warnings.simplefilter("ignore")  # tracer and deprecation notes: nothing to act on
+                quiet.setLevel(logging.ERROR)  # "consider pre-processing": not needed for int8 weights
+                try:
+                    torch.onnx.export(self.model.float(), (ids, mask), str(plain), dynamo=False,
+                                      input_names=["input_ids", "attention_mask"], output_names=["logits"],
+                                      dynamic_axes=dynamic, opset_version=17)  # fmt: skip
+                    quantize_dynamic(str(plain), str(int8), weight_type=QuantType.QInt8)
+                finally:
+                    quiet.setLevel(level)
+            self.onnx = int8.read_bytes()
+        self.session = _session(self.onnx)
 
     def calibrate(self, texts: list[str], labels: list[str], fpr: float = 0.05) -> dict[str, float]:
         from lamina.guardrails.classifier import calibrate_heads
@@ -108,13 +148,17 @@ class FineTunedClassifier:
     def probabilities(self, texts: list[str]) -> np.ndarray:
         import torch
 
-        if self.model is None:
+        if self.model is None and self.session is None:
             raise ConfigError("the classifier is not trained")
         out = []
-        with self._lock, torch.inference_mode():  # one forward at a time: torch already uses every core
+        with self._lock, torch.inference_mode():  # one forward at a time: it already uses every core
             for start in range(0, len(texts), 32):
                 ids, mask = self._encode(texts[start : start + 32])
-                logits = self.model(input_ids=ids, attention_mask=mask).logits.float()
+                if self.session is not None:
+                    feed = {"input_ids": ids.numpy(), "attention_mask": mask.numpy()}
+                    logits = torch.from_numpy(self.session.run(None, feed)[0]).float()
+                else:
+                    logits = self.model(input_ids=ids, attention_mask=mask).logits.float()
                 out.append(torch.softmax(logits, dim=-1).numpy())
         return np.concatenate(out) if out else np.zeros((0, len(self.classes)))
 
@@ -156,6 +200,8 @@ class FineTunedClassifier:
         folder.mkdir(parents=True, exist_ok=True)
         self.model.save_pretrained(folder / "transformer", safe_serialization=True)
         self.tokenizer.save_pretrained(folder / "transformer")
+        if self.onnx is not None:
+            (folder / "transformer" / ONNX_FILE).write_bytes(self.onnx)
         if self.prefilter is not None:
             self.prefilter.save(folder / "prefilter")
         meta = {"method": self.method, "classes": self.classes, "heads": self.heads,
@@ -171,20 +217,41 @@ class FineTunedClassifier:
 
         from lamina.core.machine import defaults
 
-        model = AutoModelForSequenceClassification.from_pretrained(
-            folder / "transformer", use_safetensors=True
-        )
-        if defaults().precision == "bf16":  # native bf16 only (emulated bf16 is slower than fp32)
-            model = model.to(torch.bfloat16)
-        model.eval()
+        session, model = None, None
+        onnx_path = folder / "transformer" / ONNX_FILE
+        if onnx_path.is_file() and _onnxruntime_available():
+            session = _session(onnx_path.read_bytes())
+        else:
+            model = AutoModelForSequenceClassification.from_pretrained(
+                folder / "transformer", use_safetensors=True
+            )
+            if defaults().precision == "bf16":  # native bf16 only (emulated bf16 is slower than fp32)
+                model = model.to(torch.bfloat16)
+            model.eval()
         from lamina.guardrails.classifier import TextClassifier
 
         prefilter = TextClassifier.load(folder / "prefilter") if (folder / "prefilter").is_dir() else None
         return cls(classes=meta["classes"], heads=meta["heads"], max_tokens=meta["max_tokens"],
                    prefilter=prefilter, clear_below=meta.get("clear_below") or {},
                    epochs=meta["epochs"], lr=meta["lr"], batch_size=meta["batch_size"], seed=meta["seed"],
-                   thresholds=meta["thresholds"], model=model,
+                   thresholds=meta["thresholds"], model=model, session=session,
                    tokenizer=AutoTokenizer.from_pretrained(folder / "transformer"))  # fmt: skip
+
+
+def _onnxruntime_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("onnxruntime") is not None
+
+
+def _session(onnx: bytes) -> Any:
+    import onnxruntime
+    import torch
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()  # the machine's choice (core/machine.py)
+    options.log_severity_level = 3
+    return onnxruntime.InferenceSession(onnx, options, providers=["CPUExecutionProvider"])
 
 
 def _quiet_transformers() -> None:

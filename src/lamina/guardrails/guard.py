@@ -11,13 +11,20 @@ therefore never sent, and plain prose flows with a delay of about one token.
 
 A rail that raises fails closed when its action is ``block`` (the request is blocked and the error
 reported) and is reported as a ``flag`` otherwise; it is never silently skipped.
+
+Input verdicts are remembered (``VerdictCache``): a chat client sends the whole conversation with
+every turn, and the same system prompt with every request, so without it the rails would judge the
+same messages again on each turn — a 20-turn chat would pay for 20 classifier passes per request.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,11 +45,51 @@ class Checked:
     blocked: Verdict | None = None
 
 
+class VerdictCache:
+    """The last ``size`` input verdicts by (rail, model, text digest). A verdict from a rail that
+    failed is not kept, so a failure is retried on the next request."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self.size, self.hits, self.misses = size, 0, 0
+        self._items: OrderedDict[tuple[int, str, bytes], Verdict] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def key(rail: Rail, text: str, context: dict[str, Any]) -> tuple[int, str, bytes]:
+        digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+        return id(rail), str(context.get("model")), digest
+
+    def get(self, key: tuple[int, str, bytes]) -> Verdict | None:
+        with self._lock:
+            verdict = self._items.get(key)
+            if verdict is None:
+                self.misses += 1
+                return None
+            self._items.move_to_end(key)
+            self.hits += 1
+            return verdict
+
+    def put(self, key: tuple[int, str, bytes], verdict: Verdict) -> None:
+        if verdict.error:
+            return
+        with self._lock:
+            self._items[key] = verdict
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+
 class Guard:
     def __init__(
-        self, input: list[Rail], output: list[Rail], window: int = 48, observe: Observe | None = None
+        self,
+        input: list[Rail],
+        output: list[Rail],
+        window: int = 48,
+        observe: Observe | None = None,
+        cache_size: int = 4096,
     ):
         self.input, self.output, self.window, self.observe = input, output, window, observe
+        self.cache = VerdictCache(cache_size) if cache_size else None
 
     @property
     def active(self) -> bool:
@@ -50,6 +97,13 @@ class Guard:
 
     def run(self, rail: Rail, text: str, context: dict[str, Any]) -> Verdict:
         started = time.perf_counter()
+        cached = self.cache is not None and context.get("stage") == "input"
+        key = VerdictCache.key(rail, text, context) if cached else None
+        hit = self.cache.get(key) if key is not None and self.cache is not None else None
+        if hit is not None:
+            if self.observe is not None:
+                self.observe("input", rail.name, hit, time.perf_counter() - started)
+            return hit
         try:
             verdict = rail.check(text, context)
         except Exception as exc:  # a rail's failure is reported, and a blocking rail fails closed
@@ -60,6 +114,8 @@ class Guard:
                 reasons=[f"the rail failed: {type(exc).__name__}: {exc}"],
                 error=type(exc).__name__,
             )
+        if key is not None and self.cache is not None:
+            self.cache.put(key, verdict)
         if self.observe is not None:
             self.observe(context.get("stage", "?"), rail.name, verdict, time.perf_counter() - started)
         return verdict

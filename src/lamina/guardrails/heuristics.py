@@ -61,6 +61,7 @@ def invisible(ch: str) -> bool:
 
 _SCRIPTS = ("LATIN", "CYRILLIC", "GREEK", "ARMENIAN", "CHEROKEE")
 _WORD = re.compile(r"\w+", re.UNICODE)
+_SUSPECT = re.compile(r"[^\x20-\x7e\n\r\t]")  # every character that is not printable ASCII
 
 
 def script(ch: str) -> str | None:
@@ -81,13 +82,16 @@ class UnicodeSmuggling(Rail):
 
     def check(self, text: str, context: dict[str, Any]) -> Verdict:
         spans = []
-        for i, ch in enumerate(text):
+        for m in _SUSPECT.finditer(text):  # printable ASCII cannot hide or mix scripts: skip it
+            i, ch = m.start(), m.group()
             if ch == "\u200d" and 0 < i < len(text) - 1 and _emoji(text[i - 1]) and _emoji(text[i + 1]):
                 continue
             if invisible(ch):
                 spans.append(Span(i, i + 1, "INVISIBLE"))
-        if self.opts["homoglyphs"]:
+        if self.opts["homoglyphs"] and not text.isascii():
             for m in _WORD.finditer(text):
+                if m.group().isascii():
+                    continue
                 scripts = {s for s in map(script, m.group()) if s}
                 if (
                     len(scripts) > 1

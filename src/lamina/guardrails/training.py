@@ -33,6 +33,7 @@ class Kind:
     label_map: dict[str, str] = field(default_factory=dict)  # raw label → class
     group_field: str | None = None  # reported per group (e.g. category) when present
     method: str = "linear"  # the default: finetune where it measurably wins (bench/rails.py)
+    long_copies: bool = False  # add long-context copies of short rows (guardrails/augment.py)
 
 
 KINDS = {
@@ -53,6 +54,7 @@ KINDS = {
         },
         group_field="category",
         method="finetune",
+        long_copies=True,
     ),
     # Davidson et al.'s hate-speech-offensive: class 0 hate, 1 offensive, 2 neither
     "toxicity": Kind(
@@ -191,6 +193,7 @@ def train(
     embed: bool = True,
     C: float = 4.0,
     epochs: int = 4,
+    long_copies: bool | None = None,
     promote: bool = True,
     progress: Any = None,
 ) -> Trained:
@@ -209,8 +212,17 @@ def train(
     train_rows, held_rows = list(iter_rows(ws, dataset, "train")), list(iter_rows(ws, dataset, held))
     texts, labels, _ = labelled(train_rows, kind, text_field, label_field)
     v_texts, v_labels, v_groups = labelled(held_rows, kind, text_field, label_field)
+    added = 0
+    if kind.long_copies if long_copies is None else long_copies:
+        from lamina.guardrails.augment import long_copies as make_copies
+
+        extra_texts, extra_labels = make_copies(texts, labels)
+        texts, labels, added = texts + extra_texts, labels + extra_labels, len(extra_texts)
     if progress:
-        progress(f"training on {len(texts)} rows of {dataset.ref}, validating on {len(v_texts)}")
+        copies = f" (+{added} long-context copies)" if added else ""
+        progress(
+            f"training on {len(texts) - added} rows of {dataset.ref}{copies}, validating on {len(v_texts)}"
+        )
     method = method or kind.method
     model = make_classifier(kind, method, embed=embed, C=C, epochs=epochs)
     if method == "finetune":
@@ -229,6 +241,7 @@ def train(
         "dataset": dataset.ref,
         "validation_split": held,
         "target_fpr": TARGET_FPR,
+        "long_copies": added,
     }
     flat = {
         f"{head}_{k}": v for head, m in metrics.items() for k, v in m.items() if isinstance(v, (int, float))

@@ -224,12 +224,30 @@ def _rails(ws: Workspace) -> dict[str, Any]:
 
 
 def _feedback(ws: Workspace, version: Any) -> dict[str, Any]:
-    """Feedback on this version's answers: none can be recorded yet (the feedback API arrives with
-    ``lamina.monitoring``), so the report says so and the mapping marks it a gap."""
-    return {
-        "records": 0,
-        "note": "no feedback is recorded by this Lamina (the feedback API is not built yet)",
-    }
+    """Feedback on this version's answers (``/v1/feedback`` and rail flags): counts by label and by
+    review status, never the text. None recorded is a gap in the mapping."""
+    import sqlalchemy as sa
+
+    from lamina.core.catalog.models import Feedback
+
+    with ws.catalog.session() as session:
+        rows = session.execute(
+            sa.select(Feedback.label, Feedback.status, Feedback.origin, Feedback.at).where(
+                Feedback.model_version_id == version.id
+            )
+        ).all()
+    by_label: dict[str, int] = {}
+    by_status: dict[str, int] = {}
+    for label, status, origin, _ in rows:
+        key = label if origin == "user" else f"{origin}: {label}"
+        by_label[key or "other"] = by_label.get(key or "other", 0) + 1
+        by_status[status] = by_status.get(status, 0) + 1
+    out: dict[str, Any] = {"records": len(rows), "by_label": by_label, "by_review_status": by_status}
+    if rows:
+        out["first"], out["last"] = min(r.at for r in rows).isoformat(), max(r.at for r in rows).isoformat()
+    else:
+        out["note"] = "no feedback recorded on this version (POST /v1/feedback; rail flags are added)"
+    return out
 
 
 def _card_section(card: str, title: str) -> str | None:
@@ -245,7 +263,7 @@ def _card_section(card: str, title: str) -> str | None:
 
 
 def _status(data: dict[str, Any], section: str) -> str:
-    value = data.get(section)
+    value: Any = data.get(section)
     if section == "licenses":
         return "present" if value and all(d["licenses"] for d in value) else "gap"
     if section == "rails":

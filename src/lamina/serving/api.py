@@ -59,8 +59,13 @@ def create_app(
         redact_logs()
     app = FastAPI(title="Lamina", version="1", summary="OpenAI-compatible API over the Lamina hub")
     app.state.pool, app.state.metrics, app.state.workspace, app.state.server = pool, metrics, ws, server
+    app.state.settings = settings
     app.state.text, app.state.media = TextService(pool, metrics, server, rails), MediaService(pool)
-    for router in (system.router, admin.router, text.router, media.router, threads.router):
+    from lamina.core.extensions import API_ROUTERS
+
+    # the layers above serving register theirs (lamina.monitoring: feedback and review)
+    extra = [API_ROUTERS.get(name) for name in API_ROUTERS.names()]
+    for router in (system.router, admin.router, text.router, media.router, threads.router, *extra):
         app.include_router(router)
     install_error_handlers(app)
     if gateway:

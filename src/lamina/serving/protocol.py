@@ -286,7 +286,7 @@ class NewThreadRequest(BaseModel):
 class NewKeyRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=128)
-    role: Literal["admin", "developer", "user"] = "user"
+    role: Literal["admin", "developer", "reviewer", "user"] = "user"
     limits: dict[str, int] = Field(default_factory=dict)
     groups: list[str] = Field(default_factory=list, max_length=64)  # document groups it may read (RAG)
 
@@ -416,6 +416,7 @@ ERROR_MEANINGS = {
     401: "no valid API key",
     403: "the key's role may not call this route",
     404: "no such model or object",
+    409: "the request conflicts with what is stored (already done, or its text was not kept)",
     413: "request body too large",
     429: "rate limit, or the server is at capacity (see Retry-After)",
     503: "the engine or catalog is unavailable",

@@ -418,3 +418,8 @@ class Feedback(Base):
     correction: Mapped[str | None] = mapped_column(Text)
     status: Mapped[str] = mapped_column(String(16), default="new", index=True)
     batch_id: Mapped[str | None] = mapped_column(ForeignKey("artifacts.id"))
+    # a preference: this request's response was preferred over ``other_request_id``'s
+    other_request_id: Mapped[str | None] = mapped_column(String(64))
+    origin: Mapped[str] = mapped_column(String(16), default="user", server_default="user")
+    reviewed_by: Mapped[str | None] = mapped_column(ForeignKey("api_keys.id"))
+    reviewed_at: Mapped[datetime | None] = mapped_column()
