@@ -165,3 +165,30 @@ def test_the_governance_report_counts_feedback_on_the_version(railed: Server, ke
     report = json.loads(made.stdout)
     assert report["feedback"]["records"] >= 1 and report["feedback"]["by_label"]["thumbs_up"] >= 1
     assert {m["section"]: m["status"] for m in report["mapping"]}["feedback"] == "present"
+
+
+def test_monitor_commands_read_the_served_traffic(
+    railed: Server, keys: dict[str, str], tmp_path: Path
+) -> None:
+    """``monitor report`` and ``monitor drift`` on the workspace a real server writes to."""
+    for i in range(24):
+        prompt = f"What news from Verona, good friend number {i}?" if i % 2 else f"Compute {i} plus {i * 3}."
+        ask(railed, keys["user"], prompt, seed=i)
+    env = {"LAMINA_SECURITY__ENCRYPTION_KEYS": json.dumps([RAILED_KEY])}
+    ws = ["--workspace", str(railed.workspace)]
+    report = run_lamina(*ws, "monitor", "report", "--since", "1h", "--out", str(tmp_path), "--json", env=env)
+    assert report.returncode == 0, report.stderr
+    totals = json.loads(report.stdout)["totals"]
+    assert totals["requests"] >= 24 and totals["tokens_out"] > 0
+    reference = tmp_path / "reference.txt"
+    shakespeare = Path(__file__).resolve().parents[2] / "src" / "lamina" / "demo" / "data" / "shakespeare.txt"
+    reference.write_text("\n".join(line for line in shakespeare.read_text().splitlines() if len(line) > 20))
+    drift = run_lamina(*ws, "monitor", "drift", "--reference", str(reference), "--window", "24", "--out",
+                       str(tmp_path), "--json", env=env, timeout=300)  # fmt: skip
+    assert drift.returncode == 0, drift.stderr
+    found = json.loads(drift.stdout)
+    assert [t["name"] for t in found["tests"]] == ["meaning", "length", "vocabulary"] and found[
+        "window"
+    ] == 24
+    assert found["drifted"]  # questions about sums and Verona are not Shakespeare's lines
+    assert json.loads((tmp_path / "drift.json").read_text())["drifted"] is True

@@ -51,4 +51,55 @@ def report(
     console.print(f"[green]✓[/] {page} (and {data.name})")
 
 
+def drift(
+    ctx: typer.Context,
+    reference: str = typer.Option(
+        ...,
+        "--reference",
+        help="The dataset version the model learned from (NAME@vN), or a .txt/.jsonl/.csv file.",
+    ),
+    split: str | None = typer.Option("train", "--split", help="The reference's split (dataset versions)."),
+    window: int = typer.Option(500, "--window", min=20, help="The newest answered requests to compare."),
+    alpha: float = typer.Option(0.05, "--alpha", min=0.0001, max=0.5, help="False-alarm rate of the check."),
+    sample: int = typer.Option(2000, "--reference-sample", min=20, help="Reference texts drawn (seeded)."),
+    webhook: str | None = typer.Option(None, "--webhook", help="POST the report here when drift is found."),
+    out: Path = typer.Option(Path("monitor"), "--out", help="Folder for drift.json."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Is recent traffic still like the training data? Three tests with p-values — meaning (MMD on
+    MiniLM embeddings), length and vocabulary (PSI) — combined at --alpha. Reads the prompts from the
+    audit log (server.audit_text on, with an encryption key).
+
+    Example: lamina monitor drift --reference shakespeare@v1 --window 500 --webhook http://hooks/drift
+    """
+    import json
+    import logging
+
+    from lamina.core.crypto import cipher_for
+    from lamina.monitoring.drift import check, recent_prompts, reference_texts
+
+    with get_state(ctx).open_workspace() as ws:
+        traffic = recent_prompts(ws, cipher_for(ws.settings), window)
+        texts = reference_texts(ws, reference, split, sample)
+    report = check(texts, traffic, alpha=alpha)
+    out.mkdir(parents=True, exist_ok=True)
+    data = {**report.as_dict(), "reference_ref": reference}
+    (out / "drift.json").write_text(json.dumps(data, indent=1))
+    if report.drifted:
+        logging.getLogger("lamina.monitoring").warning("drift: %s", json.dumps(data))
+        if webhook:
+            import httpx
+
+            httpx.post(webhook, json={"event": "drift", **data}, timeout=10).raise_for_status()
+    if as_json:
+        print_json(data)
+        return
+    for t in report.tests:
+        console.print(f"  {t.name}: statistic {t.statistic:.4f}, p = {t.p_value:.3f}")
+    verdict = "[red]drift[/]" if report.drifted else "[green]no drift[/]"
+    console.print(f"{verdict} between {len(texts)} reference texts and the last {len(traffic)} prompts "
+                  f"(alpha {alpha}, Bonferroni over {len(report.tests)} tests)")  # fmt: skip
+
+
 app.command("report")(report)
+app.command("drift")(drift)

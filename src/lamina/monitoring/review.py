@@ -125,7 +125,7 @@ def training_rows(ws: Workspace, cipher: Any) -> dict[str, list[dict[str, Any]]]
             lineage = {"feedback_id": row.id, "request_id": row.request_id}
             served = _audit_row(session, row.request_id)
             prompt, answer = _texts(served, cipher)
-            messages = _messages(prompt)
+            messages = messages_of(prompt)
             if messages is None:
                 out["skipped"].append({**lineage, "why": "the prompt was not kept or is not a JSON request"})
             elif row.correction is not None:
@@ -166,7 +166,7 @@ def _texts(served: AuditEvent | None, cipher: Any) -> tuple[str | None, str | No
     return cipher.decrypt(served.request_text), cipher.decrypt(served.response_text)
 
 
-def _messages(request_text: str | None) -> list[dict[str, Any]] | None:
+def messages_of(request_text: str | None) -> list[dict[str, Any]] | None:
     """The chat messages (or a completion prompt as one user message) of a stored request body."""
     if not request_text:
         return None
