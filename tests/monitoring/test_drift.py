@@ -53,3 +53,16 @@ def test_check_combines_the_tests_and_refuses_tiny_samples() -> None:
     assert loud.drifted and loud.as_dict()["drifted"] is True
     with pytest.raises(ConfigError, match="at least 20 texts"):
         check(reference[:5], window)
+
+
+def test_reference_texts_come_from_text_jsonl_or_csv_files(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from lamina.monitoring.drift import reference_texts
+
+    (tmp_path / "r.txt").write_text("one line\n\nanother line\n")
+    (tmp_path / "r.jsonl").write_text("\n".join(json.dumps({"question": f"q{i}"}) for i in range(30)))
+    (tmp_path / "r.csv").write_text("prompt,label\nhello,1\nworld,0\n")
+    assert sorted(reference_texts(None, str(tmp_path / "r.txt"))) == ["another line", "one line"]
+    assert len(reference_texts(None, str(tmp_path / "r.jsonl"), sample=10)) == 10
+    assert sorted(reference_texts(None, str(tmp_path / "r.csv"))) == ["hello", "world"]

@@ -199,26 +199,16 @@ def recent_prompts(ws: Any, cipher: Any, limit: int = 500) -> list[str]:
 def reference_texts(ws: Any, reference: str, split: str | None = "train", sample: int = 2000) -> list[str]:
     """Up to ``sample`` texts (seeded) of a dataset version's split, or of a file: one text a line
     (``.txt``) or rows with ``text``/``prompt``/``instruction``/``question`` (``.jsonl``, ``.csv``)."""
-    import csv
-    import json
     import random
     from pathlib import Path
+
+    from lamina.guardrails.training import rows_of  # a dataset version's split, or a JSONL/CSV file
 
     path = Path(reference)
     if path.suffix == ".txt" and path.exists():
         texts = path.read_text(encoding="utf-8").splitlines()
     else:
-        if path.exists():
-            with path.open(encoding="utf-8") as f:
-                rows = (
-                    list(csv.DictReader(f))
-                    if path.suffix == ".csv"
-                    else [json.loads(x) for x in f if x.strip()]
-                )
-        else:
-            from lamina.data.versions import iter_rows
-
-            rows = list(iter_rows(ws, reference, split))
+        rows = rows_of(ws, reference, None if path.exists() else split)
         fields = ("text", "prompt", "instruction", "question")
         texts = [str(next((r[k] for k in fields if r.get(k)), "")) for r in rows]
     texts = [t for t in texts if t.strip()]
