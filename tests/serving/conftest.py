@@ -76,7 +76,12 @@ def railed(server: Server) -> Iterator[Server]:
     text encrypted (test_rails_api.py, test_feedback_api.py)."""
     url, process = start_server(
         server.workspace,
-        {"LAMINA_SERVER__AUDIT_TEXT": "true", "LAMINA_SECURITY__ENCRYPTION_KEYS": json.dumps([RAILED_KEY])},
+        {
+            "LAMINA_SERVER__AUDIT_TEXT": "true",
+            "LAMINA_SECURITY__ENCRYPTION_KEYS": json.dumps([RAILED_KEY]),
+            # a tiny model is rarely sure: every answer below 0.99 enters the review queue
+            "LAMINA_MONITORING__REVIEW_BELOW_CONFIDENCE": "0.99",
+        },
         "railed-server.log",
     )
     yield replace(server, url=url, process=process)

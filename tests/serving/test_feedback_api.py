@@ -121,13 +121,19 @@ def test_reviewers_approve_reject_and_correct_and_approved_feedback_becomes_trai
     assert blocked.status_code == 400
     assert httpx.get(f"{railed.url}/v1/review", headers=railed.headers(keys["user"])).status_code == 403
 
-    queue = httpx.get(f"{railed.url}/v1/review", headers=reviewer).json()["data"]
-    by_request = {item["request_id"]: item for item in queue}
+    queue = httpx.get(f"{railed.url}/v1/review?limit=500", headers=reviewer).json()["data"]
+    by_request = {item["request_id"]: item for item in queue if item["origin"] == "user"}
     assert by_request[first]["why"] == f"preferred over {second}" and by_request[first]["answer"] == chosen
     assert by_request[corrected]["why"] == "thumbs down"
     assert "Name a river." in by_request[corrected]["prompt"]
     rail_items = [item for item in queue if item["origin"] == "rail"]
     assert any("injection" in item["why"] for item in rail_items)  # the blocked request waits too
+    unsure = next(i for i in queue if i["origin"] == "confidence" and i["request_id"] == corrected)
+    assert unsure["why"].startswith("a low-confidence") and unsure["answer"] is not None
+    with sqlite3.connect(railed.workspace / "lamina.db") as db:
+        query = "SELECT detail FROM audit_events WHERE request_id = ?"
+        (detail,) = db.execute(query, (corrected,)).fetchone()
+    assert 0 < json.loads(detail)["confidence"] < 0.99
 
     def decide(item: int, **body: object) -> httpx.Response:
         return httpx.post(f"{railed.url}/v1/review/{item}", headers=reviewer, json=body)

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import typer
 
-from lamina.cli.parsing import duration
 from lamina.cli.render import console, print_json
 from lamina.cli.state import get_state
 
@@ -30,11 +29,12 @@ def report(
 
     Example: lamina monitor report --since 7d --bucket 6h --price-per-1k 0.002
     """
+    from lamina.monitoring.alerts import parse_window
     from lamina.monitoring.kpis import collect
     from lamina.monitoring.report import write
 
-    window = duration(since, "--since")
-    step = duration(bucket, "--bucket") if bucket else None
+    window = parse_window(since, "--since")
+    step = parse_window(bucket, "--bucket") if bucket else None
     with get_state(ctx).open_workspace() as ws:
         series = collect(ws, window, step, price_per_1k_tokens=price)
     page, data = write(series, out)
@@ -101,5 +101,34 @@ def drift(
                   f"(alpha {alpha}, Bonferroni over {len(report.tests)} tests)")  # fmt: skip
 
 
+def check(
+    ctx: typer.Context,
+    as_json: bool = typer.Option(False, "--json", help="Print every rule's result as JSON."),
+) -> None:
+    """Evaluate the alert rules of lamina.yaml (monitoring.alerts) now: a rule that fires is logged
+    and POSTed to its webhook, and the command exits 1 (so cron or a timer can act on it).
+
+    Example rule: {name: errors, metric: error_rate, op: ">", threshold: 0.05, window: 15m}
+    """
+    from lamina.monitoring.alerts import evaluate
+
+    with get_state(ctx).open_workspace() as ws:
+        rules = list(ws.settings.monitoring.alerts)
+        results = evaluate(ws, rules)
+    if as_json:
+        print_json([r.as_dict() for r in results])
+    else:
+        if not results:
+            console.print("No alert rules (monitoring.alerts in lamina.yaml).")
+        for r in results:
+            mark = "[red]FIRING[/]" if r.fired else "[green]ok[/]"
+            value = "no data" if r.value is None else f"{r.value:.4g}"
+            console.print(f"{mark} {r.rule}: {r.metric} = {value} ({r.op} {r.threshold:g} over {r.window}, "
+                          f"{r.requests} requests)")  # fmt: skip
+    if any(r.fired for r in results):
+        raise typer.Exit(1)
+
+
 app.command("report")(report)
 app.command("drift")(drift)
+app.command("check")(check)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import typer
@@ -11,7 +10,6 @@ from rich.table import Table
 
 from lamina.cli.render import artifact_table, console, human_size, print_json
 from lamina.cli.state import get_state
-from lamina.core.errors import ConfigError
 from lamina.core.settings import load_settings
 from lamina.core.workspace import Workspace, find_workspace
 
@@ -128,14 +126,10 @@ def check(
         raise typer.Exit(1)
 
 
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)$")
-
-
 def parse_duration(text: str) -> float:
-    match = _DURATION.match(text.strip())
-    if not match:
-        raise ConfigError(f"--older-than must be a duration like 90s, 30m, 2h or 1d, got {text!r}")
-    return float(match[1]) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match[2]]
+    from lamina.core.durations import parse_duration as parse
+
+    return parse(text, "--older-than").total_seconds()
 
 
 def gc(

@@ -79,6 +79,17 @@ class SecuritySettings(BaseModel):
     redact_log_pii: bool = True  # the server's log lines have PII redacted
 
 
+class MonitoringSettings(BaseModel):
+    """What the monitoring layer watches for (``lamina.monitoring``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    # answers whose mean token probability is below this enter the review queue (off when unset;
+    # a model's usual level is in `lamina monitor report`)
+    review_below_confidence: float | None = Field(None, gt=0, lt=1)
+    # alert rules on the KPIs (lamina.monitoring.alerts; evaluated by `lamina monitor check`)
+    alerts: list[dict[str, Any]] = Field(default_factory=list)
+
+
 _yaml_data: ContextVar[dict[str, Any] | None] = ContextVar("lamina_yaml_data", default=None)
 
 
@@ -122,6 +133,7 @@ class Settings(BaseSettings):
     # The guardrails policy (validated, and its rails built, by lamina.guardrails at server start).
     rails: dict[str, Any] = Field(default_factory=dict)
     security: SecuritySettings = Field(default_factory=lambda: SecuritySettings())
+    monitoring: MonitoringSettings = Field(default_factory=lambda: MonitoringSettings())
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -26,8 +26,8 @@ class AuditWriter:
 
     def __init__(self, ws: Workspace, batch: int = 100, interval: float = 0.2,
                  protect: Callable[[str | None], str | None] | None = None,
-                 retention_days: float | None = None) -> None:  # fmt: skip
-        self.ws, self.batch, self.interval = ws, batch, interval
+                 retention_days: float | None = None, review_below: float | None = None) -> None:  # fmt: skip
+        self.ws, self.batch, self.interval, self.review_below = ws, batch, interval, review_below
         self.protect, self.retention_days = protect, retention_days
         self._purged_at = 0.0
         self._queue: queue.Queue[dict[str, Any] | threading.Event | None] = queue.Queue()
@@ -81,7 +81,7 @@ class AuditWriter:
                                     row[name] = self.protect(row[name])
                     with self.ws.catalog.session() as session:
                         session.add_all([AuditEvent(**row) for row in rows])
-                        session.add_all(rail_reviews(rows))
+                        session.add_all(review_items(rows, self.review_below))
                 except Exception:  # the log must never take the server down
                     log.exception("could not write %d audit rows", len(rows))
             if self.retention_days and time.monotonic() - self._purged_at > 3600:
@@ -112,11 +112,24 @@ def recent(ws: Workspace, limit: int = 100) -> list[dict[str, Any]]:
         ]  # fmt: skip
 
 
-def rail_reviews(rows: list[dict[str, Any]]) -> list[Feedback]:
-    """A review-queue item for each request a rail flagged or blocked (``lamina.monitoring.review``
-    shows them to reviewers: a false block and a missed attack are both worth a person's look)."""
+def review_items(rows: list[dict[str, Any]], below_confidence: float | None = None) -> list[Feedback]:
+    """A review-queue item for each request a rail flagged or blocked (a false block and a missed
+    attack are both worth a person's look) and, when ``below_confidence`` is set, each answer less
+    confident than that (``lamina.monitoring.review`` shows them to reviewers)."""
     items = []
     for row in rows:
+        confidence = (row.get("detail") or {}).get("confidence")
+        if below_confidence is not None and confidence is not None and confidence < below_confidence:
+            items.append(
+                Feedback(
+                    request_id=row["request_id"],
+                    key_id=row.get("key_id"),
+                    model_version_id=row.get("model_version_id"),
+                    label=f"confidence {confidence:.3f}",
+                    status="new",
+                    origin="confidence",
+                )  # fmt: skip
+            )
         acted = [
             v for v in (row.get("detail") or {}).get("rails", []) if v.get("action") in ("flag", "block")
         ]

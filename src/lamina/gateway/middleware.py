@@ -186,6 +186,8 @@ def _detail(key: dict[str, Any] | None, state: dict[str, Any]) -> dict[str, Any]
     detail: dict[str, Any] = {"role": key["role"]} if key else {}
     if state.get("rails"):  # the verdicts of rails that acted (lamina.serving.railing)
         detail["rails"] = state["rails"]
+    if state.get("confidence") is not None:  # the answer's mean token probability (text_service)
+        detail["confidence"] = round(float(state["confidence"]), 4)
     return detail
 
 

@@ -2,7 +2,9 @@
 rows that approved feedback becomes.
 
 What enters the queue: thumbs-down, ratings of 1–2, corrections, preferences (all from
-``/v1/feedback``) and every request a rail flagged or blocked (added by the gateway's audit writer).
+``/v1/feedback``), every request a rail flagged or blocked and, when
+``monitoring.review_below_confidence`` is set, every answer whose mean token probability is lower
+(both added by the gateway's audit writer as it records the request).
 A ``reviewer`` (or ``admin``) approves, rejects or corrects each item. Approved and corrected
 feedback becomes training rows, each carrying its request id and feedback id (lineage back to what
 was asked and answered): a correction an SFT row (the prompt, the corrected answer), a preference a
@@ -144,6 +146,8 @@ def training_rows(ws: Workspace, cipher: Any) -> dict[str, list[dict[str, Any]]]
 def _why(row: Feedback) -> str:
     if row.origin == "rail":
         return (row.label or "rail").replace("rail ", "rails: ", 1)
+    if row.origin == "confidence":
+        return f"a low-{row.label}" if row.label else "a low-confidence answer"
     if row.correction is not None:
         return "a correction"
     if row.label == "preferred":

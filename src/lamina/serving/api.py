@@ -72,7 +72,10 @@ def create_app(
         from lamina.gateway.audit import AuditWriter
 
         app.state.audit = AuditWriter(
-            ws, protect=audit_protection(settings), retention_days=settings.security.audit_retention_days
+            ws,
+            protect=audit_protection(settings),
+            retention_days=settings.security.audit_retention_days,
+            review_below=settings.monitoring.review_below_confidence,
         )
         docs = docs_paths(app)
         # every route's declared permission, read once; a route that declares none stops the build

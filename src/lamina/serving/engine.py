@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import math
 import queue
 import threading
 import time
@@ -101,6 +102,8 @@ class Stream:
     def __init__(self, request_id: str, prompt_ids: list[int], params: SamplingParams) -> None:
         self.id, self.prompt_ids, self.params = request_id, prompt_ids, params
         self.generated: list[int] = []
+        # of the generated tokens whose log-probability the backend reports: ``confidence``
+        self.logprob_sum, self.logprob_count = 0.0, 0
         self.cancelled = threading.Event()
         self.finish_reason: str | None = None
         self.submitted = time.perf_counter()
@@ -116,6 +119,14 @@ class Stream:
     def text(self) -> str:
         """The text sent so far (usage and the audit log use it)."""
         return "".join(self._parts)
+
+    @property
+    def confidence(self) -> float | None:
+        """The geometric mean of the generated tokens' probabilities (None before any token): low
+        answers go to the review queue when ``monitoring.review_below_confidence`` is set."""
+        if not self.logprob_count:  # no token yet, or a backend that does not report them (vLLM)
+            return None
+        return math.exp(self.logprob_sum / self.logprob_count)
 
     def bind_loop(self, loop: asyncio.AbstractEventLoop) -> None:
         """Deliver events to an asyncio queue on ``loop`` instead of the thread queue."""
@@ -589,6 +600,8 @@ class Engine:
             outbox.add(request, TokenEvent(request.stop.flush(), finish_reason="error"))
             return False
         request.generated.append(token)
+        request.logprob_sum += logprob if math.isfinite(logprob) else -30.0
+        request.logprob_count += 1
         reason = None
         if token in request.eos_ids:
             reason, piece = "stop", ""

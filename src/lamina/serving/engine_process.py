@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import math
 import multiprocessing as mp
 import threading
 from pathlib import Path
@@ -206,6 +207,9 @@ class EngineProcess:
                         continue
                     if token_id is not None:
                         stream.generated.append(token_id)
+                        finite = logprob is not None and math.isfinite(logprob)
+                        stream.logprob_sum += logprob if finite else -30.0
+                        stream.logprob_count += 1
                     stream.finish_reason = reason
                     outbox.add(stream, TokenEvent(text, token_id, logprob, top, reason, prompt))
                     if reason is not None:

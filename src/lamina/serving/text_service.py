@@ -383,6 +383,9 @@ class TextService:
         made = sum(len(job.generated) for job in streams) if completion is None else completion
         request.state.usage = (prompt, made)
         request.state.response_text = "\n".join(job.text for job in streams)
+        confidences = [c for c in (job.confidence for job in streams) if c is not None]
+        if confidences:  # the least confident choice speaks for the request (audit, review queue)
+            request.state.confidence = min(confidences)
         for job in streams:
             self.metrics.observe_generation(job)
         return {"prompt_tokens": prompt, "completion_tokens": made, "total_tokens": prompt + made}
