@@ -27,6 +27,7 @@ from lamina.cli import (
     keys_cmds,
     latent_cmds,
     lineage_cmd,
+    loop_cmds,
     models_cmds,
     monitor_cmds,
     prompts_cmds,
@@ -126,6 +127,7 @@ app.add_typer(governance_cmds.app, name="governance")
 app.add_typer(feedback_cmds.app, name="feedback")
 app.add_typer(feedback_cmds.review_app, name="review")
 app.add_typer(monitor_cmds.app, name="monitor")
+app.add_typer(loop_cmds.app, name="loop")
 app.command("serve")(serve_cmd.serve)
 app.command("chat")(chat_cmd.chat)
 

@@ -108,9 +108,13 @@ def decide(
         return _public(row, cipher)
 
 
-def training_rows(ws: Workspace, cipher: Any) -> dict[str, list[dict[str, Any]]]:
+def training_rows(
+    ws: Workspace, cipher: Any, *, pending: bool = False, versions: set[str] | None = None
+) -> dict[str, list[dict[str, Any]]]:
     """``{"sft": [...], "preference": [...], "skipped": [...]}`` from approved and corrected
-    feedback; a row whose prompt or answers cannot be read is listed in ``skipped`` with why."""
+    feedback (``pending``: only what no training batch has taken; ``versions``: only feedback on
+    answers of those model versions); a row whose prompt or answers cannot be read is listed in
+    ``skipped`` with why."""
     import sqlalchemy as sa
 
     if cipher is None:
@@ -120,9 +124,13 @@ def training_rows(ws: Workspace, cipher: Any) -> dict[str, list[dict[str, Any]]]
         )
     out: dict[str, list[dict[str, Any]]] = {"sft": [], "preference": [], "skipped": []}
     with ws.catalog.session() as session:
-        rows = session.scalars(
-            sa.select(Feedback).where(Feedback.status.in_(("approved", "corrected"))).order_by(Feedback.id)
-        ).all()
+        reviewed = Feedback.status.in_(("approved", "corrected"))
+        query = sa.select(Feedback).where(reviewed).order_by(Feedback.id)
+        if pending:
+            query = query.where(Feedback.batch_id.is_(None))
+        if versions is not None:
+            query = query.where(Feedback.model_version_id.in_(versions))
+        rows = session.scalars(query).all()
         for row in rows:
             lineage = {"feedback_id": row.id, "request_id": row.request_id}
             served = _audit_row(session, row.request_id)
