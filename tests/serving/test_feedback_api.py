@@ -65,7 +65,7 @@ def test_thumbs_comments_and_corrections_are_stored_encrypted_and_listed_per_key
     metrics = httpx.get(f"{railed.url}/metrics", headers=railed.headers(ADMIN)).text
     assert 'lamina_feedback_total{label="thumbs_down"}' in metrics
     with sqlite3.connect(railed.workspace / "lamina.db") as db:  # encrypted at rest
-        query = "SELECT comment, correction FROM feedback WHERE request_id = ?"
+        query = "SELECT comment, correction FROM feedback WHERE request_id = ? AND origin = 'user'"
         stored = db.execute(query, (rid,)).fetchone()
     assert all(text.startswith(PREFIX) and "king" not in text for text in stored)
 

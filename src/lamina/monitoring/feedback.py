@@ -180,11 +180,15 @@ def listing(
     key_id: str | None = None,
     status: str | None = None,
     limit: int = 50,
+    origin: str | None = "user",
 ) -> list[dict[str, Any]]:
-    """The newest feedback (of one key when ``key_id`` is given), newest first."""
+    """The newest feedback people gave (of one key when ``key_id`` is given), newest first;
+    ``origin=None`` includes the review items rails and low confidence add."""
     import sqlalchemy as sa
 
     query = sa.select(Feedback).order_by(Feedback.id.desc()).limit(limit)
+    if origin is not None:
+        query = query.where(Feedback.origin == origin)
     if key_id is not None:
         query = query.where(Feedback.key_id == key_id)
     if status is not None:
