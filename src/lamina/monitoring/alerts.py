@@ -68,9 +68,11 @@ def validate(rules: list[dict[str, Any]]) -> None:
 
 
 def metric_value(series: Any, metric: str) -> float | None:
+    """The rule's metric over the window (None: no data, e.g. no thumbs or no answers)."""
     totals = series.totals()
-    if metric == "latency_p95_ms":
-        return None  # computed from raw latencies below
+    if metric == "latency_p95_ms":  # one bucket spans the window, so this is the window's p95
+        values = [v for v in series.latency_p95_ms if v is not None]
+        return float(np.max(values)) if values else None
     if metric == "rail_blocks":
         return float(totals["rail_actions"].get("block", 0))
     if metric == "rail_flags":
@@ -94,9 +96,6 @@ def evaluate(
         requests = sum(series.requests)
         metric = rule["metric"]
         value = metric_value(series, metric)
-        if metric == "latency_p95_ms":
-            values = [v for v in series.latency_p95_ms if v is not None]
-            value = float(np.max(values)) if values else None
         op, threshold = rule.get("op", ">"), float(rule["threshold"])
         enough = requests >= int(rule.get("min_requests", 1))
         fired = enough and value is not None and (value > threshold if op == ">" else value < threshold)

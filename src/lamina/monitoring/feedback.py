@@ -109,7 +109,7 @@ def record(ws: Workspace, item: FeedbackIn, caller: dict[str, Any], cipher: Any)
         session.add(row)
         session.flush()
         count = session.scalar(sa.select(sa.func.count()).where(Feedback.request_id == item.request_id))
-        return {**_public(row, None), "feedback_on_request": int(count or 0)}
+        return {**as_public(row, None), "feedback_on_request": int(count or 0)}
 
 
 def _label(item: FeedbackIn) -> str | None:
@@ -151,7 +151,7 @@ def _may_judge(caller: dict[str, Any], served: AuditEvent) -> None:
     )
 
 
-def _public(row: Feedback, cipher: Any) -> dict[str, Any]:
+def as_public(row: Feedback, cipher: Any) -> dict[str, Any]:
     """A feedback row as the API and ``lamina feedback list`` show it (text decrypted when a cipher
     is given, else left out)."""
     out: dict[str, Any] = {
@@ -194,4 +194,4 @@ def listing(
     if status is not None:
         query = query.where(Feedback.status == status)
     with ws.catalog.session() as session:
-        return [_public(row, cipher) for row in session.scalars(query).all()]
+        return [as_public(row, cipher) for row in session.scalars(query).all()]

@@ -44,7 +44,7 @@ def queue(ws: Workspace, cipher: Any, limit: int = 50) -> list[dict[str, Any]]:
     the text was kept and a key is set)."""
     import sqlalchemy as sa
 
-    from lamina.monitoring.feedback import _public
+    from lamina.monitoring.feedback import as_public
 
     with ws.catalog.session() as session:
         rows = session.scalars(
@@ -52,7 +52,7 @@ def queue(ws: Workspace, cipher: Any, limit: int = 50) -> list[dict[str, Any]]:
         ).all()
         out = []
         for row in rows:
-            item = _public(row, cipher)
+            item = as_public(row, cipher)
             served = _audit_row(session, row.request_id)
             item["why"] = _why(row)
             item["route"] = served.route if served else None
@@ -70,7 +70,7 @@ def decide(
     correction: str | None = None,
 ) -> dict[str, Any]:
     """Record a reviewer's decision on one queued item; a correction needs the prompt kept and a key."""
-    from lamina.monitoring.feedback import _public
+    from lamina.monitoring.feedback import as_public
 
     if decision not in DECISIONS:
         raise ConfigError(f"decision must be one of {', '.join(DECISIONS)}, not {decision!r}")
@@ -105,7 +105,7 @@ def decide(
         row.reviewed_by = caller.get("id")
         row.reviewed_at = datetime.now(UTC)
         session.flush()
-        return _public(row, cipher)
+        return as_public(row, cipher)
 
 
 def training_rows(
