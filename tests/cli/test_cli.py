@@ -176,8 +176,8 @@ def test_old_catalog_needs_upgrade_then_works(cli, tmp_path: Path) -> None:
     assert refused.code == 4
     assert_one_clean_error(refused.err, "schema revision '0001'", "lamina upgrade")
     upgraded = cli("-w", str(ws_dir), "upgrade")
-    assert upgraded.code == 0 and "from schema 0001 to 0006" in upgraded.out
-    assert "already at schema 0006" in cli("-w", str(ws_dir), "upgrade").out
+    assert upgraded.code == 0 and "from schema 0001 to 0007" in upgraded.out
+    assert "already at schema 0007" in cli("-w", str(ws_dir), "upgrade").out
     assert cli("-w", str(ws_dir), "status").code == 0
 
 

@@ -60,10 +60,10 @@ def test_old_catalog_is_refused_then_upgraded_keeping_data(db_url: str) -> None:
                 " VALUES ('src-00000000000000a1', 'source', 'old', 1, 5, 1, '{}', CURRENT_TIMESTAMP)"
             )
         )
-    with pytest.raises(SchemaMismatch, match="revision '0001'.*needs '0006'") as info:
+    with pytest.raises(SchemaMismatch, match="revision '0001'.*needs '0007'") as info:
         check_schema(engine)
     assert "lamina upgrade" in (info.value.hint or "")
-    assert upgrade_schema(engine) == ("0001", "0006")
+    assert upgrade_schema(engine) == ("0001", "0007")
     engine.dispose()
     catalog = Catalog(db_url)
     assert catalog.resolve("old").id == "src-00000000000000a1"

@@ -5,55 +5,14 @@ that cannot win by the margin keeps the champion and says why; a round without f
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
-from lamina.core.catalog.models import AuditEvent, Feedback
-from lamina.core.crypto import TextCipher, new_key
+from lamina.core.catalog.models import Feedback
 from lamina.core.workspace import Workspace
-from lamina.data.pipeline import build_dataset
-from lamina.data.recipe import Recipe
-from lamina.demo import DEMO_INSTRUCTIONS, DEMO_TEXT
+from lamina.demo import DEMO_INSTRUCTIONS
 from lamina.hub.registry import resolve_model
-from lamina.training.lm import train_lm
-from lamina.training.loop import TrainConfig
-
-KEY = new_key()
-CIPHER = TextCipher([KEY])
-STEPS = TrainConfig(max_steps=40, batch_size=8, lr=3e-3, warmup_steps=4, eval_every=20, eval_batches=2,
-                    checkpoint_every=40)  # fmt: skip
-
-
-@pytest.fixture
-def loop_ws(workspace: Workspace, tmp_path: Path) -> Workspace:
-    """A champion LM, the instructions as replay data, a held-out set in the preferred style."""
-    build_dataset(workspace, "text", Recipe(source=str(DEMO_TEXT), split={"fractions": {"val": 0.1}}))
-    build_dataset(workspace, "inst", Recipe(source=str(DEMO_INSTRUCTIONS), text_field="instruction"))
-    train_lm(workspace, "text", "chat", train_cfg=TrainConfig(max_steps=20, batch_size=8, eval_every=10,
-             eval_batches=2), track=False, overrides={"context_length": 128}, alias="champion")  # fmt: skip
-    rows = [json.loads(line) for line in DEMO_INSTRUCTIONS.open()]
-    held_out = tmp_path / "style-eval.jsonl"
-    styled = [{"instruction": r["instruction"], "response": f"Verily, {r['response']}"} for r in rows[80:110]]
-    held_out.write_text("".join(json.dumps(r) + "\n" for r in styled))
-    build_dataset(workspace, "style-eval", Recipe(source=str(held_out), text_field="instruction"))
-    return workspace
-
-
-def served_and_corrected(ws: Workspace, rows: list[dict], status: str = "corrected") -> None:
-    """What the API leaves behind: audit rows with the prompts kept, and reviewed corrections."""
-    version = resolve_model(ws, "chat@champion")
-    with ws.catalog.session() as session:
-        for i, row in enumerate(rows):
-            rid = f"req-{status}-{i}"
-            body = {"model": "chat@champion", "messages": [{"role": "user", "content": row["instruction"]}]}
-            session.add(AuditEvent(request_id=rid, method="POST", route="/v1/chat/completions",
-                                   status_code=200, model_version_id=version.id,
-                                   request_text=CIPHER.encrypt(json.dumps(body)),
-                                   response_text=CIPHER.encrypt("..."), detail={}))  # fmt: skip
-            corrected = CIPHER.encrypt(f"Verily, {row['response']}")
-            session.add(Feedback(request_id=rid, model_version_id=version.id, label="thumbs_down",
-                                 status=status, correction=corrected))  # fmt: skip
+from tests.monitoring.served import CIPHER, KEY, STEPS, served_and_corrected, served_pairs
 
 
 def test_a_round_promotes_a_challenger_that_wins_and_keeps_one_that_does_not(
@@ -94,3 +53,37 @@ def test_a_round_promotes_a_challenger_that_wins_and_keeps_one_that_does_not(
     assert kept.status == "kept" and "margin 100.0" in kept.reason and kept.report
     assert resolve_model(loop_ws, "chat@champion").ref == won.challenger  # the champion stays
     assert run(loop_ws, "chat", CIPHER, eval_set="style-eval").status == "skipped"  # each row used once
+
+
+def test_preferences_train_a_dpo_challenger_and_a_failed_round_gives_its_feedback_back(
+    loop_ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import lamina.training.preference as preference
+    from lamina.monitoring.loop import run
+    from lamina.training.preference import PreferenceConfig
+
+    rows = [json.loads(line) for line in DEMO_INSTRUCTIONS.open()]
+    served_pairs(loop_ws, rows[:60])
+    before = resolve_model(loop_ws, "chat@champion")
+
+    def crash(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise MemoryError("the trainer ran out of memory")
+
+    monkeypatch.setattr(preference, "dpo", crash)
+    with pytest.raises(MemoryError):
+        run(loop_ws, "chat", CIPHER, eval_set="style-eval", rails=False)
+    monkeypatch.undo()
+    assert resolve_model(loop_ws, "chat@champion").ref == before.ref
+    with loop_ws.catalog.session() as session:
+        assert {f.batch_id for f in session.query(Feedback)} == {None}  # back in the queue
+    failed = loop_ws.catalog.latest("eval_report", "chat-loop-gate")
+    assert failed is not None and "MemoryError" in (failed.description or "")
+
+    loop_ws.settings.rails = {"preset": "none", "output": [{"rail": "secrets"}]}
+    won = run(loop_ws, "chat", CIPHER, eval_set="style-eval", dpo_cfg=PreferenceConfig(max_steps=30, lr=2e-3),
+              answers=8)  # fmt: skip
+    assert won.pairs and won.dataset is None  # preferences only: DPO on the champion
+    assert won.gate["rails"] == ["secrets"] and won.gate["answers"] == 8
+    assert won.status == "promoted", won.reason
+    parents = {rel: p.kind for p, rel in loop_ws.catalog.parents(resolve_model(loop_ws, "chat@champion").id)}
+    assert parents["trained_on"] == "dataset_version"

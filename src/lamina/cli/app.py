@@ -30,6 +30,7 @@ from lamina.cli import (
     loop_cmds,
     models_cmds,
     monitor_cmds,
+    preference_cmds,
     prompts_cmds,
     quickstart_cmd,
     rag_cmds,
@@ -110,6 +111,8 @@ app.command("gc")(workspace_cmds.gc)
 app.command("config")(workspace_cmds.config)
 app.add_typer(data_cmds.app, name="data")
 app.add_typer(train_cmds.app, name="train")
+train_cmds.app.command("dpo")(preference_cmds.dpo)
+train_cmds.app.command("reward")(preference_cmds.reward)
 app.command("finetune")(train_cmds.finetune)
 app.command("distill")(train_cmds.distill)
 app.command("tune")(train_cmds.tune)

@@ -30,9 +30,16 @@ def lineage(
 
     Example: lamina lineage shakes@champion  (model version → run → dataset version → source)
     """
+    from lamina.hub.registry import alias_moves
+
     with get_state(ctx).open_workspace() as ws:
-        tree = lineage_tree(ws.catalog, ws.resolve(ref, kind.value if kind else None), max_depth=depth)
+        artifact = ws.resolve(ref, kind.value if kind else None)
+        tree = lineage_tree(ws.catalog, artifact, max_depth=depth)
+        moves = alias_moves(ws, artifact.id) if artifact.kind == "model_version" else []
     if as_json:
-        print_json(tree.to_dict())
-    else:
-        console.print(lineage_rich_tree(tree))
+        print_json({**tree.to_dict(), "alias_moves": moves} if moves else tree.to_dict())
+        return
+    console.print(lineage_rich_tree(tree))
+    for move in moves:
+        arrow = f"{move['from'] or '-'} → {move['to'] or '-'}"
+        console.print(f"  alias {move['alias']}: {arrow} at {move['at'][:19]} ({move['reason'] or 'moved'})")

@@ -88,6 +88,9 @@ class MonitoringSettings(BaseModel):
     review_below_confidence: float | None = Field(None, gt=0, lt=1)
     # alert rules on the KPIs (lamina.monitoring.alerts; evaluated by `lamina monitor check`)
     alerts: list[dict[str, Any]] = Field(default_factory=list)
+    # the closed loop's background rounds, one entry per model, with their triggers
+    # (lamina.monitoring.worker; run by `lamina loop worker`)
+    loop: list[dict[str, Any]] = Field(default_factory=list)
 
 
 _yaml_data: ContextVar[dict[str, Any] | None] = ContextVar("lamina_yaml_data", default=None)

@@ -100,6 +100,25 @@ def _alias_stack(ws: Workspace, name: str, alias: str) -> list[str]:
     return stack
 
 
+def alias_moves(ws: Workspace, version_id: str) -> list[dict[str, Any]]:
+    """Every alias move to or from a version (when, by whom, why), oldest first: how it came to
+    serve, or stopped serving."""
+    with ws.catalog.session() as session:
+        events = session.execute(
+            sa.select(AliasEvent, Model.name)
+            .join(Model, Model.id == AliasEvent.model_id)
+            .where(sa.or_(AliasEvent.to_version_id == version_id, AliasEvent.from_version_id == version_id))
+            .order_by(AliasEvent.id)
+        ).all()  # fmt: skip
+        refs = {a.id: a.ref for a in session.scalars(sa.select(ModelVersion)).all()}
+        return [
+            {"alias": f"{name}@{e.alias}", "from": refs.get(e.from_version_id or ""),
+             "to": refs.get(e.to_version_id or ""), "at": e.at.isoformat(), "actor": e.actor,
+             "reason": e.reason}
+            for e, name in events
+        ]  # fmt: skip
+
+
 def rollback(ws: Workspace, name: str, alias: str = "champion") -> tuple[str, str]:
     """Move ``alias`` back to the version it named before the current one. Returns (from id, to id)."""
     stack = _alias_stack(ws, name, alias)

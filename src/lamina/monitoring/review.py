@@ -109,11 +109,17 @@ def decide(
 
 
 def training_rows(
-    ws: Workspace, cipher: Any, *, pending: bool = False, versions: set[str] | None = None
+    ws: Workspace,
+    cipher: Any,
+    *,
+    pending: bool = False,
+    versions: set[str] | None = None,
+    batch: str | None = None,
 ) -> dict[str, list[dict[str, Any]]]:
     """``{"sft": [...], "preference": [...], "skipped": [...]}`` from approved and corrected
     feedback (``pending``: only what no training batch has taken; ``versions``: only feedback on
-    answers of those model versions); a row whose prompt or answers cannot be read is listed in
+    answers of those model versions; ``batch``: only what that batch took); a row whose prompt or
+    answers cannot be read is listed in
     ``skipped`` with why."""
     import sqlalchemy as sa
 
@@ -130,6 +136,8 @@ def training_rows(
             query = query.where(Feedback.batch_id.is_(None))
         if versions is not None:
             query = query.where(Feedback.model_version_id.in_(versions))
+        if batch is not None:
+            query = query.where(Feedback.batch_id == batch)
         rows = session.scalars(query).all()
         for row in rows:
             lineage = {"feedback_id": row.id, "request_id": row.request_id}

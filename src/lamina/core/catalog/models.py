@@ -423,3 +423,27 @@ class Feedback(Base):
     origin: Mapped[str] = mapped_column(String(16), default="user", server_default="user")
     reviewed_by: Mapped[str | None] = mapped_column(ForeignKey("api_keys.id"))
     reviewed_at: Mapped[datetime | None] = mapped_column()
+
+
+class Job(Base):
+    """A unit of background work (a loop round) in a queue any worker process can take. A running
+    job's worker beats ``heartbeat_at``; a job whose heartbeat stopped (the worker crashed) is
+    taken again, and ``state`` (e.g. the feedback batch it froze) lets it continue, not restart."""
+
+    __tablename__ = "jobs"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(32), index=True)
+    key: Mapped[str] = mapped_column(String(128), index=True)  # what it is for (a model name)
+    status: Mapped[str] = mapped_column(String(16), default="queued", index=True)
+    trigger: Mapped[str] = mapped_column(String(64))
+    params: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    state: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    result: Mapped[dict[str, Any] | None] = mapped_column()
+    error: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    worker: Mapped[str | None] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column()
+    heartbeat_at: Mapped[datetime | None] = mapped_column()
+    finished_at: Mapped[datetime | None] = mapped_column()
