@@ -125,6 +125,7 @@ def test_keys_and_roles(server: Server) -> None:
     assert forbidden.status_code == 403 and forbidden.json()["error"]["type"] == "permission_error"
     metrics = httpx.get(f"{url}/metrics", headers=server.headers(ADMIN))
     assert metrics.status_code == 200 and "lamina_time_to_first_token_seconds" in metrics.text
+    assert 'lamina_energy_joules{method="' in metrics.text and "lamina_co2_grams" in metrics.text
     made = run_lamina(
         "--workspace", str(server.workspace), "keys", "create", "--role", "user", "--name", "tmp", "--json"
     )

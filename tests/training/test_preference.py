@@ -47,6 +47,8 @@ def test_dpo_moves_the_model_toward_the_chosen_style(workspace: Workspace, tmp_p
     tuned = dpo(workspace, "chat@champion", "prefs", "chat", cfg=PreferenceConfig(max_steps=30, lr=2e-3),
                 track=False)  # fmt: skip
     assert tuned.meta["config"]["method"] == "dpo"
+    assert tuned.metrics["energy_wh"] > 0 and tuned.metrics["energy_method"].startswith(("rapl", "cpu-time"))
+    assert "energy_wh" in (model_path(workspace, tuned) / "README.md").read_text()  # on the model card
     parents = {rel: p.kind for p, rel in workspace.catalog.parents(tuned.id)}
     assert parents["trained_on"] == "dataset_version" and parents["fine_tuned_from"] == "model_version"
 

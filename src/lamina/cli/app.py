@@ -21,6 +21,7 @@ from lamina.cli import (
     chat_cmd,
     data_cmds,
     eval_cmds,
+    explain_cmd,
     feedback_cmds,
     generate_cmds,
     governance_cmds,
@@ -105,6 +106,7 @@ app.command("quickstart")(quickstart_cmd.quickstart)
 app.command("init")(workspace_cmds.init)
 app.command("status")(workspace_cmds.status)
 app.command("lineage")(lineage_cmd.lineage)
+app.command("explain")(explain_cmd.explain)
 app.command("upgrade")(workspace_cmds.upgrade)
 app.command("check")(workspace_cmds.check)
 app.command("gc")(workspace_cmds.gc)

@@ -93,6 +93,15 @@ class MonitoringSettings(BaseModel):
     loop: list[dict[str, Any]] = Field(default_factory=list)
 
 
+class EnergySettings(BaseModel):
+    """How energy is estimated where no RAPL counter is readable (``lamina.core.energy``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    watts_per_core: float = Field(10.0, gt=0)  # a busy core's share of package power
+    grid_g_per_kwh: float = Field(475.0, ge=0)  # grams of CO2 per kWh of the grid (IEA world average)
+    rapl: bool = True  # read the CPU's RAPL counter when it is readable
+
+
 _yaml_data: ContextVar[dict[str, Any] | None] = ContextVar("lamina_yaml_data", default=None)
 
 
@@ -137,6 +146,7 @@ class Settings(BaseSettings):
     rails: dict[str, Any] = Field(default_factory=dict)
     security: SecuritySettings = Field(default_factory=lambda: SecuritySettings())
     monitoring: MonitoringSettings = Field(default_factory=lambda: MonitoringSettings())
+    energy: EnergySettings = Field(default_factory=lambda: EnergySettings())
 
     @field_validator("log_level", mode="before")
     @classmethod

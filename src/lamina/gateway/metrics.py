@@ -16,14 +16,26 @@ from prometheus_client import (
     generate_latest,
 )
 
+from lamina.core.energy import EnergyMeter
+
 FAST = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 
 class Metrics:
     content_type = CONTENT_TYPE_LATEST
 
-    def __init__(self) -> None:
+    def __init__(self, energy: EnergyMeter | None = None) -> None:
         r = self.registry = CollectorRegistry()
+        # the server's energy since it started (RAPL or CPU time × W/core: the `method` label says
+        # which) and per 1,000 generated tokens: the whole process, idle time and HTTP included
+        self.energy_meter = (energy or EnergyMeter()).start()
+        self.energy = Gauge("lamina_energy_joules", "Energy of this server process since start", ["method"],
+                            registry=r)  # fmt: skip
+        self.energy_per_1k = Gauge(
+            "lamina_energy_joules_per_1k_output_tokens", "Energy since start per 1,000 generated tokens",
+            ["method"], registry=r,
+        )  # fmt: skip
+        self.co2 = Gauge("lamina_co2_grams", "CO2 of this server's energy since start", registry=r)
         self.requests = Counter(
             "lamina_requests", "Requests by route and status", ["route", "status"], registry=r
         )
@@ -99,5 +111,17 @@ class Metrics:
             self.queue.labels(loaded.version.ref).set(loaded.engine.queue_depth)
             self.batch.labels(loaded.version.ref).set(loaded.engine.running)
 
+    def observe_energy(self) -> dict[str, float | str | None]:
+        """Set the energy gauges; also what `/metrics` readers and the report show."""
+        used = self.energy_meter.read()
+        tokens = self.tokens._value.get()
+        per_1k = used.joules / tokens * 1000 if tokens else None
+        self.energy.labels(used.method).set(used.joules)
+        if per_1k is not None:
+            self.energy_per_1k.labels(used.method).set(per_1k)
+        self.co2.set(used.co2_g)
+        return {"joules": used.joules, "per_1k_tokens_j": per_1k, "co2_g": used.co2_g, "method": used.method}
+
     def render(self) -> bytes:
+        self.observe_energy()
         return generate_latest(self.registry)

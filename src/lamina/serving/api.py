@@ -53,7 +53,9 @@ def create_app(
     settings = settings or ws.settings
     server = settings.server
     pool = pool or ModelPool.from_settings(ws, server)
-    metrics = Metrics()
+    from lamina.core.energy import EnergyMeter
+
+    metrics = Metrics(EnergyMeter.from_settings(settings))
     rails = build_rails(ws, settings, metrics)
     if settings.security.redact_log_pii:
         redact_logs()

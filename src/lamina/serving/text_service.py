@@ -167,6 +167,7 @@ class TextService:
         if body.rag is not None:
             principal = getattr(request.state, "key", None)
             grounding = await asyncio.to_thread(self.grounder.ground, body, principal)
+            request.state.citations = _cited(grounding.citations)
             if grounding.final:
                 extra = {"citations": grounding.citations, "rag": grounding.info}
                 return await self._answer_without_model(body, request, grounding, extra, guard)
@@ -177,6 +178,7 @@ class TextService:
         if grounding is not None:
             body = body.model_copy(update={"messages": fit_sources(grounding, body, engine)})
             extra = {"citations": grounding.citations, "rag": grounding.info}
+            request.state.citations = _cited(grounding.citations)
         spec, tools = chat_grammar(body)
         prompt = render_chat(tokenizer, body)
         top = (body.top_logprobs or 0) if body.logprobs else None
@@ -462,3 +464,9 @@ def render_chat(tokenizer: Any, body: ChatRequest) -> str:
         messages.append({"role": "system" if m.role == "developer" else m.role, "content": content})
     tools = [t.model_dump(exclude_none=True) for t in body.tools or []] or None
     return tokenizer.apply_chat_template(messages, tools=tools, tokenize=False, add_generation_prompt=True)
+
+
+def _cited(citations: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What the audit record keeps of the sources an answer used (for `lamina explain`): where each
+    came from and its score, not its text."""
+    return [{k: v for k, v in c.items() if k not in ("text", "shown_chars")} for c in citations]

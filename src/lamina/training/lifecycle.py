@@ -31,6 +31,7 @@ import xxhash
 
 from lamina.core.catalog import ModelVersion, Run
 from lamina.core.catalog.models import utcnow
+from lamina.core.energy import EnergyMeter
 from lamina.core.errors import LaminaError
 from lamina.core.workspace import Workspace
 from lamina.training.loop import latest_checkpoint
@@ -61,6 +62,7 @@ class TrainingRun:
         self.version: ModelVersion | None = None
         self.completed = False
         self._series: set[str] = set()  # metric names logged during training
+        self.energy = EnergyMeter.from_settings(ws.settings).start()  # RAPL, else CPU time × W/core
 
     # -- before training -----------------------------------------------------------------------------
     @staticmethod
@@ -189,10 +191,12 @@ class TrainingRun:
         alias: str | None = None,
         step: int = 0,
     ) -> ModelVersion:
-        """Register ``folder``, record its eval report, complete the run, promote, clean up."""
+        """Register ``folder``, record its eval report, complete the run, promote, clean up. The run's
+        energy and CO2 (``lamina.core.energy``) join its metrics: MLflow, the catalog, the model card."""
         from lamina.evaluation.lm import record_eval
         from lamina.hub.registry import promote, register
 
+        metrics = {**metrics, **self.energy.stop().metrics()}
         if self.tracker:
             # a name already logged at each evaluation (val_loss) gets final_: one series, one meaning
             final = {
