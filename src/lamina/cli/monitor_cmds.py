@@ -129,6 +129,47 @@ def check(
         raise typer.Exit(1)
 
 
+def ab(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="The experiment's name (server.experiments in lamina.yaml)."),
+    since: str = typer.Option("30d", "--since", help="How far back to read its requests and votes."),
+    alpha: float = typer.Option(0.05, "--alpha", min=1e-6, max=0.5, help="The test's false-alarm rate."),
+    tau: float = typer.Option(
+        0.1, "--tau", min=1e-4, max=1.0, help="A thumbs-up rate difference worth finding."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Compare the arms of an A/B test: requests, errors, latency, tokens and thumbs per arm, and a
+    sequential test of the thumbs-up rates that stays valid however often you look (mSPRT).
+
+    Example: lamina monitor ab chat-dpo --since 7d
+    """
+    from rich.table import Table
+
+    from lamina.core.durations import parse_duration
+    from lamina.monitoring.ab import report as ab_report
+
+    window = parse_duration(since, "--since", positive=True)
+    with get_state(ctx).open_workspace() as ws:
+        result = ab_report(ws, name, since=window, alpha=alpha, tau=tau)
+    if as_json:
+        print_json(result)
+        return
+    table = Table("arm", "requests", "errors", "p50 ms", "p95 ms", "tokens", "👍", "👎", "👍 rate")
+    fmt = lambda v, spec: "-" if v is None else format(v, spec)  # noqa: E731
+    for arm, row in result["arms"].items():
+        table.add_row(arm, str(row["requests"]), fmt(row["error_rate"], ".1%"),
+                      fmt(row["latency_p50_ms"], ".0f"), fmt(row["latency_p95_ms"], ".0f"),
+                      str(row["tokens_out"]), str(row["thumbs_up"]), str(row["thumbs_down"]),
+                      fmt(row["thumbs_up_rate"], ".1%"))  # fmt: skip
+    console.print(table)
+    test = result["test"]
+    console.print(
+        f"{result['verdict']} — always-valid p = {test['p_value']:.3g} after {sum(test['votes'])} votes"
+    )
+
+
+app.command("ab")(ab)
 app.command("report")(report)
 app.command("drift")(drift)
 app.command("check")(check)

@@ -55,6 +55,8 @@ class ServerSettings(BaseModel):
     compile: bool | None = None  # torch.compile the lone-stream step and batched attention (seconds at load)
     engine_process: bool = True  # run each text model's engine in its own process (no shared GIL)
     tool_http_allow: list[str] = Field(default_factory=list)  # hosts the http_get tool may reach
+    # A/B tests: a share of a model's requests served by another version (lamina.serving.experiments)
+    experiments: list[dict[str, Any]] = Field(default_factory=list)
 
     def require_secure_bind(self) -> None:
         """Refuse to expose the server beyond this machine without an admin key."""

@@ -188,6 +188,8 @@ def _detail(key: dict[str, Any] | None, state: dict[str, Any]) -> dict[str, Any]
         detail["rails"] = state["rails"]
     if state.get("confidence") is not None:  # the answer's mean token probability (text_service)
         detail["confidence"] = round(float(state["confidence"]), 4)
+    if state.get("experiment"):  # the A/B experiment and arm that served it (lamina.serving.experiments)
+        detail["experiment"] = state["experiment"]
     if state.get("citations"):  # the RAG sources the answer was given (text_service)
         detail["citations"] = state["citations"]
     return detail

@@ -20,6 +20,8 @@ from fastapi import Request
 from lamina.gateway.metrics import Metrics
 from lamina.serving import generation, railing, shaping
 from lamina.serving.engine import Stream, encode
+from lamina.serving.experiments import assign as assign_arm
+from lamina.serving.experiments import parse as parse_experiments
 from lamina.serving.grammar import GrammarError, GrammarSpec, response_format_spec, tool_call_schema
 from lamina.serving.grounding import Grounder, Grounding, extractive_text
 from lamina.serving.interfaces import TextEngine
@@ -47,10 +49,24 @@ class TextService:
         self.rails = rails  # lamina.guardrails.policy.Policies, or None when no rails are configured
         self.grounder = Grounder(pool.ws)
         self._lookups: dict[str, asyncio.Future[tuple[TextEngine, Any]]] = {}
+        self.experiments = parse_experiments(getattr(server, "experiments", None) or [])  # A/B splits
+
+    def _arm(self, body: Any, request: Request) -> Any:
+        """The request with its model replaced by its A/B arm's version, when an experiment covers it."""
+        if not self.experiments:
+            return body
+        key = getattr(request.state, "key", None) or {}
+        rid = str(getattr(request.state, "request_id", "") or "")
+        ref, arm = assign_arm(self.experiments, body.model, request.url.path, key.get("id"), rid)
+        if arm is None:
+            return body
+        request.state.experiment = arm
+        return body.model_copy(update={"model": ref})
 
     # -- completions ---------------------------------------------------------------------------------
     async def complete(self, body: CompletionRequest, request: Request) -> Any:
         body.check_supported()
+        body = self._arm(body, request)
         prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
         guard = railing.guard_for(self.rails, request, body.model)
         railing.refuse_logprobs(guard, body.logprobs is not None)
@@ -151,6 +167,7 @@ class TextService:
     # -- chat ----------------------------------------------------------------------------------------
     async def chat(self, body: ChatRequest, request: Request) -> Any:
         body.check_supported()
+        body = self._arm(body, request)
         if body.server_tools is not None:
             from lamina.serving.tool_loop import run_tools
 
