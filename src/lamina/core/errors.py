@@ -7,6 +7,8 @@ so the CLI and the server render the same error the same way without knowing eac
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class LaminaError(Exception):
     """Base class: an error the user can act on. Rendered as one line plus a hint, no traceback."""
@@ -87,3 +89,18 @@ class InvalidReference(LaminaError):
     exit_code = 2
     http_status = 400
     code = "invalid_reference"
+
+
+def validated(model: Any, data: Any, where: str, sep: str = ".") -> Any:
+    """``model`` (a pydantic model class) built from ``data``, or one ``ConfigError`` that names the
+    setting (``where``) and the field that is wrong: ``rails.input.0.threshold: …``."""
+    from pydantic import ValidationError
+
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(
+            f"{where}{sep}{field}: {first['msg']}" if field else f"{where}: {first['msg']}"
+        ) from None

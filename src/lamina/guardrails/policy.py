@@ -22,9 +22,9 @@ from __future__ import annotations
 import fnmatch
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from lamina.core.errors import ConfigError
+from lamina.core.errors import ConfigError, validated
 from lamina.guardrails.guard import Guard
 from lamina.guardrails.rail import Rail, RailSpec, build
 
@@ -90,12 +90,7 @@ class PolicyConfig(BaseModel):
 
     @classmethod
     def parse(cls, data: dict[str, Any]) -> PolicyConfig:
-        try:
-            config = cls.model_validate(data)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            raise ConfigError(f"rails.{where}: {first['msg']}") from None
+        config: PolicyConfig = validated(cls, data, "rails")
         if config.preset not in PRESETS:
             raise ConfigError(
                 f"rails.preset: unknown preset {config.preset!r}",

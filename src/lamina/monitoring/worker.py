@@ -29,10 +29,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from lamina.core.durations import parse_duration
-from lamina.core.errors import ConfigError
+from lamina.core.errors import validated
 from lamina.core.workspace import Workspace
 from lamina.monitoring import jobs
 
@@ -79,12 +79,7 @@ def specs(settings: Any) -> list[LoopSpec]:
     """The ``monitoring.loop`` entries, each refused by position and field when wrong."""
     out = []
     for i, entry in enumerate(settings.monitoring.loop):
-        try:
-            spec = LoopSpec.model_validate(entry)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            raise ConfigError(f"monitoring.loop.{i}.{where}: {first['msg']}") from None
+        spec = validated(LoopSpec, entry, f"monitoring.loop.{i}")
         for what, text in (("every", spec.triggers.every), ("window", spec.triggers.window)):
             if text is not None:
                 parse_duration(text, f"monitoring.loop.{i}.triggers.{what}", positive=True)

@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from lamina.core.errors import ConfigError, LaminaError
+from lamina.core.errors import ConfigError, LaminaError, validated
 from lamina.core.workspace import Workspace
 from lamina.rag import prompts
 
@@ -76,12 +76,8 @@ def load_chain(path: Path | str) -> Chain:
         data = yaml.safe_load(Path(path).read_text())
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(f"cannot read the chain {path}: {exc}") from None
-    try:
-        return Chain.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"{path}: {where}: {first['msg']}") from None
+    chain: Chain = validated(Chain, data, str(path), sep=": ")
+    return chain
 
 
 def check(ws: Workspace, chain: Chain) -> list[prompts.Template]:

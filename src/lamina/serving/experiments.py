@@ -22,9 +22,9 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import xxhash
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from lamina.core.errors import ConfigError
+from lamina.core.errors import ConfigError, validated
 
 
 class Experiment(BaseModel):
@@ -56,12 +56,7 @@ def parse(entries: list[dict[str, Any]]) -> list[Experiment]:
     experiments on the same model and route would make a request's arm ambiguous, so that is refused."""
     out: list[Experiment] = []
     for i, entry in enumerate(entries):
-        try:
-            experiment = Experiment.model_validate(entry)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            raise ConfigError(f"server.experiments.{i}.{where}: {first['msg']}") from None
+        experiment = validated(Experiment, entry, f"server.experiments.{i}")
         for other in out:
             routes = (set(other.routes or ["*"]), set(experiment.routes or ["*"]))
             if other.model == experiment.model and ("*" in routes[0] | routes[1] or routes[0] & routes[1]):
