@@ -31,9 +31,10 @@ SHARED = ROOT.parent / "shared" / "data" / "preference" / "hh-rlhf"
 from machine import machine_info, machine_line, save  # noqa: E402
 
 
-def rows(limit: int) -> list[dict]:
-    """Pairs from every subset (the same share of each), tagged with subset and opening turn."""
-    files = sorted(SHARED.glob("*.jsonl.gz"))
+def rows(limit: int, subsets: list[str] | None = None) -> list[dict]:
+    """Pairs from every subset (the same share of each; ``subsets``: only those whose name starts so),
+    tagged with subset and opening turn."""
+    files = sorted(p for p in SHARED.glob("*.jsonl.gz") if not subsets or p.name.startswith(tuple(subsets)))
     out = []
     for path in files:
         subset = path.name.split("-test")[0]
@@ -52,6 +53,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=5e-5)
     parser.add_argument("--max-tokens", type=int, default=128)
+    parser.add_argument("--subsets", default="", help="train and test only on these subsets (e.g. helpful)")
+    parser.add_argument("--name", default="reward", help="results file name (bench/results/NAME.md)")
     args = parser.parse_args()
 
     from lamina.core.errors import LaminaError
@@ -65,7 +68,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         ws, _ = Workspace.init(Path(tmp) / "ws")
         source = Path(tmp) / "pairs.jsonl"
-        source.write_text("".join(json.dumps(r) + "\n" for r in rows(args.pairs)))
+        picked = [x for x in args.subsets.split(",") if x]
+        source.write_text("".join(json.dumps(r) + "\n" for r in rows(args.pairs, picked)))
         recipe = Recipe(source=str(source), text_field="chosen",
                         split={"fractions": {"test": 0.25}, "by": "group", "field": "opening"})  # fmt: skip
         dataset = build_dataset(ws, "hh", recipe).version
@@ -103,7 +107,7 @@ def main() -> None:
         "",
         f"Machine: {machine_line(info)}",
         f"Command: `.venv/bin/python bench/reward.py --pairs {args.pairs} --steps {args.steps} "
-        f"--max-tokens {args.max_tokens}`",
+        f"--max-tokens {args.max_tokens}" + (f" --subsets {args.subsets}" if args.subsets else "") + "`",
         f"Trained on {train_n} pairs ({args.steps} steps of {args.batch_size}, lr {args.lr}, last "
         f"{args.max_tokens} tokens of each dialogue) in {train_s:.0f} s. Target: ≥ 60 % (chance 50 %).",
         "",
@@ -114,7 +118,7 @@ def main() -> None:
             for r in table
         ],
     ]
-    save("reward", report, "\n".join(lines) + "\n")
+    save(args.name, report, "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -22,7 +22,11 @@ EXPERIMENT = {"name": "shakes-ab", "model": "shakes@champion", "by": "request", 
 def split(server: Server) -> Iterator[Server]:
     env = {"LAMINA_SERVER__EXPERIMENTS": json.dumps([EXPERIMENT]), "LAMINA_RAILS__PRESET": "none"}
     url, process = start_server(server.workspace, env, "ab-server.log")
-    yield Server(url, server.workspace, server.user_key, process)
+    made = run_lamina(
+        "-w", str(server.workspace), "keys", "create", "--role", "user", "--name", "ab", "--json"
+    )
+    assert made.returncode == 0, made.stderr  # its own key: other tests list the shared key's feedback
+    yield Server(url, server.workspace, json.loads(made.stdout)["key"], process)
     process.terminate()
     process.wait(timeout=20)
 

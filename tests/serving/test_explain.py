@@ -28,15 +28,18 @@ def ask(server: Server, key: str, **extra: object) -> tuple[str, str]:
 def test_an_answer_is_explained_token_by_token_with_the_prompt_it_leaned_on(
     railed: Server, tmp_path: Path
 ) -> None:
-    rid, answer = ask(
-        railed, railed.user_key, messages=[{"role": "user", "content": "Speak of the king and queen."}]
-    )
+    for prompt in ("Speak of the king and queen.", "Who is the prince?", "Tell me of Rome.", "What is love?"):
+        rid, answer = ask(railed, railed.user_key, messages=[{"role": "user", "content": prompt}])
+        if answer.strip():  # a tiny model may stop at once; an empty answer has nothing to explain
+            break
     shown = run_lamina("-w", str(railed.workspace), "explain", rid, "--json", "--top-k", "3", env=ENV)
     assert shown.returncode == 0, shown.stderr
     e = json.loads(shown.stdout)
     assert e["model"].startswith("shakes@v") and "".join(e["answer_tokens"]).strip() == answer.strip()
     assert len(e["attribution"]) == len(e["prompt_tokens"]) and max(abs(a) for a in e["attribution"]) == 1.0
-    assert "king" in "".join(e["prompt_tokens"]) and len(e["per_token"]) == len(e["steps"])
+    assert prompt.split()[-1].strip("?.") in "".join(e["prompt_tokens"]) and len(e["per_token"]) == len(
+        e["steps"]
+    )
     for step in e["steps"]:
         assert 0 < step["p"] <= 1 and len(step["alternatives"]) == 3
         assert step["token"] not in [a["token"] for a in step["alternatives"]]

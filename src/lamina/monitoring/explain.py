@@ -56,7 +56,9 @@ def explain(
         row = _audit_row(session, request_id)
         if row is None:
             raise NotFound(f"no request {request_id!r} in the audit log", hint="see `lamina audit list`")
-        if not row.request_text or not row.response_text:
+        if row.request_text and row.response_text == "":
+            raise NotExplainable(f"the answer of {request_id} was empty: there is nothing to explain")
+        if not row.request_text or row.response_text is None:
             raise NotExplainable(f"the text of {request_id} was not kept",
                                  hint="serve with server.audit_text: true to explain answers")  # fmt: skip
         if cipher is None:

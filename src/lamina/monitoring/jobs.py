@@ -74,7 +74,7 @@ def claim(
                 .values(status="running", worker=worker, started_at=now, heartbeat_at=now,
                         attempts=Job.attempts + 1)
             )  # fmt: skip
-            if taken.rowcount != 1:
+            if getattr(taken, "rowcount", 0) != 1:  # a CursorResult; typed as a plain Result
                 continue  # another worker was faster
             job = session.get(Job, job_id)
             assert job is not None

@@ -183,16 +183,16 @@ def tick(
     view when one ran, else None."""
     say = say or (lambda line: None)
     loops = {s.model: s for s in specs(ws.settings)}
-    for spec in loops.values():
-        reason = due(ws, spec, cipher)
-        if reason and jobs.enqueue(ws, KIND, spec.model, reason, spec.model_dump()) is not None:
-            say(f"queued a round for {spec.model}: {reason}")
+    for entry in loops.values():
+        reason = due(ws, entry, cipher)
+        if reason and jobs.enqueue(ws, KIND, entry.model, reason, entry.model_dump()) is not None:
+            say(f"queued a round for {entry.model}: {reason}")
     job = jobs.claim(ws, worker or jobs.worker_name(), (KIND,), stale_after, on_give_up=_give_back(ws))
     if job is None:
         return None
     resumed = job.state.get("batch")
     say(f"job {job.id}: round for {job.key} ({job.trigger})" + (f", continuing {resumed}" if resumed else ""))
-    spec = LoopSpec.model_validate(job.params) if job.params else loops.get(job.key)
+    spec: LoopSpec | None = LoopSpec.model_validate(job.params) if job.params else loops.get(job.key)
     if spec is None:
         jobs.finish(ws, job.id, "failed", error=f"no monitoring.loop entry for {job.key!r}")
         return _view(ws, job.id)
