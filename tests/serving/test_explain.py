@@ -17,10 +17,10 @@ from tests.serving.conftest import ADMIN, RAILED_KEY, Server
 ENV = {"LAMINA_SECURITY__ENCRYPTION_KEYS": json.dumps([RAILED_KEY])}
 
 
-def ask(server: Server, key: str, **extra: object) -> tuple[str, str]:
+def ask(server: Server, key: str, temperature: float = 0, **extra: object) -> tuple[str, str]:
     client = openai.OpenAI(base_url=f"{server.url}/v1", api_key=key, max_retries=0)
     raw = client.chat.completions.with_raw_response.create(
-        model="shakes@champion", max_tokens=8, temperature=0, **extra
+        model="shakes@champion", max_tokens=8, temperature=temperature, **extra
     )  # type: ignore[call-overload]
     return raw.headers["x-request-id"], raw.parse().choices[0].message.content or ""
 
@@ -28,14 +28,19 @@ def ask(server: Server, key: str, **extra: object) -> tuple[str, str]:
 def test_an_answer_is_explained_token_by_token_with_the_prompt_it_leaned_on(
     railed: Server, tmp_path: Path
 ) -> None:
-    for prompt in ("Speak of the king and queen.", "Who is the prince?", "Tell me of Rome.", "What is love?"):
-        rid, answer = ask(railed, railed.user_key, messages=[{"role": "user", "content": prompt}])
-        if answer.strip():  # a tiny model may stop at once; an empty answer has nothing to explain
+    prompt = "Speak of the king and queen."
+    for seed in range(20):  # a tiny model may stop at once, and an empty answer has nothing to explain
+        rid, answer = ask(railed, railed.user_key, temperature=1.0, seed=seed,
+                          messages=[{"role": "user", "content": prompt}])  # fmt: skip
+        if answer.strip():
             break
+    assert answer.strip(), "twenty sampled answers were all empty"
     shown = run_lamina("-w", str(railed.workspace), "explain", rid, "--json", "--top-k", "3", env=ENV)
     assert shown.returncode == 0, shown.stderr
     e = json.loads(shown.stdout)
-    assert e["model"].startswith("shakes@v") and "".join(e["answer_tokens"]).strip() == answer.strip()
+    assert e["model"].startswith("shakes@v") and "".join("".join(e["answer_tokens"]).split()) == "".join(
+        answer.split()
+    )
     assert len(e["attribution"]) == len(e["prompt_tokens"]) and max(abs(a) for a in e["attribution"]) == 1.0
     assert prompt.split()[-1].strip("?.") in "".join(e["prompt_tokens"]) and len(e["per_token"]) == len(
         e["steps"]
