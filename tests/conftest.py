@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+import lamina.console  # noqa: F401 (the console, as `lamina serve` mounts it)
 import lamina.monitoring  # noqa: F401 (its API routes, as `lamina serve` mounts them)
 from lamina.core.workspace import Workspace
 

@@ -143,6 +143,7 @@ def _serve_demo(root: Path, flags: dict, port: int) -> None:
             revoke_key(ws, old["id"])
     key = create_key(ws, "quickstart-admin", "admin").secret
     server = ws.settings.server.model_copy(update={"host": "127.0.0.1", "port": port})
+    import lamina.console  # noqa: F401 (registers the console at / and /console/)
     import lamina.monitoring  # noqa: F401 (registers /v1/feedback and /v1/review with the app)
 
     app = create_app(ws, ws.settings.model_copy(update={"server": server}))
@@ -189,6 +190,11 @@ def _serve_demo(root: Path, flags: dict, port: int) -> None:
         '.choices[0].text)"'
     )
     console.print(escape(f"  {snippet}"), soft_wrap=True)
+    console.print(
+        f"\n[bold]The console:[/] {url}/console/ (sign in with the admin key {key}): chat, images, the "
+        "quickstart's datasets and runs, the registry, monitoring, review, rails, admin",
+        soft_wrap=True,
+    )
     console.file.flush()
     try:
         run(app, "127.0.0.1", port)

@@ -10,7 +10,6 @@ from rich.table import Table
 
 from lamina.cli.render import console, print_json
 from lamina.cli.state import get_state
-from lamina.core.errors import ConfigError
 
 app = typer.Typer(
     help="Guardrails: check texts against the rails policy, train and evaluate rail classifiers.",
@@ -64,28 +63,11 @@ def test(
 
     Example: lamina rails test "Call me on +1 415 555 0100" --stage output
     """
-    from lamina.guardrails.guard import Guard
-    from lamina.guardrails.policy import Policies, PolicyConfig
-    from lamina.guardrails.rail import RailSpec, build
+    from lamina.guardrails.policy import trial, trial_guard
 
-    if stage not in ("input", "output"):
-        raise ConfigError(f"--stage must be input or output, not {stage!r}")
     with get_state(ctx).open_workspace() as ws:
-        if rail:
-            rails = [build(RailSpec(rail=name), stage, ws) for name in rail]
-            guard = Guard(rails if stage == "input" else [], rails if stage == "output" else [])
-        else:
-            policies = Policies.build(ws.settings.rails or PolicyConfig().model_dump(), ws)
-            if policies is None:
-                raise ConfigError("the policy in lamina.yaml runs no rails", hint="pass --rail NAME")
-            guard = policies.base
-        checked = guard.check([text], {"sources": list(source or [])}, stage)
-    verdicts = [v.summary() for v in checked.verdicts]
-    result = {
-        "blocked": checked.blocked.rail if checked.blocked else None,
-        "text": None if checked.blocked else checked.texts[0],
-        "verdicts": verdicts,
-    }
+        guard = trial_guard(ws, stage, list(rail or []))
+        result = trial(guard, text, stage, list(source or []))
     if as_json:
         print_json(result)
         return
@@ -93,15 +75,16 @@ def test(
     for col in ("rail", "action", "score", "why"):
         table.add_column(col)
     colours = {"allow": "green", "flag": "yellow", "redact": "cyan", "block": "red"}
-    for v in checked.verdicts:
+    for v in result["verdicts"]:
         table.add_row(
-            v.rail, f"[{colours[v.action]}]{v.action}[/]", f"{v.score:.2f}", escape("; ".join(v.reasons))
-        )
+            v["rail"], f"[{colours[v['action']]}]{v['action']}[/]", f"{v.get('score', 0):.2f}",
+            escape("; ".join(v.get("reasons", []))),
+        )  # fmt: skip
     console.print(table)
-    if checked.blocked:
-        console.print(f"[red]✗ blocked[/] by {checked.blocked.rail}")
+    if result["blocked"]:
+        console.print(f"[red]✗ blocked[/] by {result['blocked']}")
     else:
-        console.print(f"[green]✓[/] passes as: {escape(checked.texts[0])}")
+        console.print(f"[green]✓[/] passes as: {escape(result['text'])}")
 
 
 def train(

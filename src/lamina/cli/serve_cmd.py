@@ -67,6 +67,7 @@ def serve(
                 f"the vLLM backend cannot start: {reason}", hint="use --backend lamina (the default)"
             )
     pool = ModelPool.from_settings(ws, server, precision, backend)  # resolves auto, refuses unknown
+    import lamina.console  # noqa: F401 (registers the console at / and /console/)
     import lamina.monitoring  # noqa: F401 (registers /v1/feedback and /v1/review with the app)
 
     app = create_app(ws, settings, pool)

@@ -49,6 +49,7 @@ class ServerSettings(BaseModel):
     # overload, load is shed instead of queued, and admitted requests start fast
     max_queue_wait: float = Field(0.5, gt=0)
     public_docs: bool = False  # serve /docs and /openapi.json without a key
+    console_session_hours: float = Field(12.0, gt=0, le=24 * 30)  # a console sign-in lasts this long
     audit_text: bool = False  # store request and response text in the audit log
     # None: chosen for this machine by lamina.core.machine (half the cores; compile where AVX2 or better)
     threads: int | None = Field(None, ge=1)  # torch threads for inference

@@ -11,6 +11,7 @@ import logging
 import queue
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from lamina.core.catalog.models import AuditEvent, Feedback
@@ -96,12 +97,32 @@ class AuditWriter:
                 return
 
 
-def recent(ws: Workspace, limit: int = 100) -> list[dict[str, Any]]:
-    """The newest audit rows, newest first (``GET /admin/audit``)."""
+@dataclass
+class AuditQuery:
+    """What an audit search matches (every given field; ``route`` by its start)."""
+
+    request_id: str | None = None
+    route: str | None = None
+    key_id: str | None = None
+    status: int | None = None
+
+
+def recent(ws: Workspace, limit: int = 100, query: AuditQuery | None = None) -> list[dict[str, Any]]:
+    """The newest audit rows matching ``query``, newest first (``GET /admin/audit``)."""
     import sqlalchemy as sa
 
+    q = query or AuditQuery()
+    select = sa.select(AuditEvent).order_by(AuditEvent.id.desc())
+    if q.request_id:
+        select = select.where(AuditEvent.request_id == q.request_id)
+    if q.route:
+        select = select.where(AuditEvent.route.startswith(q.route, autoescape=True))
+    if q.key_id:
+        select = select.where(AuditEvent.key_id == q.key_id)
+    if q.status is not None:
+        select = select.where(AuditEvent.status_code == q.status)
     with ws.catalog.session() as session:
-        rows = session.scalars(sa.select(AuditEvent).order_by(AuditEvent.id.desc()).limit(limit)).all()
+        rows = session.scalars(select.limit(limit)).all()
         return [
             {
                 "at": r.at.isoformat(), "request_id": r.request_id, "key_id": r.key_id, "method": r.method,

@@ -114,3 +114,31 @@ def revoke_key(ws: Workspace, key_id_or_prefix: str) -> ApiKey:
         session.flush()
         session.expunge(row)
         return row
+
+
+ADMIN_PRINCIPAL: dict[str, Any] = {
+    "id": None,
+    "role": "admin",
+    "limits": {},
+    "name": "admin key",
+    "groups": [],
+}
+
+
+def principal_for(ws: Workspace, secret: str, admin_secret: str | None) -> dict[str, Any] | None:
+    """Who a secret signs in as (the settings' admin key, or an active key), or None. One answer for
+    the API's ``Authorization`` header and the console's sign-in."""
+    import hmac
+
+    secret = secret.strip()
+    if not secret:
+        return None
+    if admin_secret and hmac.compare_digest(secret.encode(), admin_secret.encode()):
+        return dict(ADMIN_PRINCIPAL)
+    row = verify_key(ws, secret)
+    if row is None:
+        return None
+    return {
+        "id": row.id, "role": row.role, "limits": row.limits or {}, "name": row.name,
+        "groups": list(row.groups or []),
+    }  # fmt: skip

@@ -3,38 +3,41 @@
 In order, for each HTTP request: a request id; the body read up to ``server.max_body_bytes`` (413
 beyond it, before anything else runs); the route's permission (public, or a key whose role the
 matrix allows: 401 without a valid key, 403 without the permission); the key's limits (429 with
-``Retry-After``); then the app. When the response has been sent in full (streams included) it
-writes the audit row and the metrics, and charges the tokens to the key's per-minute budget.
+``Retry-After``); then the app. The key comes from ``Authorization: Bearer`` or, for the console,
+from a session cookie (``sessions.py``: a change made with the cookie needs the CSRF header too);
+a browser opening a page without either is sent to the sign-in page. When the response has been
+sent in full (streams included) it writes the audit row and the metrics, and charges the tokens to
+the key's per-minute budget.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import time
 from typing import Any
+from urllib.parse import quote
 
 from lamina.core.logging import new_id, request_id_var
 from lamina.core.settings import Settings
 from lamina.core.workspace import Workspace
 from lamina.gateway.audit import AuditWriter
-from lamina.gateway.keys import verify_key
+from lamina.gateway.keys import principal_for
 from lamina.gateway.limits import KeyLimiter, retry_headers
 from lamina.gateway.metrics import Metrics
 from lamina.gateway.permissions import PermissionTable
-
-ADMIN: dict[str, Any] = {"id": None, "role": "admin", "limits": {}, "name": "admin key", "groups": []}
+from lamina.gateway.sessions import CSRF_HEADER, SAFE_METHODS, SessionStore, cookie_token, csrf_ok
 
 
 class Gateway:
     def __init__(
         self, app: Any, *, settings: Settings, workspace: Workspace, metrics: Metrics, audit: AuditWriter,
-        permissions: PermissionTable, docs_paths: set[str],
+        permissions: PermissionTable, docs_paths: set[str], sessions: SessionStore | None = None,
     ) -> None:  # fmt: skip
         self.app, self.settings, self.ws, self.metrics, self.audit = app, settings, workspace, metrics, audit
         self.limiter = KeyLimiter()
         self.permissions, self.docs_paths = permissions, docs_paths
+        self.sessions = sessions or SessionStore()
         admin = settings.server.admin_key
         self.admin_secret = admin.get_secret_value() if admin is not None else None
 
@@ -75,8 +78,11 @@ class Gateway:
             # fail closed: every route but a public one needs a key, and so does a path that
             # matches no route (a valid key then gets the app's 404/405; without one: 401)
             if route is None or not self.permissions.is_public(method, route):
-                key = await self._authenticate(headers.get("authorization", ""))
+                key, session = await self._authenticate(headers)
                 if key is None:
+                    if _navigation(method, headers):  # a browser opening a page: the sign-in page
+                        await _redirect(send_wrapped, "/console/login?next=" + quote(path))
+                        return
                     await self._reject(
                         send_wrapped,
                         401,
@@ -84,15 +90,27 @@ class Gateway:
                         "invalid_api_key",
                     )
                     return
-                if route is not None and not self.permissions.allowed(key["role"], method, route):
+                if (
+                    session is not None
+                    and method not in SAFE_METHODS
+                    and not csrf_ok(session, headers.get(CSRF_HEADER))
+                ):
                     await self._reject(
-                        send_wrapped,
-                        403,
-                        f"the {key['role']} role may not call {method} {route}",
-                        "permission_denied",
-                    )
+                        send_wrapped, 403,
+                        "a console request that changes something needs the page's X-CSRF-Token header",
+                        "csrf_failed",
+                    )  # fmt: skip
+                    return
+                if route is not None and not self.permissions.allowed(key["role"], method, route):
+                    why = f"the {key['role']} role may not call {method} {route}"
+                    if _navigation(method, headers):
+                        await _html(send_wrapped, 403, "Not allowed", why)
+                    else:
+                        await self._reject(send_wrapped, 403, why, "permission_denied")
                     return
                 state["key"] = key
+                if session is not None:
+                    state["session"] = session  # the console's pages put its CSRF token in the page
                 if key["id"] is not None:
                     refusal = self.limiter.acquire(key["id"], key["limits"])
                     if refusal is not None:
@@ -141,20 +159,17 @@ class Gateway:
                 break
         return b"".join(chunks)
 
-    async def _authenticate(self, header: str) -> dict[str, Any] | None:
-        scheme, _, secret = header.partition(" ")
-        if scheme.lower() != "bearer" or not secret:
-            return None
-        secret = secret.strip()
-        if self.admin_secret and hmac.compare_digest(secret.encode(), self.admin_secret.encode()):
-            return dict(ADMIN)
-        row = await asyncio.to_thread(verify_key, self.ws, secret)
-        if row is None:
-            return None
-        return {
-            "id": row.id, "role": row.role, "limits": row.limits or {}, "name": row.name,
-            "groups": list(row.groups or []),
-        }  # fmt: skip
+    async def _authenticate(self, headers: dict[str, str]) -> tuple[dict[str, Any] | None, Any]:
+        """(the caller, the console session it came with or None). An ``Authorization`` header is an
+        API call and decides alone; without one, the console's session cookie is asked."""
+        header = headers.get("authorization")
+        if header is not None:
+            scheme, _, secret = header.partition(" ")
+            if scheme.lower() != "bearer" or not secret.strip():
+                return None, None
+            return await asyncio.to_thread(principal_for, self.ws, secret, self.admin_secret), None
+        session = self.sessions.get(cookie_token(headers.get("cookie", "")))
+        return (dict(session.key), session) if session is not None else (None, None)
 
     @staticmethod
     async def _reject(
@@ -166,6 +181,31 @@ class Gateway:
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
         await send({"type": "http.response.start", "status": status, "headers": headers + (extra or [])})
         await send({"type": "http.response.body", "body": payload})
+
+
+def _navigation(method: str, headers: dict[str, str]) -> bool:
+    """A browser opening a page (not a script's fetch, which never asks for HTML first)."""
+    return method == "GET" and headers.get("accept", "").startswith("text/html")
+
+
+async def _redirect(send: Any, location: str) -> None:
+    headers = [(b"location", location.encode("latin-1", "replace")), (b"content-length", b"0")]
+    await send({"type": "http.response.start", "status": 303, "headers": headers})
+    await send({"type": "http.response.body", "body": b""})
+
+
+async def _html(send: Any, status: int, title: str, message: str) -> None:
+    """A refusal a person reads in the browser (the same refusal the API gives as JSON)."""
+    from html import escape
+
+    page = (
+        f"<!doctype html><html lang='en'><meta charset='utf-8'><title>{escape(title)}</title>"
+        f"<main><h1>{escape(title)}</h1><p>{escape(message)}.</p><p><a href='/console/'>Back to the "
+        "console</a></p></main></html>"
+    ).encode()
+    headers = [(b"content-type", b"text/html; charset=utf-8"), (b"content-length", str(len(page)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": page})
 
 
 def _replay(body: bytes, receive: Any) -> Any:

@@ -173,3 +173,29 @@ def enable_policy(root: Any, section: str) -> dict[str, Any]:
         path.write_text(text.rstrip("\n") + "\n" + section, encoding="utf-8")
         data = read_yaml(path)
     return dict(data["rails"] or {})
+
+
+def trial_guard(
+    ws: Any, stage: str, rails: list[str] | None = None, policies: Policies | None = None
+) -> Guard:
+    """The guard a one-off check uses (``lamina rails test``, the console's rails page): the named
+    rails, else the policy in force (``policies``, else ``lamina.yaml``'s, else the default preset)."""
+    if stage not in ("input", "output"):
+        raise ConfigError(f"the stage must be input or output, not {stage!r}")
+    if rails:
+        built = [build(RailSpec(rail=name), stage, ws) for name in rails]
+        return Guard(built if stage == "input" else [], built if stage == "output" else [])
+    policies = policies or Policies.build(ws.settings.rails or PolicyConfig().model_dump(), ws)
+    if policies is None:
+        raise ConfigError("the policy in lamina.yaml runs no rails", hint="name the rails to run")
+    return policies.base
+
+
+def trial(guard: Guard, text: str, stage: str, sources: list[str] | None = None) -> dict[str, Any]:
+    """Every verdict on one text, and the text as a model (or a user) would get it."""
+    checked = guard.check([text], {"sources": list(sources or [])}, stage)
+    return {
+        "blocked": checked.blocked.rail if checked.blocked else None,
+        "text": None if checked.blocked else checked.texts[0],
+        "verdicts": [v.summary() for v in checked.verdicts],
+    }

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from lamina.core.extensions import API_ROUTERS
@@ -87,7 +87,9 @@ async def review_queue(request: Request, limit: int = Query(50, ge=1, le=500)) -
 
 
 @router.post("/v1/review/{item_id}", openapi_extra=REVIEWERS, responses=errors(*KEYED, 404, 409))
-async def review_item(item_id: int, body: ReviewBody, request: Request) -> dict[str, Any]:
+async def review_item(
+    body: ReviewBody, request: Request, item_id: int = Path(ge=1, le=2**63 - 1)
+) -> dict[str, Any]:
     from lamina.monitoring.review import decide
 
     ws, caller, cipher = _context(request)

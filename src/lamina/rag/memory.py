@@ -82,6 +82,16 @@ def load(ws: Workspace, thread_id: str, principal: dict[str, Any] | None) -> Con
                             [{"role": m.role, "content": m.content} for m in messages])  # fmt: skip
 
 
+def listing(ws: Workspace, principal: dict[str, Any] | None, limit: int = 50) -> list[dict[str, Any]]:
+    """The caller's own threads, most recently used first (id, title, when)."""
+    key_id = (principal or {}).get("id")
+    owner = Thread.key_id.is_(None) if key_id is None else Thread.key_id == key_id
+    with ws.catalog.session() as session:
+        rows = session.scalars(sa.select(Thread).where(owner).order_by(Thread.updated_at.desc()).limit(limit))
+        return [{"id": r.id, "object": "thread", "title": r.title, "updated_at": r.updated_at.isoformat()}
+                for r in rows]  # fmt: skip
+
+
 def delete(ws: Workspace, thread_id: str, principal: dict[str, Any] | None) -> None:
     load(ws, thread_id, principal)  # the same 404 for a thread that is not the caller's
     with ws.catalog.session() as session:

@@ -62,6 +62,9 @@ def create_app(
     app = FastAPI(title="Lamina", version="1", summary="OpenAI-compatible API over the Lamina hub")
     app.state.pool, app.state.metrics, app.state.workspace, app.state.server = pool, metrics, ws, server
     app.state.settings = settings
+    from lamina.gateway.sessions import SessionStore
+
+    app.state.sessions = SessionStore(ttl_s=server.console_session_hours * 3600)
     app.state.text, app.state.media = TextService(pool, metrics, server, rails), MediaService(pool)
     from lamina.core.extensions import API_ROUTERS
 
@@ -85,7 +88,7 @@ def create_app(
         app.state.permissions = permissions
         app.add_middleware(
             Gateway, settings=settings, workspace=ws, metrics=metrics, audit=app.state.audit,
-            permissions=permissions, docs_paths=docs,
+            permissions=permissions, docs_paths=docs, sessions=app.state.sessions,
         )  # fmt: skip
     return app
 

@@ -291,6 +291,31 @@ class NewKeyRequest(BaseModel):
     groups: list[str] = Field(default_factory=list, max_length=64)  # document groups it may read (RAG)
 
 
+class PromoteRequest(BaseModel):
+    """Point an alias at a version (``POST /admin/models/promote``; the CLI: ``lamina models promote``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    ref: str = Field(min_length=1, max_length=160)  # NAME@vN
+    alias: str = Field("champion", min_length=1, max_length=64, pattern=r"^[A-Za-z][A-Za-z0-9_-]*$")
+    reason: str | None = Field(None, max_length=500)
+
+
+class RollbackRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=128)
+    alias: str = Field("champion", min_length=1, max_length=64)
+
+
+class RailsTestRequest(BaseModel):
+    """One text through the rails (``POST /admin/rails/test``; the CLI: ``lamina rails test``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    text: str = Field(min_length=1, max_length=32_000)
+    stage: Literal["input", "output"] = "input"
+    rails: list[str] = Field(default_factory=list, max_length=16)  # default: the served policy
+    sources: list[str] = Field(default_factory=list, max_length=16)  # for the grounding rail
+
+
 # -- responses ------------------------------------------------------------------------------------
 class Usage(BaseModel):
     prompt_tokens: int

@@ -132,7 +132,12 @@ class TrainingRun:
 
     # -- while training ------------------------------------------------------------------------------
     def log(self, step: int, point: dict[str, float]) -> None:
-        """Metrics of one evaluation into MLflow (the loop's ``on_eval``)."""
+        """Metrics of one evaluation into MLflow (the loop's ``on_eval``), and into the run folder's
+        ``history.jsonl`` (the console draws the curve live from it)."""
+        if self.main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            with (self.run_dir / LIVE_HISTORY).open("a") as fh:
+                fh.write(json.dumps({"step": step, **point}) + "\n")
         if self.tracker:
             values = {k: v for k, v in point.items() if k != "step"}
             self._series.update(values)
@@ -251,3 +256,20 @@ def _find_resumable(ws: Workspace, run_name: str, train_fingerprint: str | None)
         ):
             return run
     return None
+
+
+LIVE_HISTORY = "history.jsonl"
+
+
+def run_history(ws: Workspace, run: Run) -> list[dict[str, float]]:
+    """A run's evaluation points, oldest first: live from its folder while it trains, else from the
+    model version it registered (``history.json``); empty when neither has any."""
+    live = ws.root / "runs" / run.id / LIVE_HISTORY
+    if live.is_file():
+        return [json.loads(line) for line in live.read_text().splitlines() if line.strip()]
+    import sqlalchemy as sa
+
+    with ws.catalog.session() as session:
+        version = session.scalar(sa.select(ModelVersion).where(ModelVersion.run_id == run.id).limit(1))
+    saved = ws.artifact_path(version) / "history.json" if version is not None else None
+    return json.loads(saved.read_text()) if saved is not None and saved.is_file() else []

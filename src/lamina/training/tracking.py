@@ -78,27 +78,39 @@ def save_history(history: list[dict[str, float]], folder: Path, title: str) -> N
     plot_curves(history, folder, title)
 
 
-def plot_curves(history: list[dict[str, float]], out_dir: Path, title: str) -> tuple[Path, Path]:
-    """training_curve.png and training_curve.html (loss and validation loss against steps)."""
+def curve_png(history: list[dict[str, float]], title: str) -> bytes:
+    """Loss and validation loss against steps, as PNG (the model folder's curve, the console's)."""
+    import io
+
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    steps = [h["step"] for h in history]
     fig, ax = plt.subplots(figsize=(7, 3.5))
-    ax.plot(steps, [h["loss"] for h in history], label="train loss", color="#3a6fb0", alpha=0.8)
+    train = [(h["step"], h["loss"]) for h in history if "loss" in h]
+    if train:
+        ax.plot(*zip(*train, strict=True), label="train loss", color="#3a6fb0", alpha=0.8)
     val = [(h["step"], h["val_loss"]) for h in history if "val_loss" in h]
     if val:
         ax.plot(*zip(*val, strict=True), "o-", label="validation loss", color="#d9822b")
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.set_title(title)
-    ax.legend()
+    if train or val:
+        ax.legend()
     ax.grid(alpha=0.3)
-    png = out_dir / "training_curve.png"
-    fig.savefig(png, dpi=100, bbox_inches="tight")
+    out = io.BytesIO()
+    fig.savefig(out, format="png", dpi=100, bbox_inches="tight")
     plt.close(fig)
+    return out.getvalue()
+
+
+def plot_curves(history: list[dict[str, float]], out_dir: Path, title: str) -> tuple[Path, Path]:
+    """training_curve.png and training_curve.html (loss and validation loss against steps)."""
+    png = out_dir / "training_curve.png"
+    png.write_bytes(curve_png(history, title))
+    val = [(h["step"], h["val_loss"]) for h in history if "val_loss" in h]
     rows = "".join(f"<tr><td>{s}</td><td>{v:.4f}</td></tr>" for s, v in val)
     page = (
         f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title>"

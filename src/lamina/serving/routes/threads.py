@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 
 from lamina.gateway.permissions import ANY_KEY
 from lamina.serving.deps import WorkspaceDep
@@ -20,6 +20,16 @@ async def create_thread(body: NewThreadRequest, request: Request, ws: WorkspaceD
 
     made = await asyncio.to_thread(memory.create, ws, getattr(request.state, "key", None), body.title)
     return made.as_dict()
+
+
+@router.get("", openapi_extra=ANY_KEY, responses=errors(*KEYED))
+async def list_threads(
+    request: Request, ws: WorkspaceDep, limit: int = Query(50, ge=1, le=500)
+) -> dict[str, Any]:
+    from lamina.rag import memory
+
+    rows = await asyncio.to_thread(memory.listing, ws, getattr(request.state, "key", None), limit)
+    return {"object": "list", "data": rows}
 
 
 @router.get("/{thread_id}", openapi_extra=ANY_KEY, responses=errors(*KEYED, 404))

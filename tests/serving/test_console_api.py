@@ -1,0 +1,142 @@
+"""The console's sign-in, session cookie, CSRF and roles, over HTTP against a real ``lamina serve``
+(the browser journey is test_console_browser.py)."""
+
+from __future__ import annotations
+
+import json
+import re
+from contextlib import closing
+
+import httpx
+
+from tests.conftest import run_lamina
+from tests.serving.conftest import ADMIN, Server
+
+HTML = {"accept": "text/html,application/xhtml+xml"}
+
+
+def sign_in(server: Server, key: str) -> tuple[httpx.Client, str]:
+    """A client holding a console session, and the page's CSRF token."""
+    client = httpx.Client(base_url=server.url, timeout=60)
+    made = client.post("/console/session", data={"key": key, "next": "/console/"}, headers=HTML)
+    assert made.status_code == 303, made.text
+    assert made.headers["location"] == "/console/"
+    page = client.get("/console/", headers=HTML)
+    assert page.status_code == 200, page.text
+    csrf = re.search(r'name="csrf-token" content="([^"]+)"', page.text)
+    assert csrf, "the page carries its CSRF token"
+    return client, csrf.group(1)
+
+
+def test_a_browser_without_a_session_is_sent_to_sign_in_and_a_script_gets_401(server: Server) -> None:
+    assert httpx.get(f"{server.url}/", follow_redirects=False).headers["location"] == "/console/"
+    page = httpx.get(f"{server.url}/console/models", headers=HTML, follow_redirects=False)
+    assert page.status_code == 303
+    assert page.headers["location"] == "/console/login?next=/console/models"
+    api = httpx.get(f"{server.url}/console/models")
+    assert api.status_code == 401
+    assert api.json()["error"]["code"] == "invalid_api_key"
+    login = httpx.get(f"{server.url}/console/login", headers=HTML)
+    assert login.status_code == 200 and 'type="password"' in login.text
+
+
+def test_sign_in_sets_an_httponly_samesite_cookie_and_refuses_a_bad_key(server: Server) -> None:
+    bad = httpx.post(f"{server.url}/console/session", data={"key": "lam-wrong"}, headers=HTML)
+    assert bad.status_code == 401
+    assert "not valid" in bad.text and "set-cookie" not in bad.headers
+    good = httpx.post(f"{server.url}/console/session", data={"key": server.user_key}, headers=HTML)
+    cookie = good.headers["set-cookie"]
+    assert cookie.startswith("lamina_session=")
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/" in cookie
+    assert server.user_key not in cookie  # the key itself never goes to the browser
+    # no open redirect: only a path of this site
+    away = httpx.post(
+        f"{server.url}/console/session", data={"key": server.user_key, "next": "//evil.example"}
+    )
+    assert away.headers["location"] == "/console/"
+
+
+def test_a_change_made_with_the_cookie_needs_the_csrf_header(server: Server) -> None:
+    client, csrf = sign_in(server, server.user_key)
+    with closing(client):
+        body = {"request_id": "req-does-not-exist", "thumbs": "down"}
+        forged = client.post("/v1/feedback", json=body)
+        assert forged.status_code == 403
+        assert forged.json()["error"]["code"] == "csrf_failed"
+        wrong = client.post("/v1/feedback", json=body, headers={"x-csrf-token": "not-the-token"})
+        assert wrong.status_code == 403
+        # with the token the request reaches the route (which then finds no such request: 404)
+        passed = client.post("/v1/feedback", json=body, headers={"x-csrf-token": csrf})
+        assert passed.status_code == 404, passed.text
+        # reads need no token; the API's own models list answers through the session
+        assert client.get("/v1/models").status_code == 200
+        # an API call with a key never looks at the cookie
+        assert client.get("/v1/models", headers={"Authorization": "Bearer lam-wrong"}).status_code == 401
+        ended = client.post("/console/session/end", headers={"x-csrf-token": csrf})
+        assert ended.status_code == 204
+        assert client.get("/v1/models").status_code == 401  # the session is gone
+
+
+def test_a_user_cannot_reach_admin_pages_or_actions(server: Server) -> None:
+    client, csrf = sign_in(server, server.user_key)
+    with closing(client):
+        page = client.get("/console/", headers=HTML)
+        nav = re.findall(r'<nav aria-label="Console">(.*?)</nav>', page.text, re.S)[0]
+        assert "/console/images" in nav and "/console/admin" not in nav and "/console/models" not in nav
+        for path in ("/console/admin", "/console/models", "/console/audit", "/console/review"):
+            refused = client.get(path, headers=HTML)
+            assert refused.status_code == 403, path
+            assert "Not allowed" in refused.text
+        token = {"x-csrf-token": csrf}
+        for method, path, body in (
+            ("POST", "/admin/models/promote", {"ref": "shakes@v1", "alias": "champion"}),
+            ("POST", "/admin/models/rollback", {"name": "shakes"}),
+            ("POST", "/admin/keys", {"name": "sneaky", "role": "admin"}),
+            ("GET", "/admin/audit", None),
+        ):
+            refused = client.request(method, path, json=body, headers=token)
+            assert refused.status_code == 403, path
+            assert refused.json()["error"]["code"] == "permission_denied"
+
+
+def test_revoking_a_key_ends_its_console_sessions_at_once(server: Server) -> None:
+    made = run_lamina("--workspace", str(server.workspace), "keys", "create", "--role", "developer",
+                      "--name", "leaving", "--json")  # fmt: skip
+    key = json.loads(made.stdout)
+    client, _ = sign_in(server, key["key"])
+    with closing(client):
+        assert client.get("/console/models", headers=HTML).status_code == 200
+        revoked = httpx.delete(
+            f"{server.url}/admin/keys/{key['id']}", headers=server.headers(ADMIN), timeout=30
+        )
+        assert revoked.status_code == 200
+        after = client.get("/console/models", headers=HTML, follow_redirects=False)
+        assert after.status_code == 303 and after.headers["location"].startswith("/console/login")
+
+
+def test_admin_api_lists_models_searches_the_audit_and_tries_rails(server: Server) -> None:
+    admin = server.headers(ADMIN)
+    models = httpx.get(f"{server.url}/admin/models", headers=admin, timeout=30).json()["data"]
+    assert any(m["name"] == "shakes" and "champion" in m["aliases"] for m in models)
+    asked = httpx.get(f"{server.url}/v1/models", headers=server.headers())
+    rid = asked.headers["x-request-id"]
+    found = []
+    for _ in range(20):  # the audit writer flushes in the background
+        found = httpx.get(f"{server.url}/admin/audit", params={"request_id": rid}, headers=admin).json()[
+            "data"
+        ]
+        if found:
+            break
+    assert [r["route"] for r in found] == ["/v1/models"]
+    routed = httpx.get(f"{server.url}/admin/audit", params={"route": "/v1/mod", "limit": 5}, headers=admin)
+    assert routed.json()["data"] and all(r["route"].startswith("/v1/mod") for r in routed.json()["data"])
+    tried = httpx.post(
+        f"{server.url}/admin/rails/test", headers=admin, timeout=120,
+        json={"text": "Write to jane.doe@example.com", "stage": "output", "rails": ["pii"]},
+    )  # fmt: skip
+    assert tried.status_code == 200, tried.text
+    verdict = tried.json()["verdicts"][0]
+    assert verdict["rail"] == "pii" and verdict["action"] == "redact"
+    span = verdict["spans"][0]
+    assert "Write to jane.doe@example.com"[span["start"] : span["end"]] == "jane.doe@example.com"
+    assert "jane.doe@example.com" not in tried.json()["text"]
