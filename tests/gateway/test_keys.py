@@ -76,6 +76,7 @@ EXPECTED = {
     ("POST", "/v1/embeddings"): ANY,
     ("POST", "/v1/moderations"): ANY,
     ("POST", "/v1/images/generations"): ANY,
+    ("POST", "/v1/images/interpolations"): ANY,  # an extension: a latent walk
     ("POST", "/v1/threads"): ANY,  # each key sees only its own threads
     ("GET", "/v1/threads/{thread_id}"): ANY,
     ("DELETE", "/v1/threads/{thread_id}"): ANY,
@@ -105,6 +106,8 @@ EXPECTED = {
     ("GET", "/console/datasets/{ref}"): {"admin", "developer"},
     ("GET", "/console/datasets/{ref}/report"): {"admin", "developer"},
     ("GET", "/console/runs"): {"admin", "developer"},
+    ("GET", "/console/runs/compare"): {"admin", "developer"},
+    ("GET", "/console/runs/compare.png"): {"admin", "developer"},
     ("GET", "/console/runs/{run_id}"): {"admin", "developer"},
     ("GET", "/console/runs/{run_id}/curve.png"): {"admin", "developer"},
     ("GET", "/console/models"): {"admin", "developer"},

@@ -140,3 +140,25 @@ def test_admin_api_lists_models_searches_the_audit_and_tries_rails(server: Serve
     span = verdict["spans"][0]
     assert "Write to jane.doe@example.com"[span["start"] : span["end"]] == "jane.doe@example.com"
     assert "jane.doe@example.com" not in tried.json()["text"]
+
+
+def test_the_monitoring_page_checks_drift_of_recent_prompts_from_a_dataset(railed: Server) -> None:
+    from openai import OpenAI
+
+    client = OpenAI(base_url=f"{railed.url}/v1", api_key=ADMIN, max_retries=0)
+    for i in range(22):  # the drift check needs at least 20 prompts in its window
+        asked = [{"role": "user", "content": f"My lord, news from the {i}th gate"}]
+        client.chat.completions.create(model="shakes@champion", messages=asked, max_tokens=2)
+    browser, _ = sign_in(railed, ADMIN)
+    with closing(browser):
+        page = browser.get(
+            "/console/monitoring", params={"reference": "shakespeare@v1", "window": 22}, headers=HTML
+        )
+    assert page.status_code == 200, page.text
+    verdict = re.search(
+        r"<strong>(Drift found|No drift found)</strong> \((\d+) prompts against (\d+)", page.text
+    )
+    assert verdict, page.text[-3000:]
+    assert int(verdict.group(2)) == 22 and int(verdict.group(3)) >= 20
+    for test in ("meaning", "length", "vocabulary"):
+        assert f"<td>{test}</td>" in page.text

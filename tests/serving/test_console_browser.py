@@ -81,6 +81,14 @@ def signed_in(
     return page
 
 
+def shot(page: Any, name: str) -> None:
+    """A screenshot for docs/console/ when ``$LAMINA_CONSOLE_SHOTS`` names a folder."""
+    folder = os.environ.get("LAMINA_CONSOLE_SHOTS")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(folder) / f"{name}.jpg"), type="jpeg", quality=85)
+
+
 def axe_violations(page: Any) -> list[dict[str, Any]]:
     page.add_script_tag(path=str(AXE))
     result = page.evaluate("async () => (await axe.run(document, {resultTypes: ['violations']})).violations")
@@ -112,6 +120,19 @@ def test_the_whole_journey_in_a_browser(browser: Any, railed: Server, console_lm
         page.get_by_role("button", name="Thumbs down").click()
     assert judged.value.status == 201
     assert page.get_by_role("button", name="Thumbs down").get_attribute("aria-pressed") == "true"
+    # RAG: an answer from the quickstart's docs collection, with sources that open on a click
+    page.get_by_label("Answer from documents (RAG)").select_option("lamina-docs")
+    page.get_by_label("Message").fill(
+        "How does Lamina keep a reader from seeing chunks outside their groups?"
+    )
+    page.get_by_role("button", name="Send").click()
+    sources = page.get_by_role("list", name="Sources").last
+    sources.wait_for()
+    first = sources.locator("details").first
+    first.locator("summary").click()
+    assert first.locator("blockquote").inner_text().strip()
+    shot(page, "journey-chat-answer-with-sources")
+    page.get_by_label("Answer from documents (RAG)").select_option("")
     # the thread keeps the turn: a reload and a click on it shows the conversation again
     page.reload()
     page.locator("#thread-list button").first.click()
@@ -126,6 +147,25 @@ def test_the_whole_journey_in_a_browser(browser: Any, railed: Server, console_lm
     page.get_by_role("button", name="Generate").click()
     page.locator("#gallery img").nth(1).wait_for()
     assert page.locator("#gallery img").count() == 2
+    # …and walks its latent space: the slider moves along the frames
+    page.get_by_label("Frames").fill("4")
+    page.get_by_role("button", name="Interpolate").click()
+    slider = page.get_by_label("Position along the walk")
+    slider.wait_for()
+    slider.fill("3")
+    assert page.locator("#walk-frame").get_attribute("alt") == "Frame 4 of 4 of the latent walk"
+    shot(page, "journey-images-gallery-and-walk")
+
+    # runs: two of them side by side
+    page.goto(f"{railed.url}/console/runs")
+    boxes = page.locator("input[name='run']")
+    boxes.nth(0).check()
+    boxes.nth(1).check()
+    page.get_by_role("button", name="Compare selected").click()
+    assert page.get_by_role("heading", name="Compare runs").is_visible()
+    plot = page.get_by_role("img", name=re.compile("Loss curves of"))
+    page.wait_for_function("(img) => img.complete && img.naturalWidth > 0", arg=plot.element_handle())
+    shot(page, "journey-compare-runs")
 
     # a dataset's report: the quality report loads in its frame
     page.goto(f"{railed.url}/console/datasets")
@@ -137,7 +177,9 @@ def test_the_whole_journey_in_a_browser(browser: Any, railed: Server, console_lm
     # the registry: promote v2 of console-lm, then roll back to v1, each after a confirmation
     page.goto(f"{railed.url}/console/models")
     listed = httpx.get(f"{railed.url}/admin/models", headers=railed.headers(ADMIN), timeout=30).json()["data"]
-    older, newer = sorted(m["ref"] for m in listed if m["name"] == console_lm)[-2:]
+    older, newer = [m["ref"] for m in sorted(listed, key=lambda m: m["version"]) if m["name"] == console_lm][
+        -2:
+    ]
     for ref in (older, newer):
         with page.expect_navigation():  # the page reloads once the API has moved the alias
             page.locator(f"button.promote[data-ref='{ref}']").click()
@@ -154,7 +196,11 @@ def test_the_whole_journey_in_a_browser(browser: Any, railed: Server, console_lm
     page.goto(f"{railed.url}/console/audit?request_id={request_id}")
     assert page.locator("#audit-rows").get_by_text("/v1/chat/completions").count() == 1
     page.goto(f"{railed.url}/console/review")
-    assert page.get_by_text(request_id).count() >= 1
+    page.get_by_label("Request id").fill(request_id)
+    page.get_by_role("button", name="Find").click()
+    page.wait_for_load_state()
+    item = page.locator("ol.review > li", has_text="thumbs down")
+    assert item.count() == 1 and request_id in item.inner_text()
 
     # the rails test box shows a verdict and marks the span
     page.goto(f"{railed.url}/console/rails")
@@ -163,6 +209,7 @@ def test_the_whole_journey_in_a_browser(browser: Any, railed: Server, console_lm
     page.get_by_role("button", name="Check").click()
     page.locator("#rails-result mark").first.wait_for()
     assert page.locator("#rails-result mark").first.inner_text() == "jane.doe@example.com"
+    shot(page, "journey-rails-verdicts")
 
     # admin: a new key is shown once
     page.goto(f"{railed.url}/console/admin")
@@ -173,7 +220,6 @@ def test_the_whole_journey_in_a_browser(browser: Any, railed: Server, console_lm
 
 
 def test_every_page_passes_axe_at_desktop_and_phone_width(browser: Any, railed: Server) -> None:
-    shots = Path(os.environ["LAMINA_CONSOLE_SHOTS"]) if os.environ.get("LAMINA_CONSOLE_SHOTS") else None
     found: dict[str, Any] = {}
     for device, width in WIDTHS.items():
         page = signed_in(browser, railed, ADMIN, width)
@@ -185,9 +231,7 @@ def test_every_page_passes_axe_at_desktop_and_phone_width(browser: Any, railed: 
             violations = axe_violations(page)
             if violations:
                 found[f"{name}@{device}"] = violations
-            if shots:
-                shots.mkdir(parents=True, exist_ok=True)
-                page.screenshot(path=str(shots / f"{name}-{device}.png"), full_page=True)
+            shot(page, f"{name}-{device}")
             # nothing runs off the side at phone width (the page scrolls down, not across)
             overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
             if overflow > 1:

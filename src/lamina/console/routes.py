@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Query, Request
@@ -20,6 +20,7 @@ from lamina.gateway.sessions import clear_cookie_header, cookie_token, set_cooki
 
 router = APIRouter()
 HTML: dict[str, Any] = {"response_class": HTMLResponse, "include_in_schema": False}
+RunIds = Annotated[list[str], Query(default_factory=list, max_length=8)]
 
 # (path, label): the pages in the navigation; a role sees those its permissions open
 PAGES = [
@@ -56,6 +57,13 @@ def render(request: Request, template: str, status: int = 200, **context: Any) -
 
 def _ws(request: Request) -> Any:
     return request.app.state.workspace
+
+
+async def _audit_written(request: Request) -> None:
+    """Pages that read the audit log see every request answered so far (its writer batches)."""
+    audit = getattr(request.app.state, "audit", None)
+    if audit is not None:
+        await asyncio.to_thread(audit.flush)
 
 
 # -- sign-in -----------------------------------------------------------------------------------------
@@ -161,6 +169,23 @@ async def runs_page(request: Request) -> HTMLResponse:
     return render(request, "runs.html.j2", **await asyncio.to_thread(views.runs, _ws(request)))
 
 
+@router.get("/console/runs/compare", openapi_extra=OPERATORS, **HTML)
+async def compare_page(request: Request, run: RunIds) -> HTMLResponse:
+    """Declared before ``/console/runs/{run_id}``, which would take "compare" for a run id."""
+    if len(run) < 2:
+        from lamina.core.errors import ConfigError
+
+        raise ConfigError("pick at least two runs to compare", hint="tick them on /console/runs")
+    context = await asyncio.to_thread(views.compare, _ws(request), run)
+    return render(request, "compare.html.j2", ids=run, **context)
+
+
+@router.get("/console/runs/compare.png", openapi_extra=OPERATORS, include_in_schema=False)
+async def compare_plot(request: Request, run: RunIds) -> Response:
+    png = await asyncio.to_thread(views.compare_png, _ws(request), run)
+    return Response(png, media_type="image/png", headers={"cache-control": "no-store"})
+
+
 @router.get("/console/runs/{run_id}", openapi_extra=OPERATORS, **HTML)
 async def run_page(request: Request, run_id: str) -> HTMLResponse:
     return render(request, "run.html.j2", **await asyncio.to_thread(views.run, _ws(request), run_id))
@@ -183,8 +208,19 @@ async def model_page(request: Request, ref: str) -> HTMLResponse:
 
 
 @router.get("/console/monitoring", openapi_extra=OPERATORS, **HTML)
-async def monitoring_page(request: Request, hours: float = Query(24, gt=0, le=24 * 90)) -> HTMLResponse:
-    context = await asyncio.to_thread(views.monitoring, _ws(request), hours)
+async def monitoring_page(
+    request: Request,
+    hours: float = Query(24, gt=0, le=24 * 90),
+    reference: str | None = Query(None, max_length=160, description="a dataset version: check drift from it"),
+    window: int = Query(500, ge=20, le=5000),
+) -> HTMLResponse:
+    from lamina.core.crypto import cipher_for
+
+    cipher = cipher_for(request.app.state.settings)
+    await _audit_written(request)
+    context = await asyncio.to_thread(
+        views.monitoring, _ws(request), hours, reference or None, window, cipher
+    )
     return render(request, "monitoring.html.j2", **context)
 
 
@@ -195,11 +231,13 @@ async def monitoring_plot(request: Request, hours: float = Query(24, gt=0, le=24
 
 
 @router.get("/console/review", openapi_extra=REVIEWERS, **HTML)
-async def review_page(request: Request) -> HTMLResponse:
+async def review_page(request: Request, request_id: str | None = Query(None, max_length=64)) -> HTMLResponse:
     from lamina.core.crypto import cipher_for
 
     cipher = cipher_for(request.app.state.settings)
-    return render(request, "review.html.j2", **await asyncio.to_thread(views.review, _ws(request), cipher))
+    await _audit_written(request)
+    context = await asyncio.to_thread(views.review, _ws(request), cipher, request_id or None)
+    return render(request, "review.html.j2", **context)
 
 
 @router.get("/console/rails", openapi_extra=OPERATORS, **HTML)
@@ -225,6 +263,7 @@ async def audit_page(
 
     code = int(status) if status and status.isdigit() else None
     query = AuditQuery(request_id=request_id or None, route=route or None, key_id=key_id or None, status=code)
+    await _audit_written(request)
     return render(request, "audit.html.j2", **await asyncio.to_thread(views.audit, _ws(request), query))
 
 

@@ -62,15 +62,28 @@ def runs(ws: Workspace, limit: int = 100) -> dict[str, Any]:
 
 
 def run(ws: Workspace, run_id: str) -> dict[str, Any]:
-    from lamina.core.errors import NotFound
     from lamina.training.lifecycle import run_history
 
     found = ws.catalog.get(run_id)
-    if found.kind != "run":
-        raise NotFound(f"{run_id} is not a training run")
+    row = _run_row(found)
     history = run_history(ws, found)  # type: ignore[arg-type]
-    return {"run": _run_row(found), "points": len(history), "last": history[-1] if history else None,
+    return {"run": row, "points": len(history), "last": history[-1] if history else None,
             "tracking_uri": ws.settings.tracking_uri}  # fmt: skip
+
+
+def compare(ws: Workspace, run_ids: list[str]) -> dict[str, Any]:
+    """Runs side by side: their metrics in one table (the curves: ``compare_png``)."""
+    rows = [_run_row(ws.catalog.get(i)) for i in run_ids]
+    names = sorted({k for r in rows for k in r["metrics"]})
+    return {"runs": rows, "metric_names": names}
+
+
+def compare_png(ws: Workspace, run_ids: list[str]) -> bytes:
+    from lamina.training.lifecycle import run_history
+    from lamina.training.tracking import compare_png as draw
+
+    runs = [ws.catalog.get(i) for i in run_ids]
+    return draw([(f"{r.name} ({r.id[-6:]})", run_history(ws, r)) for r in runs])  # type: ignore[arg-type]
 
 
 def curve(ws: Workspace, run_id: str) -> bytes:
@@ -82,6 +95,10 @@ def curve(ws: Workspace, run_id: str) -> bytes:
 
 
 def _run_row(r: Any) -> dict[str, Any]:
+    from lamina.core.errors import NotFound
+
+    if r.kind != "run":
+        raise NotFound(f"{r.id} is not a training run")
     metrics = {k: v for k, v in (r.metrics or {}).items() if isinstance(v, int | float)}
     return {
         "id": r.id, "name": r.name, "task": r.task, "status": r.status,
@@ -111,14 +128,29 @@ def model(ws: Workspace, ref: str) -> dict[str, Any]:
     return {"info": info, "moves": alias_moves(ws, info["id"]), "governance": report(ws, ref)}
 
 
-def monitoring(ws: Workspace, hours: float = 24) -> dict[str, Any]:
+def monitoring(
+    ws: Workspace, hours: float = 24, reference: str | None = None, window: int = 500, cipher: Any = None
+) -> dict[str, Any]:
+    """KPIs of the window, the alert rules on them, and (asked for a reference) drift of the newest
+    ``window`` prompts from the reference's training texts."""
+    from lamina.data.versions import list_versions
     from lamina.monitoring.alerts import evaluate
     from lamina.monitoring.kpis import collect
 
     series = collect(ws, timedelta(hours=hours))
     fired = evaluate(ws, ws.settings.monitoring.alerts) if ws.settings.monitoring.alerts else []
+    drift, drift_error = None, None
+    if reference:
+        from lamina.core.errors import LaminaError
+        from lamina.monitoring.drift import check, recent_prompts, reference_texts
+
+        try:
+            drift = check(reference_texts(ws, reference, "train", 2000), recent_prompts(ws, cipher, window))
+        except LaminaError as exc:
+            drift_error = exc.message + (f" ({exc.hint})" if exc.hint else "")
     return {"totals": series.as_dict()["totals"], "per_key": series.per_key, "hours": hours,
-            "alerts": [a.as_dict() for a in fired]}  # fmt: skip
+            "alerts": [a.as_dict() for a in fired], "datasets": [v["ref"] for v in list_versions(ws)],
+            "reference": reference, "window": window, "drift": drift, "drift_error": drift_error}  # fmt: skip
 
 
 def monitoring_png(ws: Workspace, hours: float = 24) -> bytes:
@@ -128,16 +160,18 @@ def monitoring_png(ws: Workspace, hours: float = 24) -> bytes:
     return plots_png(collect(ws, timedelta(hours=hours)))
 
 
-def review(ws: Workspace, cipher: Any) -> dict[str, Any]:
+def review(ws: Workspace, cipher: Any, request_id: str | None = None) -> dict[str, Any]:
     from lamina.monitoring.review import queue
 
-    return {"items": queue(ws, cipher, 100)}
+    return {"items": queue(ws, cipher, 100, request_id), "request_id": request_id}
 
 
 def prompts(ws: Workspace) -> dict[str, Any]:
+    """The templates, and every optimisation's scored candidates (``lamina prompts optimize``)."""
     from lamina.rag.prompts import listing
 
-    return {"prompts": listing(ws)}
+    runs = [a for a in ws.catalog.find("eval_report") if a.name.endswith("-prompt-optimisation")]
+    return {"prompts": listing(ws), "optimisations": [{"ref": a.ref, **a.meta} for a in runs]}
 
 
 def admin(ws: Workspace) -> dict[str, Any]:

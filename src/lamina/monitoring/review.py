@@ -39,16 +39,19 @@ def needs_review() -> Any:
     )
 
 
-def queue(ws: Workspace, cipher: Any, limit: int = 50) -> list[dict[str, Any]]:
-    """The oldest items waiting for a reviewer, with what was asked and answered (decrypted when
-    the text was kept and a key is set)."""
+def queue(ws: Workspace, cipher: Any, limit: int = 50, request_id: str | None = None) -> list[dict[str, Any]]:
+    """The oldest items waiting for a reviewer (or those on one request), with what was asked and
+    answered (decrypted when the text was kept and a key is set)."""
     import sqlalchemy as sa
 
     from lamina.monitoring.feedback import as_public
 
     with ws.catalog.session() as session:
         rows = session.scalars(
-            sa.select(Feedback).where(needs_review()).order_by(Feedback.id).limit(limit)
+            sa.select(Feedback)
+            .where(needs_review(), *([Feedback.request_id == request_id] if request_id else []))
+            .order_by(Feedback.id)
+            .limit(limit)
         ).all()
         out = []
         for row in rows:

@@ -16,6 +16,7 @@ from lamina.serving.protocol import (
     EmbeddingRequest,
     ImageList,
     ImageRequest,
+    InterpolationRequest,
     UnsupportedParameter,
 )
 
@@ -77,18 +78,32 @@ class MediaService:
         if body.size not in (None, "auto", f"{size}x{size}"):
             raise ConfigError(f"{body.model} makes {size}x{size} images, not {body.size}")
         prompt, class_id = image_condition(gen, body.prompt)
-        from lamina.data.media import encode_png
-        from lamina.models.grid import to_uint8
-
         images = await asyncio.to_thread(
             gen.generate, body.n, seed=body.seed, prompt=prompt, class_id=class_id, steps=body.steps,
-            guidance=body.guidance,
+            guidance=body.guidance, sampler=body.sampler,
         )  # fmt: skip
-        data = [
-            {"b64_json": base64.b64encode(encode_png(p)).decode(), "revised_prompt": body.prompt}
-            for p in to_uint8(images)
-        ]
-        return ImageList(created=int(time.time()), data=data).model_dump()
+        return _image_list(images, body.prompt)
+
+    async def interpolate(self, body: InterpolationRequest, request: Request) -> dict[str, Any]:
+        gen, version = await asyncio.to_thread(self.pool.image, body.model)
+        request.state.model_version = version.id
+        prompt, class_id = image_condition(gen, body.prompt)
+        images = await asyncio.to_thread(
+            gen.interpolate, 1, body.frames, method=body.method, seed=body.seed, class_id=class_id,
+            prompt=prompt, sample_steps=body.steps,
+        )  # fmt: skip
+        return _image_list(images, body.prompt)
+
+
+def _image_list(images: Any, prompt: str) -> dict[str, Any]:
+    from lamina.data.media import encode_png
+    from lamina.models.grid import to_uint8
+
+    data = [
+        {"b64_json": base64.b64encode(encode_png(p)).decode(), "revised_prompt": prompt}
+        for p in to_uint8(images)
+    ]
+    return ImageList(created=int(time.time()), data=data).model_dump()
 
 
 def image_condition(gen: Any, prompt: str) -> tuple[str | None, int | None]:

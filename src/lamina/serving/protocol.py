@@ -275,7 +275,21 @@ class ImageRequest(BaseModel):
     seed: int | None = None  # an extension
     steps: int = Field(25, ge=1, le=1000)  # an extension: denoising steps for diffusion models
     guidance: float = Field(DEFAULT_GUIDANCE, ge=0.0, le=20.0)  # an extension
+    sampler: Literal["dpm", "ddim", "ddpm"] = "dpm"  # an extension: the diffusion sampler
     user: str | None = None
+
+
+class InterpolationRequest(BaseModel):
+    """``POST /v1/images/interpolations`` (an extension): images along a walk between two random
+    latents of a VAE, GAN or diffusion model, end points included (the console's latent slider)."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: str
+    prompt: str = Field("", max_length=1000)  # the class (or caption) held fixed along the walk
+    frames: int = Field(9, ge=2, le=32)
+    method: Literal["slerp", "linear"] = "slerp"
+    seed: int | None = None
+    steps: int = Field(25, ge=1, le=1000)  # denoising steps (diffusion)
 
 
 class NewThreadRequest(BaseModel):

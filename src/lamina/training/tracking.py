@@ -106,6 +106,34 @@ def curve_png(history: list[dict[str, float]], title: str) -> bytes:
     return out.getvalue()
 
 
+def compare_png(runs: list[tuple[str, list[dict[str, float]]]]) -> bytes:
+    """Several runs' curves on one plot: validation loss where a run has it, else train loss."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for label, history in runs:
+        key = "val_loss" if any("val_loss" in h for h in history) else "loss"
+        points = [(h["step"], h[key]) for h in history if key in h]
+        if points:
+            ax.plot(
+                *zip(*points, strict=True), marker="." if key == "val_loss" else None, label=f"{label}: {key}"
+            )
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize="small")
+    out = io.BytesIO()
+    fig.savefig(out, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return out.getvalue()
+
+
 def plot_curves(history: list[dict[str, float]], out_dir: Path, title: str) -> tuple[Path, Path]:
     """training_curve.png and training_curve.html (loss and validation loss against steps)."""
     png = out_dir / "training_curve.png"

@@ -129,7 +129,7 @@ async function sendChat(event) {
       temperature: Number($("#temperature").value), top_p: Number($("#top_p").value),
       max_tokens: Number($("#max_tokens").value),
     };
-    if ($("#rag").value) body.rag = { collection: $("#rag").value };
+    if ($("#rag").value) body.rag = { collection: $("#rag").value, answer: $("#rag-answer").value };
     const box = $("#messages");
     box.append(bubble("user", text));
     prompt.value = "";
@@ -212,7 +212,7 @@ $("#image-form")?.addEventListener("submit", async (event) => {
     const body = {
       model: $("#image-model").value, prompt: $("#image-prompt").value, n: Number($("#image-n").value),
       steps: Number($("#image-steps").value), guidance: Number($("#image-guidance").value),
-      seed: Number($("#image-seed").value),
+      seed: Number($("#image-seed").value), sampler: $("#image-sampler").value,
     };
     const { data } = await (await api("/v1/images/generations", { method: "POST", body })).json();
     const gallery = $("#gallery");
@@ -229,6 +229,39 @@ $("#image-form")?.addEventListener("submit", async (event) => {
     button.disabled = false;
   }
 });
+
+const walk = { frames: [] };
+function showFrame() {
+  const i = Number($("#walk-slider").value);
+  $("#walk-frame").src = `data:image/png;base64,${walk.frames[i]}`;
+  $("#walk-frame").alt = `Frame ${i + 1} of ${walk.frames.length} of the latent walk`;
+}
+$("#walk-form")?.addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const button = $("#walk-go");
+  button.disabled = true;
+  $("#image-status").textContent = "Walking the latent space…";
+  try {
+    const body = {
+      model: $("#image-model").value, prompt: $("#image-prompt").value, frames: Number($("#walk-frames").value),
+      seed: Number($("#image-seed").value), steps: Number($("#image-steps").value),
+    };
+    const { data } = await (await api("/v1/images/interpolations", { method: "POST", body })).json();
+    walk.frames = data.map((image) => image.b64_json);
+    const slider = $("#walk-slider");
+    slider.max = String(walk.frames.length - 1);
+    slider.value = "0";
+    $("#walk").hidden = false;
+    showFrame();
+    $("#image-status").textContent = `${walk.frames.length} frames: move the slider`;
+  } catch (e) {
+    $("#image-status").textContent = "";
+    toast(e.message, true);
+  } finally {
+    button.disabled = false;
+  }
+});
+$("#walk-slider")?.addEventListener("input", showFrame);
 
 // -- registry: promote and roll back ------------------------------------------------------------------
 for (const button of $$("button.promote")) {
