@@ -53,3 +53,20 @@ def test_csrf_and_cookie_headers() -> None:
     assert "Max-Age=0" in clear_cookie_header()
     assert cookie_token(f"theme=dark; {COOKIE}={token}; other=1") == token
     assert cookie_token("theme=dark") is None and cookie_token('bad="unterminated') is None
+
+
+def test_a_session_asks_the_catalog_again_whether_its_key_lives(monkeypatch, workspace) -> None:
+    from lamina.gateway import sessions
+    from lamina.gateway.keys import create_key, is_live, revoke_key
+
+    made = create_key(workspace, "bob", "developer")
+    store = SessionStore()
+    _, session = store.open({**KEY, "id": made.key.id})
+    assert not session.needs_check()  # just signed in: the key was live a moment ago
+    monkeypatch.setattr(sessions, "RECHECK_S", -1.0)
+    assert session.needs_check()
+    _, admin = store.open({**KEY, "id": None})  # the settings' admin key has no row to ask about
+    assert not admin.needs_check()
+    assert is_live(workspace, made.key.id)
+    revoke_key(workspace, made.key.id)
+    assert not is_live(workspace, made.key.id) and not is_live(workspace, "key-nope")

@@ -162,3 +162,13 @@ def test_the_monitoring_page_checks_drift_of_recent_prompts_from_a_dataset(raile
     assert int(verdict.group(2)) == 22 and int(verdict.group(3)) >= 20
     for test in ("meaning", "length", "vocabulary"):
         assert f"<td>{test}</td>" in page.text
+
+
+def test_a_model_page_shows_its_card_evaluation_and_alias_moves(server: Server) -> None:
+    browser, _ = sign_in(server, ADMIN)
+    with closing(browser):
+        page = browser.get("/console/models/shakes@v1", headers=HTML)
+    assert page.status_code == 200
+    assert "shakes-eval@v1" in page.text and "val_perplexity" in page.text  # its eval report
+    assert "shakes@champion" in page.text  # how it came to serve
+    assert "## Lineage" in page.text  # the model card

@@ -69,7 +69,9 @@ def test_bad_inputs_register_nothing(text_ws: Workspace) -> None:
 
 
 def test_interrupted_training_resumes_with_the_same_command(text_ws: Workspace) -> None:
-    cfg = QUICK.model_copy(update={"checkpoint_every": 10})
+    from lamina.training.lifecycle import run_history
+
+    cfg = QUICK.model_copy(update={"checkpoint_every": 10, "eval_every": 10})
 
     def interrupt(point: dict) -> None:
         if point["step"] == 12:
@@ -80,7 +82,11 @@ def test_interrupted_training_resumes_with_the_same_command(text_ws: Workspace) 
     assert "--resume" in (info.value.hint or "")
     run = text_ws.catalog.find("run", "resumable-train")[0]
     assert run.status == "interrupted"  # type: ignore[attr-defined]
+    live = run_history(text_ws, run)  # type: ignore[arg-type]
+    assert [p["step"] for p in live] == [10] and live[0]["val_loss"] > 0  # what the console draws live
     result = train_lm(text_ws, "shakes-text", "resumable", train_cfg=cfg, track=False, resume=True)
     assert result.version.run_id == run.id and result.metrics["steps"] == 30
     assert text_ws.catalog.get(run.id).status == "completed"  # type: ignore[attr-defined]
     assert not (text_ws.root / "runs" / run.id).exists()  # checkpoints go once the version holds the model
+    kept = run_history(text_ws, run)  # type: ignore[arg-type]
+    assert [p["step"] for p in kept if "val_loss" in p][-1] == 30  # now from the version's history.json

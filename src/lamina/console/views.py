@@ -125,7 +125,13 @@ def model(ws: Workspace, ref: str) -> dict[str, Any]:
     from lamina.hub.registry import alias_moves, show
 
     info = show(ws, ref)
-    return {"info": info, "moves": alias_moves(ws, info["id"]), "governance": report(ws, ref)}
+    evaluations = [
+        {"ref": a.ref, "metrics": {k: v for k, v in (getattr(a, "metrics", None) or {}).items()
+                                   if isinstance(v, int | float)}, "passed": getattr(a, "passed", None)}
+        for a, _ in ws.catalog.children(info["id"]) if a.kind == "eval_report"
+    ]  # fmt: skip
+    return {"info": info, "moves": alias_moves(ws, info["id"]), "governance": report(ws, ref),
+            "evaluations": evaluations}  # fmt: skip
 
 
 def monitoring(

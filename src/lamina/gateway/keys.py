@@ -78,6 +78,13 @@ def verify_key(ws: Workspace, secret: str | None) -> ApiKey | None:
         return row
 
 
+def is_live(ws: Workspace, key_id: str) -> bool:
+    """Whether the key still exists and is not revoked (a console session asks now and then)."""
+    with ws.catalog.session() as session:
+        row = session.get(ApiKey, key_id)
+        return row is not None and row.revoked_at is None
+
+
 def list_keys(ws: Workspace, include_revoked: bool = True) -> list[dict[str, Any]]:
     with ws.catalog.session() as session:
         rows = session.scalars(sa.select(ApiKey).order_by(ApiKey.created_at)).all()

@@ -22,7 +22,7 @@ from lamina.core.logging import new_id, request_id_var
 from lamina.core.settings import Settings
 from lamina.core.workspace import Workspace
 from lamina.gateway.audit import AuditWriter
-from lamina.gateway.keys import principal_for
+from lamina.gateway.keys import is_live, principal_for
 from lamina.gateway.limits import KeyLimiter, retry_headers
 from lamina.gateway.metrics import Metrics
 from lamina.gateway.permissions import PermissionTable
@@ -168,7 +168,13 @@ class Gateway:
             if scheme.lower() != "bearer" or not secret.strip():
                 return None, None
             return await asyncio.to_thread(principal_for, self.ws, secret, self.admin_secret), None
-        session = self.sessions.get(cookie_token(headers.get("cookie", "")))
+        token = cookie_token(headers.get("cookie", ""))
+        session = self.sessions.get(token)
+        if session is not None and session.needs_check():
+            if not await asyncio.to_thread(is_live, self.ws, session.key["id"]):
+                self.sessions.close(token)  # the key was revoked (perhaps by another process)
+                return None, None
+            session.checked_at = time.time()
         return (dict(session.key), session) if session is not None else (None, None)
 
     @staticmethod

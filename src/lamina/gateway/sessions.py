@@ -8,7 +8,8 @@ can read (from its ``<meta name="csrf-token">``). A request with an ``Authorizat
 API call and never looks at the cookie.
 
 Sessions live in the server's memory, keyed by a hash of the cookie's token (a leaked process dump
-holds no usable token): a restart signs everyone out, and revoking a key ends its sessions at once.
+holds no usable token): a restart signs everyone out; revoking a key through the API ends its
+sessions at once, and revoking it anywhere else (``lamina keys revoke``) within ``RECHECK_S``.
 """
 
 from __future__ import annotations
@@ -26,11 +27,18 @@ CSRF_HEADER = "x-csrf-token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
+RECHECK_S = 10.0  # how stale a session's word on its key may be (a revocation elsewhere lands by then)
+
+
 @dataclass
 class Session:
     key: dict[str, Any]  # what the gateway puts in request.state.key (id, role, limits, name, groups)
     csrf: str
     expires_at: float
+    checked_at: float = 0.0  # when the key was last found live in the catalog
+
+    def needs_check(self) -> bool:
+        return self.key.get("id") is not None and time.time() - self.checked_at > RECHECK_S
 
 
 def _digest(token: str) -> str:
@@ -48,7 +56,7 @@ class SessionStore:
     def open(self, key: dict[str, Any]) -> tuple[str, Session]:
         """A new session for ``key``; returns (the cookie's token, the session)."""
         token = secrets.token_urlsafe(32)
-        session = Session(dict(key), secrets.token_urlsafe(24), time.time() + self.ttl_s)
+        session = Session(dict(key), secrets.token_urlsafe(24), time.time() + self.ttl_s, time.time())
         with self._lock:
             self._expire()
             self._sessions[_digest(token)] = session
