@@ -29,6 +29,7 @@ class Server:
     workspace: Path
     user_key: str
     process: subprocess.Popen
+    grpc_port: int | None = None  # the shared server also serves gRPC (test_grpc.py)
 
     def headers(self, key: str | None = None) -> dict[str, str]:
         return {"Authorization": f"Bearer {key or self.user_key}"}
@@ -64,8 +65,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     assert made.returncode == 0, made.stderr
     # the quickstart turns the default rails policy on; the shared server runs without it (rails
     # refuse logprobs, which many tests here ask for); test_rails_api.py serves with it
-    url, process = start_server(root, {"LAMINA_RAILS__PRESET": "none"})
-    yield Server(url, root, json.loads(made.stdout)["key"], process)
+    grpc_port = free_port()
+    url, process = start_server(
+        root, {"LAMINA_RAILS__PRESET": "none", "LAMINA_SERVER__GRPC_PORT": str(grpc_port)}
+    )
+    yield Server(url, root, json.loads(made.stdout)["key"], process, grpc_port)
     process.terminate()
     process.wait(timeout=20)
 

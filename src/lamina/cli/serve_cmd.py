@@ -25,6 +25,13 @@ def serve(
     backend: str = typer.Option(
         "lamina", "--backend", help="lamina (Lamina's own engine, on CPU) or vllm (GPU, optional)."
     ),
+    grpc_port: int | None = typer.Option(
+        None,
+        "--grpc-port",
+        min=1,
+        max=65535,
+        help="Also serve the gRPC generation service here (default server.grpc_port: off).",
+    ),  # fmt: skip
 ) -> None:
     """Serve registered models at /v1 (completions, chat, embeddings, images), keys required.
 
@@ -41,7 +48,8 @@ def serve(
 
     state = get_state(ctx)
     ws = state.open_workspace()
-    server = ws.settings.server.model_copy(update={k: v for k, v in (("host", host), ("port", port)) if v})
+    given = (("host", host), ("port", port), ("grpc_port", grpc_port))
+    server = ws.settings.server.model_copy(update={k: v for k, v in given if v})
     server.require_secure_bind()
     settings = ws.settings.model_copy(update={"server": server})
     import torch
@@ -82,10 +90,12 @@ def serve(
     console.print(
         f"[green]✓[/] Serving {ws.root} at {url}/v1  (health: {url}/health, metrics: {url}/metrics)"
     )
+    if server.grpc_port:
+        console.print(f"  gRPC generation service at {server.host}:{server.grpc_port} (docs/serving.md#grpc)")
     if server.admin_key is None:
         console.print("  no admin key configured: requests need a key from 'lamina keys create'")
     try:
-        run(app, server.host, server.port)
+        run(app, server.host, server.port, grpc_port=server.grpc_port)
     finally:
         shutdown(app)
         ws.close()

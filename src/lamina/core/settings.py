@@ -40,6 +40,7 @@ class ServerSettings(BaseModel):
 
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
+    grpc_port: int | None = Field(None, ge=1, le=65535)  # the gRPC generation service (off unless set)
     admin_key: SecretStr | None = None
     max_body_bytes: int = Field(1_000_000, ge=1024)  # larger requests get 413 before being read
     request_timeout_s: float = Field(120.0, gt=0)  # a generation running longer is cancelled (504)

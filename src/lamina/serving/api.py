@@ -189,11 +189,31 @@ def shutdown(app: FastAPI) -> None:
 KEEP_ALIVE_S = int(MAX_RETRY_AFTER_S) + 5
 
 
-def run(app: FastAPI, host: str, port: int) -> None:
-    """Serve ``app`` until interrupted (``lamina serve`` and the quickstart)."""
+def run(app: FastAPI, host: str, port: int, grpc_port: int | None = None) -> None:
+    """Serve ``app`` until interrupted (``lamina serve`` and the quickstart); with ``grpc_port``, the
+    gRPC generation service too, in the same event loop (``grpc_service.py``)."""
+    import asyncio
+
     import uvicorn
 
-    uvicorn.run(
+    config = uvicorn.Config(
         app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5,
         timeout_keep_alive=KEEP_ALIVE_S,
     )  # fmt: skip
+    server = uvicorn.Server(config)
+    if grpc_port is None:
+        server.run()
+        return
+
+    async def both() -> None:
+        from lamina.serving import grpc_service
+
+        loopback = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+        started, service = await grpc_service.start(host, grpc_port, f"http://{loopback}:{port}")
+        try:
+            await server.serve()
+        finally:
+            await started.stop(grace=5)
+            await service.close()
+
+    asyncio.run(both())
