@@ -29,20 +29,50 @@ def init(
         "--artifact-url",
         help="Artifact store URL to write into the new lamina.yaml (default: ./artifacts).",
     ),
+    profile: str = typer.Option(
+        "local",
+        "--profile",
+        help="local (SQLite, a folder, LanceDB: one machine) or cluster (PostgreSQL, S3, pgvector: many).",
+    ),  # fmt: skip
+    vector_url: str | None = typer.Option(
+        None, "--vector-url", help="PostgreSQL (pgvector) URL for RAG collections (cluster: the catalog's)."
+    ),
+    artifact_option: list[str] = typer.Option(
+        [],
+        "--artifact-option",
+        help="KEY=VALUE for the artifact store (repeat), e.g. endpoint_url=http://minio:9000.",
+    ),
 ) -> None:
     """Create a workspace: lamina.yaml, the catalog database and the artifact store.
 
     Safe to run again: an existing lamina.yaml is never overwritten, and an existing catalog is
     checked, not recreated.
+
+    A cluster (several machines sharing one workspace):
+    lamina init ws --profile cluster --catalog-url postgresql+psycopg://lamina@db/lamina
+    --artifact-url s3://models/lamina --artifact-option endpoint_url=http://minio:9000
     """
+    from lamina.core.errors import ConfigError
+
     state = get_state(ctx)
     target = directory or state.workspace or Path(".")
-    ws, created = Workspace.init(target, state.flags, catalog_url=catalog_url, artifact_url=artifact_url)
+    options = {}
+    for item in artifact_option:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--artifact-option takes KEY=VALUE, got {item!r}")
+        options[key.strip()] = value
+    ws, created = Workspace.init(
+        target, state.flags, catalog_url=catalog_url, artifact_url=artifact_url, vector_url=vector_url,
+        artifact_options=options, profile=profile,
+    )  # fmt: skip
     with ws:
         verb = "Created" if created else "Checked existing"
         console.print(f"[green]✓[/] {verb} workspace [bold]{escape(str(ws.root))}[/]")
         console.print(f"  catalog   {escape(ws.catalog.display_url)}  (schema {ws.catalog.schema().current})")
         console.print(f"  artifacts {escape(ws.store.url)}")
+        if ws.settings.vector_url:
+            console.print(f"  vectors   {escape(_hide_password(ws.settings.vector_url))}")
         console.print(f"  settings  {escape(str(ws.root / 'lamina.yaml'))}")
         console.print("Next: [bold]lamina status[/] (from inside the folder, or with --workspace)")
 
@@ -168,3 +198,12 @@ def config(
                 console.print(f"  {sub}: {escape(str(subvalue))}")
         else:
             console.print(f"{key}: {escape(str(value))}")
+
+
+def _hide_password(url: str) -> str:
+    import sqlalchemy as sa
+
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except sa.exc.ArgumentError:
+        return url

@@ -8,6 +8,7 @@ and its lineage, so a crash at any point leaves either a whole artifact or none.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -44,13 +45,16 @@ YAML_TEMPLATE = """\
 # Artifact store: a folder (relative to this file) or an fsspec URL such as s3://bucket/prefix.
 #   artifact_options are passed to fsspec, e.g. {{endpoint_url: http://127.0.0.1:9000}} for MinIO.
 {artifact_line}
-# artifact_options: {{}}
+{options_line}
+
+# RAG collections: LanceDB in this folder, or a PostgreSQL server with pgvector.
+{vector_line}
 
 log_level: WARNING     # DEBUG, INFO, WARNING or ERROR
 log_format: human      # human, or json for one JSON object per line
 
-server:
-  host: 127.0.0.1      # binding beyond localhost requires an admin key
+{profile_note}server:
+  host: {host}      # binding beyond localhost requires an admin key
   port: 8000
   # admin_key: do not write secrets here; set LAMINA_SERVER__ADMIN_KEY instead
 
@@ -74,6 +78,32 @@ server:
 #     alias: champion
 #     train: {{max_steps: 2000, batch_size: 32, lr: 0.003}}
 """
+
+
+CLUSTER_NOTE = """\
+# Profile: cluster. Every lamina process pointed at this file (serve replicas behind a balancer,
+# 'lamina loop worker's, 'lamina tune' workers on more machines) shares the catalog, the artifacts
+# and the collections above. Keep secrets out of this file: the database password in PGPASSWORD or
+# ~/.pgpass, S3 keys in AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, the admin key in
+# LAMINA_SERVER__ADMIN_KEY (the server binds every interface and refuses to start without one).
+
+"""
+
+
+def check_cluster_urls(catalog_url: str | None, artifact_url: str | None, vector_url: str | None) -> None:
+    """What a cluster workspace needs: state every machine can reach, not files on one of them."""
+    problems = []
+    if not (catalog_url or "").startswith("postgresql"):
+        problems.append("--catalog-url postgresql+psycopg://USER@HOST/DB (SQLite is one machine's file)")
+    if not (artifact_url or "").startswith("s3://"):
+        problems.append("--artifact-url s3://BUCKET/PREFIX (a local folder is one machine's disk)")
+    if not (vector_url or "").startswith("postgresql"):
+        problems.append("--vector-url postgresql+psycopg://… with pgvector (LanceDB files are local)")
+    if problems:
+        raise WorkspaceError(
+            "the cluster profile keeps every piece of state on a server; it needs " + "; ".join(problems),
+            hint="or use the local profile (the default) on one machine",
+        )
 
 
 def find_workspace(
@@ -143,8 +173,21 @@ class Workspace:
         *,
         catalog_url: str | None = None,
         artifact_url: str | None = None,
+        vector_url: str | None = None,
+        artifact_options: Mapping[str, Any] | None = None,
+        profile: str = "local",
     ) -> tuple[Workspace, bool]:
-        """Create (or complete) a workspace at ``root``. Idempotent; returns (workspace, created)."""
+        """Create (or complete) a workspace at ``root``. Idempotent; returns (workspace, created).
+
+        ``profile="cluster"``: the catalog on PostgreSQL, artifacts on S3 and RAG collections on
+        pgvector (the catalog's server unless ``vector_url`` names another), so every process
+        pointed at the workspace (server replicas, loop workers, ``lamina tune`` workers) shares one
+        state; anything else is refused with what to pass instead."""
+        if profile == "cluster":
+            vector_url = vector_url or catalog_url
+            check_cluster_urls(catalog_url, artifact_url, vector_url)
+        elif profile != "local":
+            raise WorkspaceError(f"unknown profile {profile!r}", hint="use local (the default) or cluster")
         root = Path(root).expanduser().resolve()
         yaml_path = root / YAML_NAME
         created = not yaml_path.exists()
@@ -159,6 +202,14 @@ class Workspace:
                         artifact_line=f"artifact_url: {artifact_url}"
                         if artifact_url
                         else "# artifact_url: artifacts",
+                        options_line=f"artifact_options: {json.dumps(dict(artifact_options))}"
+                        if artifact_options
+                        else "# artifact_options: {}",
+                        vector_line=f"vector_url: {vector_url}"
+                        if vector_url
+                        else "# vector_url: postgresql+psycopg://lamina@db.internal/lamina",
+                        profile_note=CLUSTER_NOTE if profile == "cluster" else "",
+                        host="0.0.0.0  " if profile == "cluster" else "127.0.0.1",
                     ),
                     encoding="utf-8",
                 )

@@ -28,13 +28,18 @@ class Tracker:
         )  # its INFO lines would interleave with our progress
         self.mlflow = mlflow
         mlflow.set_tracking_uri(tracking_uri or f"sqlite:///{workspace / 'mlflow.db'}")
-        client = mlflow.tracking.MlflowClient()
-        experiment = client.get_experiment_by_name(EXPERIMENT)
-        experiment_id = (
-            experiment.experiment_id
-            if experiment
-            else client.create_experiment(EXPERIMENT, artifact_location=(workspace / "mlruns").as_uri())
-        )
+        # processes starting at once (tune workers) take turns: MLflow builds its schema on first use
+        # and two doing so together collide ("table … already exists")
+        from filelock import FileLock
+
+        with FileLock(workspace / ".mlflow.lock", timeout=300):
+            client = mlflow.tracking.MlflowClient()
+            experiment = client.get_experiment_by_name(EXPERIMENT)
+            experiment_id = (
+                experiment.experiment_id
+                if experiment
+                else client.create_experiment(EXPERIMENT, artifact_location=(workspace / "mlruns").as_uri())
+            )
         self.run = mlflow.start_run(
             experiment_id=experiment_id, run_name=run_name, log_system_metrics=system_metrics
         )

@@ -84,7 +84,7 @@ def tune(
     space = space or SearchSpace()
     study_name = study_name or f"{name}-{objective}"
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = optuna.storages.RDBStorage(ws.settings.resolved_catalog_url)
+    storage = study_storage(ws.settings.resolved_catalog_url)
     study = optuna.create_study(
         study_name=study_name,
         storage=storage,
@@ -257,3 +257,29 @@ def _plot(study: Any, out: Path) -> Path:
     fig.savefig(out, dpi=100, bbox_inches="tight")
     plt.close(fig)
     return out
+
+
+OPTUNA_SCHEMA_LOCK = 0x4C414D494E41  # a PostgreSQL advisory lock key ("LAMINA"), held while Optuna builds
+
+
+def study_storage(url: str) -> Any:
+    """Optuna's storage in the catalog database. On PostgreSQL, workers that start at the same
+    moment take turns (an advisory lock): Optuna creates its tables and enum types on first use,
+    and two processes doing so at once collide (``duplicate key … pg_type``; found by the
+    two-worker test of the cluster profile). SQLite serialises writers by itself."""
+    import optuna
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            locking = conn.dialect.name == "postgresql"
+            if locking:
+                conn.execute(sa.text("SELECT pg_advisory_lock(:key)"), {"key": OPTUNA_SCHEMA_LOCK})
+            try:
+                return optuna.storages.RDBStorage(url)
+            finally:
+                if locking:
+                    conn.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": OPTUNA_SCHEMA_LOCK})
+    finally:
+        engine.dispose()
