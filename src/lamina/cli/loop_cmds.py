@@ -59,12 +59,9 @@ def run(
     from lamina.core.crypto import cipher_for
     from lamina.monitoring.loop import run as run_round
     from lamina.training.preference import PreferenceConfig
+    from lamina.training.sft import finetune_config_if
 
-    cfg = None
-    if steps is not None or lr is not None:
-        from lamina.training.sft import finetune_config
-
-        cfg = finetune_config(method, max_steps=steps, lr=lr)  # type: ignore[arg-type]
+    cfg = finetune_config_if(method, max_steps=steps, lr=lr)  # type: ignore[arg-type]
     dpo_cfg = PreferenceConfig(max_steps=dpo_steps) if dpo_steps else None
     with get_state(ctx).open_workspace() as ws:
         say = None if as_json else (lambda line: console.print(f"  {line}"))

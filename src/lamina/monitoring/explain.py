@@ -50,10 +50,10 @@ def explain(
 ) -> Explanation:
     """Explain the answer of ``request_id`` (a chat or completion request whose text was kept)."""
     from lamina.core.catalog.models import ModelVersion
-    from lamina.monitoring.review import _audit_row, messages_of
+    from lamina.monitoring.review import audit_row, messages_of
 
     with ws.catalog.session() as session:
-        row = _audit_row(session, request_id)
+        row = audit_row(session, request_id)
         if row is None:
             raise NotFound(f"no request {request_id!r} in the audit log", hint="see `lamina audit list`")
         if row.request_text and row.response_text == "":

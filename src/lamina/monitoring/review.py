@@ -56,7 +56,7 @@ def queue(ws: Workspace, cipher: Any, limit: int = 50, request_id: str | None = 
         out = []
         for row in rows:
             item = as_public(row, cipher)
-            served = _audit_row(session, row.request_id)
+            served = audit_row(session, row.request_id)
             item["why"] = _why(row)
             item["route"] = served.route if served else None
             item["prompt"], item["answer"] = _texts(served, cipher)
@@ -91,7 +91,7 @@ def decide(
                 f"{' by ' + row.reviewed_by if row.reviewed_by else ''})"
             )
         if decision == "correct":
-            served = _audit_row(session, row.request_id)
+            served = audit_row(session, row.request_id)
             if served is None or served.request_text is None:
                 raise FeedbackRefused(
                     f"the prompt of request {row.request_id} was not kept, so a correction cannot "
@@ -144,7 +144,7 @@ def training_rows(
         rows = session.scalars(query).all()
         for row in rows:
             lineage = {"feedback_id": row.id, "request_id": row.request_id}
-            served = _audit_row(session, row.request_id)
+            served = audit_row(session, row.request_id)
             prompt, answer = _texts(served, cipher)
             messages = messages_of(prompt)
             if messages is None:
@@ -153,7 +153,7 @@ def training_rows(
                 corrected = {"role": "assistant", "content": cipher.decrypt(row.correction)}
                 out["sft"].append({**lineage, "messages": [*messages, corrected]})
             elif row.other_request_id is not None:
-                _, rejected = _texts(_audit_row(session, row.other_request_id), cipher)
+                _, rejected = _texts(audit_row(session, row.other_request_id), cipher)
                 if answer is None or rejected is None:
                     out["skipped"].append({**lineage, "why": "an answer of the pair was not kept"})
                 else:
@@ -176,7 +176,8 @@ def _why(row: Feedback) -> str:
     return f"rating {row.rating}"
 
 
-def _audit_row(session: Any, request_id: str) -> AuditEvent | None:
+def audit_row(session: Any, request_id: str) -> AuditEvent | None:
+    """The newest audit record of a request (what feedback, review and explanations point at)."""
     import sqlalchemy as sa
 
     query = sa.select(AuditEvent).where(AuditEvent.request_id == request_id).order_by(AuditEvent.id.desc())

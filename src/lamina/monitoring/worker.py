@@ -218,12 +218,9 @@ def run_round(
     say: Any = None,
 ) -> Any:
     from lamina.monitoring.loop import run
+    from lamina.training.sft import finetune_config_if
 
-    cfg = None
-    if spec.steps is not None or spec.lr is not None:
-        from lamina.training.sft import finetune_config
-
-        cfg = finetune_config(spec.method, max_steps=spec.steps, lr=spec.lr)  # type: ignore[arg-type]
+    cfg = finetune_config_if(spec.method, max_steps=spec.steps, lr=spec.lr)  # type: ignore[arg-type]
     passed = {"replay", "replay_rows", "min_rows", "margin", "method", "reward", "rails"}
     options = spec.model_dump(include=passed)
     return run(ws, spec.model, cipher, eval_set=spec.eval, train_cfg=cfg, batch=batch, on_batch=on_batch,

@@ -167,6 +167,11 @@ def finetune_config(method: Method = "lora", **overrides: Any) -> TrainConfig:
     return TrainConfig(**{**base, **given})
 
 
+def finetune_config_if(method: Method, **overrides: Any) -> TrainConfig | None:
+    """``finetune_config`` when any override is given, else None (the caller's own default stands)."""
+    return finetune_config(method, **overrides) if any(v is not None for v in overrides.values()) else None
+
+
 def load_quantized(folder: Path) -> tuple[Any, Any, dict[str, Any]]:
     """A full model folder with its linear weights in 4-bit NF4 (bitsandbytes), ready for k-bit training."""
     try:
