@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from lamina.core.errors import ConfigError, LaminaError
-from lamina.core.workspace import YAML_TEMPLATE, Workspace
+from lamina.core.workspace import Workspace, render_yaml
 from lamina.data import versions
 from lamina.data.append import append
 from lamina.data.pipeline import build_dataset
@@ -197,7 +197,7 @@ def test_synthetic_rows_stay_in_train_and_under_the_cap(workspace: Workspace, tm
 
 
 def test_recipes_validate_and_the_template_example_builds(tmp_path: Path) -> None:
-    text = YAML_TEMPLATE.format(catalog_line="", artifact_line="")
+    text = render_yaml()
 
     def example(key: str) -> dict:
         """Uncomment the example block that starts at '# KEY:' and runs to the next blank line."""

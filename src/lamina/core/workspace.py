@@ -90,6 +90,28 @@ CLUSTER_NOTE = """\
 """
 
 
+def render_yaml(
+    catalog_url: str | None = None,
+    artifact_url: str | None = None,
+    vector_url: str | None = None,
+    artifact_options: Mapping[str, Any] | None = None,
+    profile: str = "local",
+) -> str:
+    """A new workspace's ``lamina.yaml``: the given settings written, the rest as commented examples."""
+    return YAML_TEMPLATE.format(
+        catalog_line=f"catalog_url: {catalog_url}" if catalog_url else "# catalog_url: sqlite:///lamina.db",
+        artifact_line=f"artifact_url: {artifact_url}" if artifact_url else "# artifact_url: artifacts",
+        options_line=f"artifact_options: {json.dumps(dict(artifact_options))}"
+        if artifact_options
+        else "# artifact_options: {}",
+        vector_line=f"vector_url: {vector_url}"
+        if vector_url
+        else "# vector_url: postgresql+psycopg://lamina@db.internal/lamina",
+        profile_note=CLUSTER_NOTE if profile == "cluster" else "",
+        host="0.0.0.0  " if profile == "cluster" else "127.0.0.1",
+    )
+
+
 def check_cluster_urls(catalog_url: str | None, artifact_url: str | None, vector_url: str | None) -> None:
     """What a cluster workspace needs: state every machine can reach, not files on one of them."""
     problems = []
@@ -195,22 +217,7 @@ class Workspace:
             root.mkdir(parents=True, exist_ok=True)
             if created:
                 yaml_path.write_text(
-                    YAML_TEMPLATE.format(
-                        catalog_line=f"catalog_url: {catalog_url}"
-                        if catalog_url
-                        else "# catalog_url: sqlite:///lamina.db",
-                        artifact_line=f"artifact_url: {artifact_url}"
-                        if artifact_url
-                        else "# artifact_url: artifacts",
-                        options_line=f"artifact_options: {json.dumps(dict(artifact_options))}"
-                        if artifact_options
-                        else "# artifact_options: {}",
-                        vector_line=f"vector_url: {vector_url}"
-                        if vector_url
-                        else "# vector_url: postgresql+psycopg://lamina@db.internal/lamina",
-                        profile_note=CLUSTER_NOTE if profile == "cluster" else "",
-                        host="0.0.0.0  " if profile == "cluster" else "127.0.0.1",
-                    ),
+                    render_yaml(catalog_url, artifact_url, vector_url, artifact_options, profile),
                     encoding="utf-8",
                 )
             elif catalog_url or artifact_url:
