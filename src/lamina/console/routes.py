@@ -17,6 +17,7 @@ from lamina.core.errors import NotFound
 from lamina.core.extensions import API_ROUTERS
 from lamina.gateway.permissions import ADMIN_ONLY, ANY_KEY, ANYONE, OPERATORS, REVIEWERS
 from lamina.gateway.sessions import clear_cookie_header, cookie_token, set_cookie_header
+from lamina.serving.deps import audit_written
 
 router = APIRouter()
 HTML: dict[str, Any] = {"response_class": HTMLResponse, "include_in_schema": False}
@@ -57,13 +58,6 @@ def render(request: Request, template: str, status: int = 200, **context: Any) -
 
 def _ws(request: Request) -> Any:
     return request.app.state.workspace
-
-
-async def _audit_written(request: Request) -> None:
-    """Pages that read the audit log see every request answered so far (its writer batches)."""
-    audit = getattr(request.app.state, "audit", None)
-    if audit is not None:
-        await asyncio.to_thread(audit.flush)
 
 
 # -- sign-in -----------------------------------------------------------------------------------------
@@ -217,7 +211,7 @@ async def monitoring_page(
     from lamina.core.crypto import cipher_for
 
     cipher = cipher_for(request.app.state.settings)
-    await _audit_written(request)
+    await audit_written(request)
     context = await asyncio.to_thread(
         views.monitoring, _ws(request), hours, reference or None, window, cipher
     )
@@ -235,7 +229,7 @@ async def review_page(request: Request, request_id: str | None = Query(None, max
     from lamina.core.crypto import cipher_for
 
     cipher = cipher_for(request.app.state.settings)
-    await _audit_written(request)
+    await audit_written(request)
     context = await asyncio.to_thread(views.review, _ws(request), cipher, request_id or None)
     return render(request, "review.html.j2", **context)
 
@@ -263,7 +257,7 @@ async def audit_page(
 
     code = int(status) if status and status.isdigit() else None
     query = AuditQuery(request_id=request_id or None, route=route or None, key_id=key_id or None, status=code)
-    await _audit_written(request)
+    await audit_written(request)
     return render(request, "audit.html.j2", **await asyncio.to_thread(views.audit, _ws(request), query))
 
 

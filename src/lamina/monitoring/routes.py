@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from lamina.core.extensions import API_ROUTERS
 from lamina.gateway.permissions import ANY_KEY, REVIEWERS
+from lamina.serving.deps import audit_written
 from lamina.serving.protocol import KEYED, errors
 
 router = APIRouter()
@@ -43,18 +44,12 @@ def _context(request: Request) -> tuple[Any, dict[str, Any], Any]:
     return state.workspace, getattr(request.state, "key", None) or {}, cipher_for(state.settings)
 
 
-async def _audit_written(request: Request) -> None:
-    audit = getattr(request.app.state, "audit", None)
-    if audit is not None:
-        await asyncio.to_thread(audit.flush)
-
-
 @router.post("/v1/feedback", status_code=201, openapi_extra=ANY_KEY, responses=errors(*KEYED, 404, 409))
 async def give_feedback(body: FeedbackBody, request: Request) -> dict[str, Any]:
     from lamina.monitoring.feedback import FeedbackIn, record
 
     ws, caller, cipher = _context(request)
-    await _audit_written(request)  # the judged request's audit row may still be in the writer's queue
+    await audit_written(request)  # the judged request's audit row may still be in the writer's queue
     stored = await asyncio.to_thread(record, ws, FeedbackIn(**body.model_dump()), caller, cipher)
     request.app.state.metrics.observe_feedback(stored["label"] or ("rating" if stored["rating"] else None))
     return stored
@@ -82,7 +77,7 @@ async def review_queue(request: Request, limit: int = Query(50, ge=1, le=500)) -
     from lamina.monitoring.review import queue
 
     ws, _, cipher = _context(request)
-    await _audit_written(request)  # rail flags enter the queue as their audit rows are written
+    await audit_written(request)  # rail flags enter the queue as their audit rows are written
     return {"object": "list", "data": await asyncio.to_thread(queue, ws, cipher, limit)}
 
 

@@ -58,3 +58,13 @@ ServerDep = Annotated[ServerSettings, Depends(_server)]
 TextDep = Annotated[TextService, Depends(_text)]
 MediaDep = Annotated[MediaService, Depends(_media)]
 PrincipalDep = Annotated[dict[str, Any] | None, Depends(_principal)]
+
+
+async def audit_written(request: Request) -> None:
+    """Wait until the audit writer has committed every request answered so far (it batches): a route
+    that reads the audit log (feedback, review, the console's monitoring and audit pages) sees them."""
+    import asyncio
+
+    audit = getattr(request.app.state, "audit", None)
+    if audit is not None:
+        await asyncio.to_thread(audit.flush)
