@@ -6,6 +6,9 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 PIP_INSTALL := $(PIP) install --quiet --disable-pip-version-check -c constraints.txt
 PYTEST_ARGS ?=
+# one pytest worker per core (at most 4; each worker starts its own test servers); a test file stays on
+# one worker, so its fixtures are built once. `make test TEST_WORKERS=0` runs everything in one process.
+TEST_WORKERS ?= auto
 
 .PHONY: run test lint typecheck bench clean help
 
@@ -31,7 +34,7 @@ run: $(VENV)/.installed
 	$(BIN)/lamina quickstart
 
 test: $(VENV)/.installed-dev
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --maxprocesses 4 --dist loadfile $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check src tests bench

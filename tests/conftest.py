@@ -42,6 +42,19 @@ def cuda_available() -> bool:
     return bool(torch.cuda.is_available())
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist, the workers share the cores: each worker (and every process it starts,
+    through OMP_NUM_THREADS) gets its share of torch threads instead of all of them, so two workers
+    on two cores do not fight over four threads."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0") or 0)
+    if workers > 1:
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """``gpu`` tests run only where CUDA exists (never in CI); the skip reason says so."""
     if cuda_available():

@@ -9,6 +9,8 @@ from lamina.demo import DEMO_INSTRUCTIONS, DEMO_TEXT
 from lamina.quickstart import quickstart_steps, run_quickstart
 from tests.conftest import run_lamina
 
+WIDE = {"COLUMNS": "400"}  # the paths the output prints must not wrap, however long the temporary folder
+
 
 def test_demo_data_ships_in_the_package() -> None:
     text = DEMO_TEXT.read_text(encoding="utf-8")
@@ -17,11 +19,21 @@ def test_demo_data_ships_in_the_package() -> None:
     assert len(rows) > 100 and all(set(r) == {"instruction", "response"} for r in rows)
 
 
-@pytest.mark.slow
-def test_quickstart_command_is_idempotent(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def made(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    """One fresh ``lamina quickstart --no-serve`` (a folder and its output), shared by the tests below:
+    the serving test starts the quickstart again in the same folder, as a user would."""
+    cwd = tmp_path_factory.mktemp("quickstart")
     first = run_lamina(
-        "quickstart", "--train-steps", "20", "--image-steps", "30", "--no-serve", cwd=tmp_path, timeout=300
-    )
+        "quickstart", "--train-steps", "20", "--image-steps", "30", "--no-serve", cwd=cwd, timeout=300,
+        env=WIDE,
+    )  # fmt: skip
+    return cwd, first
+
+
+@pytest.mark.slow
+def test_quickstart_command_is_idempotent(made: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
+    tmp_path, first = made
     assert first.returncode == 0, first.stderr
     assert "9 new artifact(s)" in first.stdout and "The champion model writes:" in first.stdout
     asked = first.stdout.split("Asked Lamina's own docs:")[1]
@@ -36,7 +48,15 @@ def test_quickstart_command_is_idempotent(tmp_path: Path) -> None:
         done = subprocess.run(line, shell=True, cwd=tmp_path, capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, f"{line!r} failed: {done.stderr}"
     second = run_lamina(
-        "quickstart", "--train-steps", "20", "--image-steps", "30", "--no-serve", cwd=tmp_path, timeout=300
+        "quickstart",
+        "--train-steps",
+        "20",
+        "--image-steps",
+        "30",
+        "--no-serve",
+        cwd=tmp_path,
+        timeout=300,
+        env=WIDE,
     )
     assert second.returncode == 0, second.stderr
     assert "0 new artifact(s), 9 reused" in second.stdout
@@ -100,7 +120,10 @@ def test_run_quickstart_reports_each_step(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_quickstart_ends_serving_with_snippets_that_work(tmp_path: Path) -> None:
+def test_quickstart_ends_serving_with_snippets_that_work(
+    made: tuple[Path, subprocess.CompletedProcess[str]],
+) -> None:
+    """Run again where a quickstart already ran (every step is reused), then it serves."""
     import os
     import socket
     import sys
@@ -111,9 +134,9 @@ def test_quickstart_ends_serving_with_snippets_that_work(tmp_path: Path) -> None
         port = s.getsockname()[1]
     env = {k: v for k, v in os.environ.items() if not k.startswith("LAMINA_")}
     process = subprocess.Popen(
-        [sys.executable, "-m", "lamina", "quickstart", "--train-steps", "20", "--image-steps", "10",
+        [sys.executable, "-m", "lamina", "quickstart", "--train-steps", "20", "--image-steps", "30",
          "--port", str(port)],
-        cwd=tmp_path, env={**env, "COLUMNS": "400"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        cwd=made[0], env={**env, "COLUMNS": "400"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         text=True,
     )  # fmt: skip
     lines: list[str] = []

@@ -47,7 +47,10 @@ def _tasks(tmp_path: Path, ppl_text: str) -> Path:
 @pytest.mark.slow
 def test_lm_eval_harness_runs_every_task_kind_through_the_server(server: Server, tmp_path: Path) -> None:
     # `lamina eval lm` first: its perplexity, and the exact tokens it measured
-    done = run_lamina("--workspace", str(server.workspace), "eval", "lm", MODEL, "--dataset", "shakespeare")
+    done = run_lamina(  # wide: a long temporary path must not wrap the line the regex reads
+        "--workspace", str(server.workspace), "eval", "lm", MODEL, "--dataset", "shakespeare",
+        env={"COLUMNS": "400"},
+    )  # fmt: skip
     assert done.returncode == 0, done.stderr
     ours = float(re.search(r"perplexity ([\d.]+) \(([\d,]+) tokens\)", done.stdout).group(1))
     measured = int(re.search(r"perplexity [\d.]+ \(([\d,]+) tokens\)", done.stdout).group(1).replace(",", ""))

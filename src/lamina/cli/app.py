@@ -17,6 +17,7 @@ from rich.markup import escape
 from lamina import __version__
 from lamina.cli import (
     audit_cmds,
+    capacity_cmd,
     chain_cmd,
     chat_cmd,
     data_cmds,
@@ -135,6 +136,7 @@ app.add_typer(monitor_cmds.app, name="monitor")
 app.add_typer(loop_cmds.app, name="loop")
 app.command("serve")(serve_cmd.serve)
 app.command("chat")(chat_cmd.chat)
+app.command("capacity")(capacity_cmd.capacity)
 
 
 def _render_error(exc: LaminaError) -> None:

@@ -1,0 +1,122 @@
+"""The capacity model's simulation against queueing theory where that holds exactly, and the planner's
+answers against the simulation (bench/capacity.py checks it against two real replicas)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lamina.core.errors import ConfigError
+from lamina.serving.capacity import ReplicaProfile, plan, simulate
+
+ONE_AT_A_TIME = {"max_batch": 1, "max_waiting": 10**9, "max_queue_wait": 1e9}
+
+
+def test_one_request_at_a_time_with_exponential_service_is_m_m_1() -> None:
+    mu, lam = 10.0, 7.0
+    service = list(np.random.default_rng(1).exponential(1 / mu, 50_000))
+    profile = ReplicaProfile(ttft_s={1: service}, tpot_s={1: [0.01]}, output_tokens=[1], **ONE_AT_A_TIME)
+    result = simulate(profile, 1, lam, requests=100_000, seed=2)
+    # M/M/1: the mean time in the system is 1 / (mu - lambda)
+    assert result.ttft_mean == pytest.approx(1 / (mu - lam), rel=0.05)
+    assert result.busy == pytest.approx(lam / (mu - lam), rel=0.08)  # Little: L = lambda W
+    assert result.throughput == pytest.approx(lam, rel=0.03) and result.rejected == 0
+
+
+def test_one_request_at_a_time_with_fixed_service_is_m_d_1() -> None:
+    mu, lam = 10.0, 8.0
+    profile = ReplicaProfile(ttft_s={1: [1 / mu]}, tpot_s={1: [0.01]}, output_tokens=[1], **ONE_AT_A_TIME)
+    result = simulate(profile, 1, lam, requests=100_000, seed=3)
+    rho = lam / mu
+    # Pollaczek-Khinchine: waiting rho / (2 mu (1 - rho)), plus the service itself
+    assert result.ttft_mean == pytest.approx(1 / mu + rho / (2 * mu * (1 - rho)), rel=0.05)
+
+
+def test_an_uncongested_batch_decodes_every_request_at_the_measured_speed() -> None:
+    profile = ReplicaProfile(
+        ttft_s={1: [0.05]}, tpot_s={1: [0.01], 64: [0.01]}, output_tokens=[11], max_batch=1000
+    )
+    result = simulate(profile, 3, 50, requests=5_000)
+    assert result.latency_mean == pytest.approx(0.05 + 10 * 0.01)  # first token, then ten at 10 ms
+    assert result.ttft_p95 == pytest.approx(0.05)
+    assert result.busy == pytest.approx(50 * 0.15 / 3, rel=0.05)
+
+
+def test_a_larger_batch_is_slower_per_token_and_the_queue_refuses_past_its_wait() -> None:
+    profile = ReplicaProfile(
+        ttft_s={1: [0.01], 32: [0.05]}, tpot_s={1: [0.001], 32: [0.01]}, output_tokens=[50], max_batch=32
+    )
+    assert profile.tpot(1) == 0.001 and profile.tpot(32) == pytest.approx(0.01)
+    assert profile.tpot(16) == pytest.approx(0.001 + 0.009 * 15 / 31)
+    light = simulate(profile, 2, 0.2 * 2 * profile.peak_rate(), requests=5_000)
+    heavy = simulate(profile, 2, 0.9 * 2 * profile.peak_rate(), requests=5_000)
+    over = simulate(profile, 2, 3 * 2 * profile.peak_rate(), requests=5_000)
+    assert light.latency_mean < heavy.latency_mean and light.rejected == heavy.rejected == 0
+    assert over.rejected > 0.5  # three times the peak: most are answered 429
+    assert over.throughput == pytest.approx(2 * profile.peak_rate(), rel=0.2)
+
+
+def test_power_of_two_choices_beats_one_random_replica() -> None:
+    profile = ReplicaProfile(
+        ttft_s={1: list(np.random.default_rng(0).exponential(0.1, 10_000))}, tpot_s={1: [0.01]},
+        output_tokens=[1], **ONE_AT_A_TIME,
+    )  # fmt: skip
+    four = simulate(profile, 4, 4 * 0.8 * 10, requests=40_000)
+    one = simulate(profile, 1, 0.8 * 10, requests=40_000)  # what random dispatch gives each replica
+    assert four.ttft_mean < 0.6 * one.ttft_mean
+
+
+def test_the_plan_is_the_fewest_replicas_that_meet_the_objective() -> None:
+    profile = ReplicaProfile(
+        ttft_s={1: [0.01, 0.012], 8: [0.02, 0.03], 32: [0.06, 0.09]},
+        tpot_s={1: [0.001], 8: [0.003], 32: [0.008]}, output_tokens=[32, 64],
+    )  # fmt: skip
+    answer = plan(profile, 200, 0.05, replicas_per_node=2, requests=10_000)
+    assert answer.result.ttft_p95 <= 0.05 and answer.result.rejected == 0
+    assert answer.below is not None and answer.below.ttft_p95 > 0.05
+    assert answer.nodes == -(-answer.replicas // 2)
+    double = plan(profile, 400, 0.05, requests=10_000)
+    assert answer.replicas < double.replicas <= 2 * answer.replicas + 1
+    with pytest.raises(ConfigError, match="below what one idle replica gives"):
+        plan(profile, 200, 0.005)
+
+
+def test_a_profile_round_trips_and_a_bad_one_is_refused(tmp_path: Path) -> None:
+    profile = ReplicaProfile(
+        ttft_s={1: [0.01], 4: [0.02]}, tpot_s={1: [0.001]}, output_tokens=[8], source="t"
+    )
+    path = tmp_path / "profile.json"
+    path.write_text(json.dumps(profile.to_json()))
+    again = ReplicaProfile.load(path)
+    assert again.ttft_s == {1: [0.01], 4: [0.02]} and again.tpot(7) == 0.001 and again.source == "t"
+    with pytest.raises(ConfigError, match="output_tokens"):
+        ReplicaProfile(ttft_s={1: [0.01]}, tpot_s={1: [0.001]}, output_tokens=[])
+    with pytest.raises(ConfigError, match="negative"):
+        ReplicaProfile(ttft_s={1: [-1.0]}, tpot_s={1: [0.001]}, output_tokens=[4])
+    path.write_text("{")
+    with pytest.raises(ConfigError, match="bench/capacity.py"):
+        ReplicaProfile.load(path)
+
+
+def test_lamina_capacity_plans_each_rate_and_refuses_an_impossible_objective(cli, tmp_path: Path) -> None:
+    profile = ReplicaProfile(
+        ttft_s={1: [0.01, 0.012], 8: [0.02, 0.03], 32: [0.06, 0.09]},
+        tpot_s={1: [0.001], 8: [0.003], 32: [0.008]}, output_tokens=[32, 64], source="a test profile",
+    )  # fmt: skip
+    path = tmp_path / "profile.json"
+    path.write_text(json.dumps(profile.to_json()))
+    done = cli("capacity", str(path), "--rate", "50", "--rate", "500", "--ttft-p95-ms", "60",
+               "--replicas-per-node", "4", "--json")  # fmt: skip
+    assert done.code == 0, done.err
+    small, large = json.loads(done.out)
+    assert small["replicas"] < large["replicas"] and large["nodes"] == -(-large["replicas"] // 4)
+    assert large["simulated"]["ttft_p95"] <= 0.060 and large["one_fewer"]["ttft_p95"] > 0.060
+    shown = cli("capacity", str(path), "--rate", "50", "--ttft-p95-ms", "60")
+    assert shown.code == 0 and "a test profile" in shown.out and str(small["replicas"]) in shown.out
+    refused = cli("capacity", str(path), "--rate", "50", "--ttft-p95-ms", "5")
+    assert refused.code == 2 and "below what one idle replica gives" in refused.err
+    missing = cli("capacity", str(tmp_path / "none.json"), "--rate", "50")
+    assert missing.code == 2 and "bench/capacity.py" in missing.err
