@@ -140,6 +140,20 @@ def test_admin_api_lists_models_searches_the_audit_and_tries_rails(server: Serve
     span = verdict["spans"][0]
     assert "Write to jane.doe@example.com"[span["start"] : span["end"]] == "jane.doe@example.com"
     assert "jane.doe@example.com" not in tried.json()["text"]
+    # no rails named and none served (this server runs without them): the policy lamina.yaml sets (the
+    # quickstart's default set) is built on the first call and kept for the next
+    unnamed = [
+        httpx.post(
+            f"{server.url}/admin/rails/test",
+            headers=admin,
+            timeout=120,
+            json={"text": "Hello, how are you today?", "stage": "input"},
+        )
+        for _ in range(2)
+    ]
+    assert all(r.status_code == 200 for r in unnamed), unnamed[0].text
+    first, again = (r.json() for r in unnamed)
+    assert {v["rail"] for v in first["verdicts"]} >= {"injection", "pii"} and first == again
 
 
 def test_the_monitoring_page_checks_drift_of_recent_prompts_from_a_dataset(railed: Server) -> None:

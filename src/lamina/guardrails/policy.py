@@ -175,6 +175,12 @@ def enable_policy(root: Any, section: str) -> dict[str, Any]:
     return dict(data["rails"] or {})
 
 
+def configured_policies(ws: Any) -> Policies | None:
+    """The policy ``lamina.yaml`` sets, else the default preset (None: it runs no rails). Building it
+    loads the rail models, so a caller that checks often keeps the result."""
+    return Policies.build(ws.settings.rails or PolicyConfig().model_dump(), ws)
+
+
 def trial_guard(
     ws: Any, stage: str, rails: list[str] | None = None, policies: Policies | None = None
 ) -> Guard:
@@ -185,7 +191,7 @@ def trial_guard(
     if rails:
         built = [build(RailSpec(rail=name), stage, ws) for name in rails]
         return Guard(built if stage == "input" else [], built if stage == "output" else [])
-    policies = policies or Policies.build(ws.settings.rails or PolicyConfig().model_dump(), ws)
+    policies = policies or configured_policies(ws)
     if policies is None:
         raise ConfigError("the policy in lamina.yaml runs no rails", hint="name the rails to run")
     return policies.base

@@ -91,11 +91,16 @@ async def rollback(body: RollbackRequest, ws: WorkspaceDep) -> dict[str, Any]:
 @router.post("/rails/test", openapi_extra=OPERATORS, responses=errors(*KEYED))
 async def rails_test(body: RailsTestRequest, ws: WorkspaceDep, request: Request) -> dict[str, Any]:
     """Every verdict of the served policy's rails (or the named ones) on one text, with spans."""
-    from lamina.guardrails.policy import trial, trial_guard
+    from lamina.guardrails.policy import configured_policies, trial, trial_guard
 
-    served = request.app.state.text.rails
+    state = request.app.state
 
     def run() -> dict[str, Any]:
-        return trial(trial_guard(ws, body.stage, body.rails, served), body.text, body.stage, body.sources)
+        policies = state.text.rails
+        if policies is None and not body.rails:  # no policy served: the configured one, built once per app
+            if getattr(state, "trial_policies", None) is None:
+                state.trial_policies = configured_policies(ws)
+            policies = state.trial_policies
+        return trial(trial_guard(ws, body.stage, body.rails, policies), body.text, body.stage, body.sources)
 
     return await asyncio.to_thread(run)
