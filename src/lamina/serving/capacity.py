@@ -74,17 +74,20 @@ class ReplicaProfile:
         b0, b1, t0, t1 = sizes[i - 1], sizes[i], medians[i - 1], medians[i]
         return max(1e-9, t0 + (t1 - t0) * (batch - b0) / (b1 - b0))
 
-    def ttft(self, batch: int, rng: np.random.Generator) -> float:
-        """A measured admission-to-first-token time at the measured batch size nearest ``batch``."""
+    def ttft_samples(self, batch: int) -> list[float]:
+        """The TTFTs measured at the batch size nearest ``batch`` (on a log scale, as sizes double)."""
         sizes: list[int] = self._ttft_sizes  # type: ignore[attr-defined]
-        nearest = min(sizes, key=lambda b: abs(math.log(b) - math.log(batch)))
-        samples = self.ttft_s[nearest]
+        return self.ttft_s[min(sizes, key=lambda b: abs(math.log(b) - math.log(max(batch, 1))))]
+
+    def ttft(self, batch: int, rng: np.random.Generator) -> float:
+        """One measured admission-to-first-token time at the measured batch size nearest ``batch``."""
+        samples = self.ttft_samples(batch)
         return float(samples[int(rng.integers(len(samples)))])
 
     def peak_rate(self) -> float:
         """Requests/s one replica finishes with its batch full: the throughput ceiling."""
         batch = self.max_batch
-        first = float(np.mean(self.ttft_s[min(self._ttft_sizes, key=lambda b: abs(b - batch))]))  # type: ignore[attr-defined]
+        first = float(np.mean(self.ttft_samples(batch)))
         per_request = first + (float(np.mean(self.output_tokens)) - 1) * self.tpot(batch)
         return batch / per_request
 
