@@ -74,6 +74,10 @@ def _print_result(result: BuildResult) -> None:
     console.print(f"  report: lamina data show {v.ref}   (HTML inside the version folder: report.html)")
 
 
+def _executor(on_ray: bool) -> str:
+    return "ray" if on_ray else "local"
+
+
 def ingest(
     ctx: typer.Context,
     source: str = typer.Argument(
@@ -94,6 +98,9 @@ def ingest(
     ),
     min_chars: int = typer.Option(0, "--min-chars", help="Drop texts shorter than this."),
     seed: int = typer.Option(0, "--seed", help="Seed for splits and augmentation."),
+    on_ray: bool = typer.Option(
+        False, "--ray", help="Run the leading row-local steps on Ray workers (RAY_ADDRESS, else a local Ray)."
+    ),
 ) -> None:
     """Build a dataset version from one source with sensible default steps.
 
@@ -117,7 +124,11 @@ def ingest(
         split=SplitSpec(fractions=_parse_splits(split), by=by, field=stratify or group, seed=seed),
     )
     with get_state(ctx).open_workspace() as ws:
-        result = _progress_build(lambda p: build_dataset(ws, name, recipe, base_dir=Path.cwd(), progress=p))
+        result = _progress_build(
+            lambda p: build_dataset(
+                ws, name, recipe, base_dir=Path.cwd(), progress=p, executor=_executor(on_ray)
+            )
+        )
     _print_result(result)
 
 
@@ -127,8 +138,15 @@ def build(
     on_error: OnError | None = typer.Option(
         None, "--on-error", help="Override the recipe's bad-record policy."
     ),
+    on_ray: bool = typer.Option(
+        False, "--ray", help="Run the leading row-local steps on Ray workers (RAY_ADDRESS, else a local Ray)."
+    ),
 ) -> None:
-    """Build dataset NAME from its recipe in lamina.yaml (reuses the last version if nothing changed)."""
+    """Build dataset NAME from its recipe in lamina.yaml (reuses the last version if nothing changed).
+
+    With --ray, the recipe's leading row-local steps (normalize, filter, lowercase, stopwords, log_mel)
+    run on Ray Data workers; the version is the same as a build in one process (docs/scale.md).
+    """
     with get_state(ctx).open_workspace() as ws:
         recipes = ws.settings.datasets
         if name not in recipes:
@@ -138,7 +156,11 @@ def build(
                 hint="add one (see the commented example in lamina.yaml) or use 'lamina data ingest'",
             )
         recipe = parse_recipe(name, recipes[name], str(ws.root / "lamina.yaml"))
-        result = _progress_build(lambda p: build_dataset(ws, name, recipe, on_error=on_error, progress=p))
+        result = _progress_build(
+            lambda p: build_dataset(
+                ws, name, recipe, on_error=on_error, progress=p, executor=_executor(on_ray)
+            )
+        )
     _print_result(result)
 
 

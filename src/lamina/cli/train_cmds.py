@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.markup import escape
@@ -76,10 +77,19 @@ def lm(
     ),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run of the same settings."),
     no_track: bool = typer.Option(False, "--no-track", help="Do not log the run to MLflow."),
+    ray_workers: int = typer.Option(
+        0, "--ray-workers", min=0, help="Train on N Ray Train workers (data-parallel; 0: this process)."
+    ),
+    ray_address: str | None = typer.Option(
+        None, "--ray-address", help="Ray cluster to join (default RAY_ADDRESS, else a local Ray)."
+    ),
 ) -> None:
     """Train a decoder-only transformer LM on a dataset version, evaluate it, and register it.
 
     Example: lamina train lm --dataset shakespeare --max-steps 2000 --name shakes --alias champion
+
+    With --ray-workers N the same loop runs on N Ray Train workers (--batch-size is per worker); each
+    reports at every evaluation, and --resume continues a run whose workers died (docs/scale.md).
     """
     from lamina.training.lm import LMRecipe, parse_lm_recipe, train_lm
 
@@ -115,25 +125,24 @@ def lm(
     cfg, overrides = spec.train, spec.overrides
     if dataset is None or name is None:
         raise ConfigError("give --dataset and --name, or --recipe NAME from lamina.yaml")
-    with (
-        state.open_workspace() as ws,
-        step_progress(f"training {name}", cfg.max_steps, "tok/s") as on_progress,
-    ):
-        result = train_lm(
-            ws,
-            dataset,
-            name,
-            preset=preset,
-            train_cfg=cfg,
-            overrides=overrides,
-            tokenizer_kind=tokenizer,
-            vocab_size=vocab_size,
-            text_field=text_field,
-            alias=alias,
-            resume=resume,
-            track=not no_track,
-            on_progress=on_progress,
-        )
+    common: dict[str, Any] = dict(
+        preset=preset, train_cfg=cfg, overrides=overrides, tokenizer_kind=tokenizer, vocab_size=vocab_size,
+        text_field=text_field, alias=alias, resume=resume, track=not no_track,
+    )  # fmt: skip
+    if ray_workers:
+        from lamina.training.ray_train import train_lm_on_ray
+
+        with state.open_workspace() as ws:
+            console.print(
+                f"Training {name} on {ray_workers} Ray workers (progress: Ray's log, and the console)"
+            )
+            result = train_lm_on_ray(ws, dataset, name, workers=ray_workers, address=ray_address, **common)
+    else:
+        with (
+            state.open_workspace() as ws,
+            step_progress(f"training {name}", cfg.max_steps, "tok/s") as on_progress,
+        ):
+            result = train_lm(ws, dataset, name, on_progress=on_progress, **common)
     v, m = result.version, result.metrics
     if not _reused(result.reused, v):
         console.print(

@@ -35,14 +35,13 @@ from lamina.data.pipeline import (
     _finish_report,
     _read_report,
     _report,
-    _run_steps,
     _schema_json,
     row_identity,
 )
 from lamina.data.records import Batch, DataError, ErrorLog, Record, row_hash, rows_to_table
 from lamina.data.report import StatsCollector
 from lamina.data.splits import assign_by_key, row_key
-from lamina.data.steps import StepContext, StepStats, make_step
+from lamina.data.steps import StepContext, StepStats, make_step, run_steps
 from lamina.data.versions import data_dir, recipe_of
 
 STAGE_ROWS = 20_000  # new rows held per split before they are staged to Parquet
@@ -108,7 +107,7 @@ def append(
             for i, record in enumerate(batch):
                 record.setdefault("_origin", f"append#{rows_read + i}")
             rows_read += len(batch)
-            for record in _run_steps(steps, stats, batch):
+            for record in run_steps(steps, stats, batch):
                 digest.update(row_hash(record).to_bytes(8, "big"))
                 split = assign_by_key(recipe.split, row_key(recipe.split.seed, row_identity(record)))
                 pending.setdefault(split, []).append(record)

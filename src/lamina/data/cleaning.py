@@ -47,6 +47,7 @@ class Normalize(Step):
     """NFKC Unicode normalisation, control characters removed, runs of spaces and blank lines collapsed."""
 
     name = "normalize"
+    row_local = True
     fields: list[str] | None = None  # default: the recipe's text field
     nfkc: bool = True
     strip_control: bool = True
@@ -144,6 +145,7 @@ class QualityFilter(Step):
     """Drop low-quality text: length, repetition, symbol ratio, and (optionally) the Gopher rules."""
 
     name = "filter"
+    row_local = True
     min_chars: int = Field(1, ge=0)
     max_chars: int | None = None
     min_words: int = Field(0, ge=0)

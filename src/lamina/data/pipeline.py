@@ -31,17 +31,18 @@ import pyarrow.parquet as pq
 import xxhash
 
 from lamina.core.catalog import DatasetVersion
-from lamina.core.errors import NotFound
+from lamina.core.errors import ConfigError, NotFound
 from lamina.core.workspace import Workspace
 
 # Importing the step modules registers their steps.
 from lamina.data import augment, cleaning, dedup, transforms  # noqa: F401
+from lamina.data.distributed import ray_batches, split_row_local
 from lamina.data.recipe import Recipe
 from lamina.data.records import Batch, DataError, ErrorLog, OnError, row_hash, rows_to_table
 from lamina.data.report import StatsCollector, drift, render_html
 from lamina.data.sources import SourceSpec, make_source
 from lamina.data.splits import assign_build, row_key, split_names
-from lamina.data.steps import Step, StepContext, StepStats, make_step
+from lamina.data.steps import Step, StepContext, StepStats, make_step, run_steps
 
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
@@ -134,16 +135,6 @@ def _finish_report(
     return [c for c in report["checks"] if not c["passed"]]
 
 
-def _run_steps(steps: list[Step], stats: list[StepStats], batch: Batch) -> Batch:
-    for step, st in zip(steps, stats, strict=True):
-        st.rows_in += len(batch)
-        batch = step.apply(batch, st)
-        st.rows_out += len(batch)
-        if not batch:
-            break
-    return batch
-
-
 def build_dataset(
     ws: Workspace,
     name: str,
@@ -154,8 +145,15 @@ def build_dataset(
     progress: Progress | None = None,
     extra_parents: list[tuple[str, str]] | None = None,
     source: SourceSpec | None = None,
+    executor: str = "local",
 ) -> BuildResult:
-    """Run ``recipe`` and commit a new version of dataset ``name`` (or return the identical existing one)."""
+    """Run ``recipe`` and commit a new version of dataset ``name`` (or return the identical existing one).
+
+    ``executor="ray"`` runs the recipe's leading row-local steps on Ray workers (lamina.data.distributed);
+    the version is the same as the one-process build's.
+    """
+    if executor not in ("local", "ray"):
+        raise ConfigError(f"unknown executor {executor!r}", hint="use local or ray")
     from lamina.core.refs import validate_name
 
     validate_name(name, "dataset name")
@@ -178,7 +176,7 @@ def build_dataset(
     staging_root.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=staging_root))
     try:
-        return _build(ws, name, recipe, source, steps, ctx, input_fp, work, progress, extra_parents)
+        return _build(ws, name, recipe, source, steps, ctx, input_fp, work, progress, extra_parents, executor)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -194,6 +192,7 @@ def _build(
     work: Path,
     progress: Progress | None,
     extra_parents: list[tuple[str, str]],
+    executor: str = "local",
 ) -> BuildResult:
     errors = ErrorLog(recipe.on_error)
     stats = [StepStats(type(s).name) for s in steps]
@@ -221,12 +220,23 @@ def _build(
         pq.write_table(table, path)
         chunks.append(path)
 
-    for batch in source.batches(errors, recipe.batch_size):
+    remote: list[Step] = []
+    if executor == "ray":
+        remote, _ = split_row_local(steps)
+        if not remote:
+            log.info("no row-local step leads the recipe: the build runs in this process")
+    source_batches = source.batches(errors, recipe.batch_size)
+    pairs = (
+        ray_batches(source_batches, remote, stats[: len(remote)], ctx)
+        if remote
+        else ((batch, batch) for batch in source_batches)
+    )
+    for batch, partial in pairs:
         rows_read += len(batch)
         if raw_digest is not None:
             for record in batch:
                 raw_digest.update(json.dumps(record, sort_keys=True, default=repr).encode())
-        kept = _run_steps(steps, stats, batch)
+        kept = run_steps(steps[len(remote) :], stats[len(remote) :], partial) if partial else partial
         for record in kept:
             if record.get("synthetic"):
                 # A synthetic copy follows its original (the last real row) and is kept only in train,
@@ -334,6 +344,8 @@ def _build(
     parent = ws.catalog.latest("dataset_version", name)
     report = _report(name, recipe, stats, errors, collector, rows_read, split_counts)
     report["synthetic_dropped_outside_train"] = synthetic_outside_train
+    # where the steps ran (the version does not depend on it)
+    report["executor"] = {"kind": "ray" if remote else "local", "steps_on_workers": [s.name for s in remote]}
     failed = _finish_report(out_dir, recipe, report, _read_report(ws, parent) if parent is not None else {})
     if failed:
         kept = _keep_failed_report(ws, name, out_dir)

@@ -62,6 +62,9 @@ class Step(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     name: ClassVar[str]
+    # True when each output row depends only on its own input row (no state across rows or batches):
+    # such steps may run on any worker, over any grouping of rows (lamina.data.distributed).
+    row_local: ClassVar[bool] = False
 
     def start(self, ctx: StepContext) -> None:
         """Called once before the first batch."""
@@ -76,6 +79,17 @@ class Step(BaseModel):
     @property
     def ctx(self) -> StepContext:
         return self._ctx
+
+
+def run_steps(steps: list[Step], stats: list[StepStats], batch: Batch) -> Batch:
+    """Apply ``steps`` in order to one batch, counting rows in and out of each."""
+    for step, st in zip(steps, stats, strict=True):
+        st.rows_in += len(batch)
+        batch = step.apply(batch, st)
+        st.rows_out += len(batch)
+        if not batch:
+            break
+    return batch
 
 
 def register_step(cls: type[Step]) -> type[Step]:

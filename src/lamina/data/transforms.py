@@ -25,6 +25,7 @@ class Lowercase(Step):
     """Lower-case the text field (or ``fields``)."""
 
     name = "lowercase"
+    row_local = True
     fields: list[str] | None = None
 
     def apply(self, batch: Batch, stats: StepStats) -> Batch:
@@ -42,6 +43,7 @@ class StopWords(Step):
     """Remove stop words (a built-in English list, or ``words``) from the text field."""
 
     name = "stopwords"
+    row_local = True
     words: list[str] | None = None
 
     def start(self, ctx: StepContext) -> None:
@@ -178,6 +180,7 @@ class LogMel(Step):
     """Add ``log_mel`` (float16 .npy bytes, shape in ``log_mel_shape``) computed from ``audio``."""
 
     name = "log_mel"
+    row_local = True
     n_fft: int = Field(400, ge=16)
     hop: int = Field(160, ge=1)
     n_mels: int = Field(64, ge=1)

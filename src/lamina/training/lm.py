@@ -117,7 +117,10 @@ def train_lm(
     resume: bool = False,
     track: bool = True,
     on_progress: Callable[[dict[str, float]], None] | None = None,
+    on_eval: Callable[[int, dict[str, float]], None] | None = None,
 ) -> LMTrainResult:
+    """Train and register ``name``. ``on_eval`` runs on every process at each evaluation (Ray Train
+    reports from it: lamina.training.ray_train)."""
     from transformers.utils import logging as hf_logging
 
     from lamina.core.refs import validate_name
@@ -169,8 +172,14 @@ def train_lm(
         ws, name, kind="train", task="train-lm", params=params, parents=[(dataset.id, "trained_on")],
         fingerprint=train_fingerprint, resume=resume, track=track, main=main, share=_broadcast,
     ) as training:  # fmt: skip
+
+        def evaluated(step: int, point: dict[str, float]) -> None:
+            training.log(step, point)
+            if on_eval is not None:
+                on_eval(step, point)
+
         result = train(
-            model, task, cfg, training.run_dir, resume=resume, on_progress=on_progress, on_eval=training.log
+            model, task, cfg, training.run_dir, resume=resume, on_progress=on_progress, on_eval=evaluated
         )
         if not main:  # the other ranks wait for rank 0 to register, then return the same version
             registered = ws.catalog.get(_broadcast(None))

@@ -118,12 +118,21 @@ def train(
 ) -> TrainResult:
     """Train ``model`` in place; checkpoints go to ``run_dir/step-N``."""
     from accelerate import Accelerator
+    from accelerate.utils import DataLoaderConfiguration
 
     run_dir.mkdir(parents=True, exist_ok=True)
     use_bf16 = cfg.bf16 and defaults().train_bf16  # only where bf16 is native (lamina.core.machine)
     # bf16 autocast is applied here, not through Accelerator(mixed_precision=...): accelerate keeps
     # that in process-wide state, so a second run in one process (HPO trials, tests) could not change it.
-    accelerator = Accelerator(gradient_accumulation_steps=cfg.grad_accum, cpu=not torch.cuda.is_available())
+    # split_batches: the LR schedule advances once per optimizer step at any process count. Without it,
+    # accelerate steps a prepared scheduler once per process (it assumes the data loader was split), so
+    # 2 workers ran warmup and cosine decay twice as fast and ended 10 % worse (tests/test_ray.py).
+    # The loop draws its own batches (no prepared data loader), so this changes nothing else.
+    accelerator = Accelerator(
+        gradient_accumulation_steps=cfg.grad_accum,
+        cpu=not torch.cuda.is_available(),
+        dataloader_config=DataLoaderConfiguration(split_batches=True),
+    )
 
     def autocast() -> Any:
         return torch.autocast(device_type=accelerator.device.type, dtype=torch.bfloat16, enabled=use_bf16)
