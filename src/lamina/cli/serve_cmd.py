@@ -32,6 +32,21 @@ def serve(
         max=65535,
         help="Also serve the gRPC generation service here (default server.grpc_port: off).",
     ),  # fmt: skip
+    ray_replicas: int = typer.Option(
+        0, "--ray-replicas", min=0, help="Serve as N Ray Serve replicas behind one proxy (0: this process)."
+    ),
+    max_replicas: int | None = typer.Option(
+        None, "--max-replicas", min=1, help="With --ray-replicas: autoscale up to this many (default: N)."
+    ),
+    target_queue: float = typer.Option(
+        4.0, "--target-queue", min=0.1, help="With --ray-replicas: ongoing requests per replica to aim at."
+    ),
+    replica_cpus: float = typer.Option(
+        1.0, "--replica-cpus", min=0.1, help="With --ray-replicas: CPUs Ray reserves per replica."
+    ),
+    ray_address: str | None = typer.Option(
+        None, "--ray-address", help="Ray cluster to join (default RAY_ADDRESS, else a local Ray)."
+    ),
 ) -> None:
     """Serve registered models at /v1 (completions, chat, embeddings, images), keys required.
 
@@ -74,6 +89,24 @@ def serve(
             raise ConfigError(
                 f"the vLLM backend cannot start: {reason}", hint="use --backend lamina (the default)"
             )
+    if ray_replicas:
+        from lamina.cli.serve_ray import serve_on_ray
+
+        if server.grpc_port:
+            raise ConfigError(
+                "--grpc-port is not served by Ray replicas", hint="drop it, or serve without Ray"
+            )
+        console.print(
+            f"[green]✓[/] Serving {ws.root} on {ray_replicas} Ray Serve replicas (up to "
+            f"{max_replicas or ray_replicas}) at http://{server.host}:{server.port}/v1"
+        )
+        serve_on_ray(
+            str(ws.root), preload, precision, backend, host=server.host, port=server.port,
+            replicas=ray_replicas, max_replicas=max_replicas or ray_replicas, target_queue=target_queue,
+            max_batch=server.max_batch, replica_cpus=replica_cpus, address=ray_address,
+        )  # fmt: skip
+        ws.close()
+        return
     pool = ModelPool.from_settings(ws, server, precision, backend)  # resolves auto, refuses unknown
     import lamina.console  # noqa: F401 (registers the console at / and /console/)
     import lamina.monitoring  # noqa: F401 (registers /v1/feedback and /v1/review with the app)

@@ -18,6 +18,7 @@ floats), and the result must be identical, not equivalent.
 from __future__ import annotations
 
 import logging
+import os
 import pickle
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -72,7 +73,9 @@ def ensure_ray(address: str | None = None) -> Any:
             "Ray is not installed", hint="pip install -c constraints.txt 'lamina[ray]'"
         ) from None
     if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        # "local": a new Ray on this machine, never an unrelated one that happens to run here
+        where = address or os.environ.get("RAY_ADDRESS") or "local"
+        ray.init(address=where, include_dashboard=False, log_to_driver=False, configure_logging=False)
     return ray
 
 
