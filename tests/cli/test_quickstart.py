@@ -40,6 +40,10 @@ def test_quickstart_command_is_idempotent(made: tuple[Path, subprocess.Completed
     assert "[1] " in asked and "relevance" in asked  # a grounded answer with its citations
     grid = Path(first.stdout.split("The digit diffusion model draws: open ")[1].split()[0])
     assert grid.exists() and grid.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    from PIL import Image
+
+    assert Image.open(grid).height == 10 * (64 + 2) + 2  # one row per digit, 8×8 digits shown at 64 px
+    assert "classified as the digit asked for" in first.stdout and "real vs real" in first.stdout
     rails = first.stdout.split("The guardrails, on two prompts:")[1]
     assert "blocked" in rails and "<PHONE_NUMBER>" in rails
     printed = [line for line in first.stdout.split("Next, try:")[1].strip().splitlines() if line.strip()]

@@ -212,3 +212,30 @@ def test_grid_tiles_and_upscales(tmp_path: Path) -> None:
 
     with Image.open(path) as img:
         assert img.size == (3 * 66 + 2, 2 * 66 + 2)  # 8 px upscaled 8x, 2 px padding
+
+
+def test_the_bootstrap_interval_holds_the_estimate_and_narrows_with_n() -> None:
+    from lamina.evaluation.images import bootstrap_interval, frechet_distance
+
+    rng = np.random.default_rng(0)
+    widths = {}
+    for n in (100, 1000):
+        real, fake = rng.normal(size=(n, 8)), rng.normal(0.3, 1.0, size=(n, 8))
+        low, high = bootstrap_interval(real, fake, rounds=100)
+        assert low <= frechet_distance(real, fake) <= high
+        widths[n] = high - low
+    assert widths[1000] < widths[100] / 2  # about 1/√10 as wide
+
+
+def test_the_class_grid_has_one_labelled_row_per_class(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from lamina.models.grid import save_class_grid
+
+    images = torch.rand(30, 1, 8, 8) * 2 - 1
+    labels = torch.arange(30) % 3
+    path = save_class_grid(images, labels, ["zero", "one", "two"], tmp_path / "g.png", per_class=4)
+    grid = np.asarray(Image.open(path).convert("L"))
+    assert grid.shape[0] == 3 * (64 + 2) + 2 and grid.shape[1] > 4 * (64 + 2)
+    label_column = grid[:, : grid.shape[1] - (4 * 66 + 2)]
+    assert (label_column < 128).any(axis=1).sum() > 10  # the class names are drawn in it

@@ -137,19 +137,23 @@ def test_a_replica_killed_mid_traffic_loses_no_request_that_had_not_started_stre
     ray_served: tuple[str, str, subprocess.Popen[str]],
 ) -> None:
     url, key, server = ray_served
+    victim = replica_processes(server)[0]  # found before the traffic: the kill itself takes microseconds
     killed_at: list[float] = []
 
     def kill() -> None:
-        victim = replica_processes(server)[0]
         killed_at.append(time.monotonic())
         victim.send_signal(signal.SIGKILL)
 
     results = asyncio.run(_streams(url, key, 6 * MAX_BATCH, kill))
-    started = [(first, outcome) for first, outcome in results if first is not None and first < killed_at[0]]
-    waiting = [(first, outcome) for first, outcome in results if first is None or first >= killed_at[0]]
-    assert waiting, "no request was still waiting when the replica died: the test proved nothing"
-    assert all(outcome == "ok" for _, outcome in waiting), waiting  # re-sent to the other replica
-    assert any(outcome != "ok" for _, outcome in started), "the killed replica was streaming nothing"
+    # Every request was answered with a stream: one the dead replica had not started streaming was
+    # sent to the other replica (Ray Serve's proxy alone answers those with a 500).
+    assert all(not outcome.startswith("status") for _, outcome in results), results
+    broken = [(first, outcome) for first, outcome in results if outcome != "ok"]
+    assert 1 <= len(broken) <= MAX_BATCH, results  # only streams the dead replica was running broke
+    assert all(first is not None and first < killed_at[0] + 1.0 for first, _ in broken), (killed_at, broken)
+    # requests that were still waiting when it died (their first event came well after) all completed
+    waited = [outcome for first, outcome in results if first is not None and first > killed_at[0] + 1.0]
+    assert waited and all(outcome == "ok" for outcome in waited), results
     # Ray Serve replaces the dead replica
     deadline = time.monotonic() + 120
     while len(replica_processes(server)) < 2 and time.monotonic() < deadline:

@@ -24,9 +24,9 @@ import torch
 from lamina.core.catalog import DatasetVersion, ModelVersion
 from lamina.core.errors import ConfigError, NotFound
 from lamina.core.workspace import Workspace
-from lamina.evaluation.images import feature_classifier, feature_metrics
+from lamina.evaluation.images import feature_classifier, feature_metrics, frechet_distance
 from lamina.models import diffusion
-from lamina.models.grid import save_grid
+from lamina.models.grid import save_class_grid, save_grid
 from lamina.models.image_generator import Family, ImageGenerator, ImageModelInfo
 from lamina.training import image_families as families
 from lamina.training import lifecycle
@@ -442,7 +442,11 @@ def train_image(
             fake = draw_samples(
                 saved, min(eval_samples, len(real_val)), cfg.seed, steps=eval_steps, sampler="dpm"
             )
-            save_grid(fake[:64], folder / "samples.png", nrow=8)
+            if condition != "none" and data.class_names:  # one labelled row per class, as asked
+                save_class_grid(fake, torch.arange(len(fake)) % data.num_classes, data.class_names,
+                                folder / "samples.png")  # fmt: skip
+            else:
+                save_grid(fake[:64], folder / "samples.png", nrow=8)
             metrics: dict[str, Any] = {
                 "train_loss": result.history[-1]["loss"],
                 "best_val_loss": result.best_val_loss,
@@ -461,6 +465,12 @@ def train_image(
                 asked = torch.arange(len(fake)) % data.num_classes if condition != "none" else None
                 metrics.update(feature_metrics(clf, real_val[: len(fake)], fake, asked))
                 metrics["fid_clf_classifier"] = clf_version.ref
+                # the floor: two real sets of the same N score this much (train vs held out); a model
+                # cannot be told from the data below it
+                real_train = data.images["train"][: len(fake)]
+                metrics["fid_clf_floor"] = frechet_distance(
+                    clf.embed(real_val[: len(fake)]), clf.embed(real_train)
+                )
             else:
                 warnings.append(
                     "the dataset has no labels, so fid_clf (which needs a classifier) was skipped"
