@@ -173,18 +173,24 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
 def bootstrap_interval(
     real: np.ndarray, fake: np.ndarray, rounds: int = BOOTSTRAP_ROUNDS, seed: int = 0
 ) -> tuple[float, float]:
-    """95 % percentile-bootstrap interval of ``frechet_distance(real, fake)``: both sets resampled
-    with replacement, so the interval shows how much of a difference between two models is sample
-    noise. At N = 100 it is wide; it narrows as 1/√N."""
+    """95 % bootstrap interval of ``frechet_distance(real, fake)``: both sets resampled with
+    replacement, so the interval shows how much of a difference between two models is sample noise
+    (it narrows as 1/√N).
+
+    Resampling repeats rows, which inflates every covariance's noise and with it the distance: at
+    N = 179 the resampled distances centred 20 above the measured one, so plain percentiles (29–66
+    around 23.5) did not even hold it. The percentiles are therefore shifted back by that bias (the
+    bootstrap's own estimate of it), and the low end is clipped at 0.
+    """
     rng = np.random.default_rng(seed)
-    values = [
-        frechet_distance(
-            real[rng.integers(0, len(real), len(real))], fake[rng.integers(0, len(fake), len(fake))]
-        )
-        for _ in range(rounds)
-    ]
-    low, high = np.percentile(values, [2.5, 97.5])
-    return float(low), float(high)
+
+    def resampled(x: np.ndarray) -> np.ndarray:
+        return x[rng.integers(0, len(x), len(x))]
+
+    values = np.array([frechet_distance(resampled(real), resampled(fake)) for _ in range(rounds)])
+    bias = float(values.mean()) - frechet_distance(real, fake)
+    low, high = np.percentile(values - bias, [2.5, 97.5])
+    return max(0.0, float(low)), float(high)
 
 
 def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3) -> tuple[float, float]:
