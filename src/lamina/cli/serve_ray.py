@@ -65,8 +65,10 @@ class LaminaReplica:
         for spec in preload:
             pool.deploy(*parse_deployment(spec))
 
-    async def handle(self, scope: dict[str, Any], body: bytes) -> AsyncIterator[dict[str, Any]]:
-        """Run one request through the app; yield its ASGI messages (status line, then body chunks)."""
+    async def handle(self, scope: dict[str, Any], body: bytes) -> AsyncIterator[list[dict[str, Any]]]:
+        """Run one request through the app; yield its ASGI messages (status line, then body chunks),
+        those ready together in one list: each yield is a Ray object, and under load a stream's
+        tokens pile up faster than one object per token crosses."""
         out: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
         sent_body = False
         finished = asyncio.Event()
@@ -91,8 +93,15 @@ class LaminaReplica:
 
         task = asyncio.create_task(run())
         try:
-            while (message := await out.get()) is not None:
-                yield message
+            ended = False
+            while not ended:
+                ready = [await out.get()]
+                while not out.empty():
+                    ready.append(out.get_nowait())
+                ended = ready[-1] is None
+                messages = [m for m in ready if m is not None]
+                if messages:
+                    yield messages
         finally:
             finished.set()
             if not task.done():
@@ -147,10 +156,11 @@ class LaminaFront:
                     {"type": "http.response.body", "body": b'{"error": {"message": "no replica answered"}}'}
                 )
                 return
-            if first is not None:
-                await send(first)
-            async for message in stream:  # from here a replica's death ends the stream early
+            for message in first or []:
                 await send(message)
+            async for messages in stream:  # from here a replica's death ends the stream early
+                for message in messages:
+                    await send(message)
             return
 
     async def __serve_build_asgi_app__(self) -> Any:
