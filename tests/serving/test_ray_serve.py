@@ -105,9 +105,11 @@ def test_the_openai_client_streams_through_the_front(
         openai.OpenAI(base_url=f"{url}/v1", api_key="lam-wrong").models.list()
 
 
-async def _streams(url: str, key: str, n: int, kill: object) -> list[tuple[float | None, str]]:
-    """``n`` streamed completions at once; ``kill()`` runs once some have started. Each result is
-    (time of the first event or None, outcome)."""
+async def _streams(url: str, key: str, n: int, kill: object) -> tuple[list[str], set[int]]:
+    """``n`` streamed completions at once; ``kill()`` runs once both replicas stream a full batch (so
+    the victim is busy, however slow the machine). Returns each request's outcome, and which requests
+    had started streaming when ``kill()`` ran (the client's own record, not its clock)."""
+    started: list[int] = []
 
     async def one(i: int, client: httpx.AsyncClient) -> tuple[float | None, str]:
         first = None
@@ -121,6 +123,7 @@ async def _streams(url: str, key: str, n: int, kill: object) -> list[tuple[float
                 async for line in answer.aiter_lines():
                     if line.startswith("data: ") and first is None:
                         first = time.monotonic()
+                        started.append(i)
                     done = done or line == "data: [DONE]"
                 return first, "ok" if done else "cut"
         except httpx.HTTPError as exc:
@@ -128,9 +131,13 @@ async def _streams(url: str, key: str, n: int, kill: object) -> list[tuple[float
 
     async with httpx.AsyncClient(timeout=180) as client:
         tasks = [asyncio.create_task(one(i, client)) for i in range(n)]
-        await asyncio.sleep(1.0)
+        deadline = time.monotonic() + 120
+        while len(started) < 2 * MAX_BATCH and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert len(started) >= 2 * MAX_BATCH, f"only {len(started)} streams started"
+        streaming_at_kill = set(started)
         kill()  # type: ignore[operator]
-        return list(await asyncio.gather(*tasks))
+        return [outcome for _, outcome in await asyncio.gather(*tasks)], streaming_at_kill
 
 
 def test_a_replica_killed_mid_traffic_loses_no_request_that_had_not_started_streaming(
@@ -138,22 +145,22 @@ def test_a_replica_killed_mid_traffic_loses_no_request_that_had_not_started_stre
 ) -> None:
     url, key, server = ray_served
     victim = replica_processes(server)[0]  # found before the traffic: the kill itself takes microseconds
-    killed_at: list[float] = []
 
     def kill() -> None:
-        killed_at.append(time.monotonic())
         victim.send_signal(signal.SIGKILL)
 
-    results = asyncio.run(_streams(url, key, 6 * MAX_BATCH, kill))
+    outcomes, streaming = asyncio.run(_streams(url, key, 6 * MAX_BATCH, kill))
     # Every request was answered with a stream: one the dead replica had not started streaming was
     # sent to the other replica (Ray Serve's proxy alone answers those with a 500).
-    assert all(not outcome.startswith("status") for _, outcome in results), results
-    broken = [(first, outcome) for first, outcome in results if outcome != "ok"]
-    assert 1 <= len(broken) <= MAX_BATCH, results  # only streams the dead replica was running broke
-    assert all(first is not None and first < killed_at[0] + 1.0 for first, _ in broken), (killed_at, broken)
-    # requests that were still waiting when it died (their first event came well after) all completed
-    waited = [outcome for first, outcome in results if first is not None and first > killed_at[0] + 1.0]
-    assert waited and all(outcome == "ok" for outcome in waited), results
+    assert all(not outcome.startswith("status") for outcome in outcomes), outcomes
+    broken = {i for i, outcome in enumerate(outcomes) if outcome != "ok"}
+    # at most the streams the dead replica was running broke (none when it had already generated them
+    # all into the front, which happens on a busy machine: the client reads behind the replicas)
+    assert len(broken) <= MAX_BATCH, outcomes
+    assert broken <= streaming, (broken, streaming)  # each had started before the kill
+    waiting = set(range(len(outcomes))) - streaming
+    assert waiting and all(outcomes[i] == "ok" for i in waiting), outcomes  # all re-sent and answered
+    assert victim.pid not in {p.pid for p in replica_processes(server)}  # it did die mid-traffic
     # Ray Serve replaces the dead replica
     deadline = time.monotonic() + 120
     while len(replica_processes(server)) < 2 and time.monotonic() < deadline:

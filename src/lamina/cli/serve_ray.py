@@ -191,7 +191,7 @@ def serve_on_ray(
             f"--max-replicas ({max_replicas}) is below --ray-replicas ({replicas})",
             hint="give --max-replicas at least the starting count",
         )
-    from lamina.data.distributed import ensure_ray
+    from lamina.core.cluster import ensure_ray
 
     ensure_ray(address)
     from ray import serve

@@ -18,12 +18,11 @@ floats), and the result must be identical, not equivalent.
 from __future__ import annotations
 
 import logging
-import os
 import pickle
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from lamina.core.errors import ConfigError
+from lamina.core.cluster import ensure_ray
 from lamina.data.records import Batch
 from lamina.data.steps import MAX_DROP_EXAMPLES, Step, StepContext, StepStats, run_steps
 
@@ -62,21 +61,6 @@ def _apply_on_worker(columns: dict[str, Any], steps: list[Step], ctx: StepContex
         out_blobs.append(pickle.dumps(kept, protocol=pickle.HIGHEST_PROTOCOL))
         out_stats.append(pickle.dumps(stats, protocol=pickle.HIGHEST_PROTOCOL))
     return {"batch": out_blobs, "stats": out_stats}
-
-
-def ensure_ray(address: str | None = None) -> Any:
-    """Connect to a Ray cluster (``address``, or RAY_ADDRESS), or start a local one with every core."""
-    try:
-        import ray
-    except ImportError:
-        raise ConfigError(
-            "Ray is not installed", hint="pip install -c constraints.txt 'lamina[ray]'"
-        ) from None
-    if not ray.is_initialized():
-        # "local": a new Ray on this machine, never an unrelated one that happens to run here
-        where = address or os.environ.get("RAY_ADDRESS") or "local"
-        ray.init(address=where, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    return ray
 
 
 def ray_batches(

@@ -18,9 +18,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from lamina.core.cluster import ensure_ray
 from lamina.core.errors import LaminaError
 from lamina.core.workspace import Workspace
-from lamina.data.distributed import ensure_ray
 from lamina.training.lm import LMTrainResult
 
 RESULT_FILE = "lamina-result.json"
