@@ -94,9 +94,10 @@ def railed(server: Server) -> Iterator[Server]:
 
 
 def start_server(
-    root: Path, env_extra: dict[str, str], log_name: str = "server.log", model: str = "shakes@champion"
+    root: Path, env_extra: dict[str, str], log_name: str = "server.log", model: str | None = "shakes@champion"
 ) -> tuple[str, subprocess.Popen]:
-    """``lamina serve`` on ``root`` (``model`` loaded) with ``env_extra``; waits until healthy."""
+    """``lamina serve`` on ``root`` (text ``model`` loaded; image models load on first use) with
+    ``env_extra``; waits until healthy."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("LAMINA_")}
     env["LAMINA_SERVER__ADMIN_KEY"] = ADMIN
@@ -104,7 +105,7 @@ def start_server(
     log = (root.parent / log_name).open("w")  # read it when a serving test fails
     process = subprocess.Popen(
         [sys.executable, "-m", "lamina", "--workspace", str(root), "serve", "--port", str(port),
-         "-m", model],
+         *(["-m", model] if model else [])],
         env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"

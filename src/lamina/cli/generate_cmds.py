@@ -102,7 +102,7 @@ def image(
     with get_state(ctx).open_workspace() as ws:
         gen = ImageGenerator.load(model_path(ws, model_ref))
     gen.check(n=n, prompt=prompt, class_id=class_id, steps=steps, guidance=guidance)
-    total = steps if gen.info.family == "diffusion" else 1
+    total = steps if gen.info.is_diffusion else 1
     with Progress(
         TextColumn("generating"), BarColumn(), MofNCompleteColumn(), console=console, transient=True
     ) as bar:

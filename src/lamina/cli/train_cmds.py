@@ -162,6 +162,7 @@ class ImageFamily(StrEnum):
     vae = "vae"
     gan = "gan"
     diffusion = "diffusion"
+    latent_diffusion = "latent-diffusion"
 
 
 class ImageCondition(StrEnum):
@@ -177,11 +178,19 @@ class GanLossKind(StrEnum):
 
 def image(
     ctx: typer.Context,
-    family: ImageFamily = typer.Option(..., "--family", "-f", help="vae, gan or diffusion."),
+    family: ImageFamily = typer.Option(
+        ...,
+        "--family",
+        "-f",
+        help="vae, gan, diffusion or latent-diffusion (an autoencoder, then a captioned U-Net in its "
+        "latent grid; image sides divisible by 8).",
+    ),  # fmt: skip
     dataset: str = typer.Option(..., "--dataset", "-d", help="Image dataset version (NAME, NAME@vN, id)."),
     name: str = typer.Option(..., "--name", "-n", help="Model name: the run registers NAME@vN."),
     condition: ImageCondition = typer.Option(
-        ImageCondition.none, "--condition", help="none; class (labels, with guidance); text (diffusion only)."
+        ImageCondition.none,
+        "--condition",
+        help="none; class (labels, with guidance); text (the diffusion families).",
     ),
     max_steps: int = typer.Option(2000, "--max-steps", min=1, help="Optimizer steps."),
     batch_size: int | None = typer.Option(None, "--batch-size", min=1, help="Images per step (default 64)."),

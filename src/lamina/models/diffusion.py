@@ -159,10 +159,11 @@ def sample(
     null: torch.Tensor | None = None,
     guidance: float = 1.0,
     on_step: Callable[[int], None] | None = None,
+    clamp: bool = True,
 ) -> torch.Tensor:
-    """``n`` images in [-1, 1]. With ``cond`` and ``null`` and guidance ≠ 1, classifier-free
-    guidance: ε = ε(x, ∅) + w·(ε(x, c) − ε(x, ∅)), both evaluated in one batch. ``noise`` fixes
-    the starting point x_T (latent interpolation)."""
+    """``n`` images in [-1, 1] (unclamped latents with ``clamp=False``). With ``cond`` and ``null``
+    and guidance ≠ 1, classifier-free guidance: ε = ε(x, ∅) + w·(ε(x, c) − ε(x, ∅)), both evaluated
+    in one batch. ``noise`` fixes the starting point x_T (latent interpolation)."""
     if steps <= 0:
         raise ValueError(f"steps must be positive, got {steps}")
     size, channels = unet.config.sample_size, unet.config.in_channels
@@ -181,4 +182,4 @@ def sample(
         x = scheduler.step(eps, t, x, generator=generator).prev_sample
         if on_step:
             on_step(i)
-    return x.clamp(-1, 1)
+    return x.clamp(-1, 1) if clamp else x

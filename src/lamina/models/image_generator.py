@@ -6,7 +6,8 @@ range or a non-positive step count is a ``ConfigError`` (exit 2, HTTP 400) that 
 
 A saved folder holds ``lamina_image.json`` (family, conditioning, class names, caption template,
 image size) next to the weights: ``vae/``; ``generator/`` + ``discriminator/``; or a diffusers
-pipeline (``model_index.json``, ``unet/``, ``scheduler/``).
+pipeline (``model_index.json``, ``unet/``, ``scheduler/``; latent diffusion adds ``vae/``,
+``text_encoder/`` and ``tokenizer/``: a ``StableDiffusionPipeline``).
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from lamina.core.errors import ConfigError, LaminaError
 from lamina.models import diffusion
 from lamina.models.latent import Method, interpolate
 
-Family = Literal["vae", "gan", "diffusion"]
+Family = Literal["vae", "gan", "diffusion", "latent-diffusion"]
+DIFFUSION_FAMILIES = ("diffusion", "latent-diffusion")
 INFO_FILE = "lamina_image.json"
 MAX_IMAGES = 256
 
@@ -52,6 +54,14 @@ class ImageModelInfo:
     def caption(self, label: int) -> str:
         return self.caption_template.format(name=self.class_names[label])
 
+    @property
+    def is_diffusion(self) -> bool:
+        return self.family in DIFFUSION_FAMILIES
+
+    @property
+    def is_latent(self) -> bool:
+        return self.family == "latent-diffusion"
+
 
 class ImageGenerator:
     def __init__(self, info: ImageModelInfo, modules: dict[str, Any]) -> None:
@@ -69,6 +79,10 @@ class ImageGenerator:
             from lamina.models.gan import Generator
 
             modules["generator"] = Generator.from_pretrained(folder / "generator").eval()
+        elif info.is_latent:
+            from lamina.models import latent_diffusion
+
+            modules = latent_diffusion.load_modules(folder)
         else:
             from diffusers import UNet2DConditionModel, UNet2DModel
 
@@ -156,7 +170,7 @@ class ImageGenerator:
             return self.modules["vae"].sample(n, generator, labels)
         if self.info.family == "gan":
             return self.modules["generator"].sample(n, generator, labels)
-        return diffusion.sample(
+        x = diffusion.sample(
             self.modules["unet"],
             diffusion.sampler(sampler, self.modules["scheduler_config"]),
             n,
@@ -166,25 +180,51 @@ class ImageGenerator:
             null=null,
             guidance=guidance,
             on_step=on_step,
+            clamp=not self.info.is_latent,
         )
+        return self._decoded(x)
+
+    def _decoded(self, x: torch.Tensor) -> torch.Tensor:
+        """Latent diffusion samples latents: the autoencoder turns them into images."""
+        if not self.info.is_latent:
+            return x
+        from lamina.models.latent_diffusion import decode
+
+        return decode(self.modules["vae"], x, self.modules["latent_scale"])
+
+    def _captions(self, texts: list[str]) -> torch.Tensor:
+        """Conditions for captions: token states (latent diffusion) or sentence vectors (diffusion)."""
+        if self.info.is_latent:
+            from lamina.models.latent_diffusion import encode_prompts
+
+            return encode_prompts(texts, self.modules["tokenizer"], self.modules["text_encoder"])
+        from lamina.models.text_encoder import embed
+
+        return embed(texts)
+
+    def _null(self, n: int) -> torch.Tensor:
+        """The empty condition classifier-free guidance steers away from."""
+        if self.info.is_latent:
+            return self._captions([""]).expand(n, -1, -1)
+        from lamina.models.text_encoder import DIMENSION
+
+        return torch.zeros(n, DIMENSION)
 
     def balanced(self, n: int, offset: int = 0) -> dict[str, torch.Tensor | None]:
         """Conditions cycling through every class (``sample(**balanced(n))``), so metrics see all of them."""
         if self.info.condition == "none" or not self.info.class_names:
             return {}
         classes = (torch.arange(n) + offset) % len(self.info.class_names)
-        if self.info.family != "diffusion":
+        if not self.info.is_diffusion:
             return {"labels": classes}
-        if self.info.condition == "class":
+        if self.info.condition == "class" and not self.info.is_latent:
             return {"cond": classes, "null": torch.full((n,), len(self.info.class_names), dtype=torch.long)}
-        from lamina.models.text_encoder import DIMENSION, embed
-
-        table = embed([self.info.caption(k) for k in range(len(self.info.class_names))])
-        return {"cond": table[classes], "null": torch.zeros(n, DIMENSION)}
+        table = self._captions([self.info.caption(k) for k in range(len(self.info.class_names))])
+        return {"cond": table[classes], "null": self._null(n)}
 
     def _labels(self, n: int, class_id: int | None, generator: torch.Generator) -> torch.Tensor | None:
         """VAE/GAN conditional models need a label per image: the one asked for, or random ones."""
-        if self.info.condition != "class" or self.info.family == "diffusion":
+        if self.info.condition != "class" or self.info.is_diffusion:
             return None
         if class_id is not None:
             return torch.full((n,), class_id, dtype=torch.long)
@@ -193,15 +233,17 @@ class ImageGenerator:
     def _diffusion_condition(
         self, n: int, prompt: str | None, class_id: int | None
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        if self.info.is_latent:  # a class is asked for by its caption
+            text = prompt or (self.info.caption(class_id) if class_id is not None else "")
+            null = self._null(n)
+            return (self._captions([text]).expand(n, -1, -1) if text else null), null
         if self.info.condition == "class":
             null_id = len(self.info.class_names)
             label = null_id if class_id is None else class_id
             return torch.full((n,), label, dtype=torch.long), torch.full((n,), null_id, dtype=torch.long)
         if self.info.condition == "text":
-            from lamina.models.text_encoder import DIMENSION, embed
-
-            null = torch.zeros(n, DIMENSION)
-            return (embed([prompt]).expand(n, -1) if prompt else null), null
+            null = self._null(n)
+            return (self._captions([prompt]).expand(n, -1) if prompt else null), null
         return None, None
 
     # -- latent space ---------------------------------------------------------------------------
@@ -227,11 +269,13 @@ class ImageGenerator:
             raise ConfigError(f"--steps must be at least 2 for an interpolation, got {steps}")
         generator = _generator(seed)
         info = self.info
+        unet = self.modules.get("unet")
         if info.family in ("vae", "gan"):
             net = self.modules["vae" if info.family == "vae" else "generator"]
             dim = net.config.latent_dim
-        else:
-            dim = info.channels * info.image_size**2
+        else:  # the starting noise x_T, in pixels or in the latent grid
+            shape = (unet.config.in_channels, unet.config.sample_size, unet.config.sample_size)
+            dim = shape[0] * shape[1] * shape[2]
         walks = [
             interpolate(
                 torch.randn(dim, generator=generator), torch.randn(dim, generator=generator), steps, method
@@ -247,16 +291,18 @@ class ImageGenerator:
             if info.family == "gan":
                 return self.modules["generator"](latents, labels)
         cond, null = self._diffusion_condition(len(latents), prompt, class_id)
-        return diffusion.sample(  # DDIM with η = 0 and no generator: deterministic given the noise
-            self.modules["unet"],
+        x = diffusion.sample(  # DDIM with η = 0 and no generator: deterministic given the noise
+            unet,
             diffusion.sampler("ddim", self.modules["scheduler_config"]),
             len(latents),
             steps=sample_steps,
-            noise=latents.view(-1, info.channels, info.image_size, info.image_size),
+            noise=latents.view(-1, *shape),
             cond=cond,
             null=null,
             guidance=guidance,
+            clamp=not info.is_latent,
         )
+        return self._decoded(x)
 
 
 def _generator(seed: int | None) -> torch.Generator:

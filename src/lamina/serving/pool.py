@@ -27,7 +27,7 @@ from lamina.serving.quantize import resolve_precision
 
 log = logging.getLogger(__name__)
 TEXT_FAMILIES = {"causal_lm"}
-IMAGE_FAMILIES = {"vae", "gan", "diffusion"}
+IMAGE_FAMILIES = {"vae", "gan", "diffusion", "latent-diffusion"}
 EMBEDDING_MODEL = "all-MiniLM-L6-v2"
 REF_TTL_S = 1.0  # how long a ref's resolution is reused (an alias move shows within this)
 

@@ -1,4 +1,4 @@
-"""Train an image generative model (VAE, GAN or diffusion) and register it: ``lamina train image``.
+"""Train an image model (VAE, GAN, diffusion, latent diffusion) and register it: ``lamina train image``.
 
 dataset version (PNG bytes + labels) → tensors in [-1, 1] → the family's model → the shared loop
 (tracked in MLflow; sample grids at every checkpoint) → saved folder (diffusers format for
@@ -193,11 +193,10 @@ class ImageTask:
         self.components: dict[str, list[float]] = {}
         self.ema = self.family.ema(model)
         self.text_table = None
-        if condition == "text":
-            from lamina.models.text_encoder import embed
-
+        if condition == "text" or name == "latent-diffusion":  # the latter asks for classes by caption
             captions = [t.format(name=n) for n in data.class_names for t in CAPTION_TEMPLATES]
-            self.text_table = embed(captions).view(data.num_classes, len(CAPTION_TEMPLATES), -1)
+            table = self.family.encode_captions(captions)
+            self.text_table = table.view(data.num_classes, len(CAPTION_TEMPLATES), *table.shape[1:])
         self.latent_dim = self.family.latent_dim(model)
 
     def batch(self, split: str, batch_size: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
@@ -223,7 +222,7 @@ class ImageTask:
 
     def after_step(self, model: Any) -> None:
         if self.ema is not None:
-            self.ema.step(model.unet.parameters())
+            self.family.ema_step(self.ema, model)
 
     def checkpoint_objects(self) -> list[Any]:
         return [self.ema] if self.ema is not None else []
@@ -391,6 +390,7 @@ def train_image(
 
     torch.manual_seed(cfg.seed)
     model = kind.build(data, condition, gan_loss)
+    kind.plan(model, cfg.max_steps)
     task = ImageTask(family, model, data, condition, val_split)
     gen = generator_for(family, model, info)
     params = {
@@ -480,7 +480,7 @@ def train_image(
 
                 metrics["fid_inception"] = inception_fid(inception, real_val[: len(fake)], fake)
             metrics["eval_samples"] = len(fake)
-            if family == "diffusion" and condition != "none":
+            if info.is_diffusion and condition != "none":
                 metrics["eval_guidance"] = diffusion.DEFAULT_GUIDANCE  # scored as users sample it
             metrics["eval_sampler"] = (
                 f"{kind.eval_sampler}-{eval_steps}" if kind.eval_sampler != "direct" else "direct"

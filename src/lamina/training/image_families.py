@@ -3,7 +3,7 @@
 Each family says how to build its model, which random draws a batch needs, how to compute the
 loss, what samples it, and how it is saved. ``train image``, the loop, evaluation and the
 registry are shared. Families are registered in ``lamina.core.extensions.IMAGE_FAMILIES``, so a
-new one (latent diffusion, next) is one class here or in a plugin, not a branch in every function.
+new one is one class here or in a plugin, not a branch in every function.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import torch
 
 from lamina.core.extensions import IMAGE_FAMILIES
 from lamina.core.machine import defaults
-from lamina.models import diffusion
+from lamina.models import diffusion, latent_diffusion
 from lamina.models.image_generator import ImageModelInfo
 
 
@@ -39,6 +39,16 @@ class ImageFamily(ABC):
     def build(self, data: Any, condition: str, gan_loss: str) -> Any:
         """The model, untrained."""
 
+    def plan(self, model: Any, max_steps: int) -> None:
+        """Fit the model to the run's length (latent diffusion splits it into its two stages)."""
+        return None
+
+    def encode_captions(self, captions: list[str]) -> torch.Tensor:
+        """Text conditions for captions: one sentence vector each (the packaged MiniLM)."""
+        from lamina.models.text_encoder import embed
+
+        return embed(captions)
+
     def latent_dim(self, model: Any) -> int:
         return 0
 
@@ -54,6 +64,9 @@ class ImageFamily(ABC):
     def ema(self, model: Any) -> Any:
         """An EMA of the weights that sampling uses, or None."""
         return None
+
+    def ema_step(self, ema: Any, model: Any) -> None:
+        ema.step(model.unet.parameters())
 
     @abstractmethod
     def modules(self, model: Any) -> dict[str, Any]:
@@ -168,6 +181,65 @@ class DiffusionFamily(ImageFamily):
         from diffusers import DDPMPipeline
 
         DDPMPipeline(unet=model.unet, scheduler=model.scheduler).save_pretrained(folder)
+
+
+@IMAGE_FAMILIES.register("latent-diffusion")
+class LatentDiffusionFamily(DiffusionFamily):
+    """An autoencoder to a latent grid, then a caption-conditioned U-Net in it (Stable Diffusion's
+    design, ``lamina.models.latent_diffusion``); saved as a ``StableDiffusionPipeline``. ``class``
+    conditioning asks for each class by its caption."""
+
+    name = "latent-diffusion"
+    conditions = ("class", "text")
+
+    def build(self, data: Any, condition: str, gan_loss: str) -> Any:
+        latent_diffusion.check_image_size(data.image_size)
+        return latent_diffusion.LatentDiffusion(
+            latent_diffusion.build_autoencoder(data.image_size, data.channels),
+            latent_diffusion.build_latent_unet(data.image_size),
+            latent_diffusion.training_schedule(),
+        )
+
+    def plan(self, model: Any, max_steps: int) -> None:
+        model.vae_steps = max(1, int(latent_diffusion.VAE_SHARE * max_steps))
+
+    def encode_captions(self, captions: list[str]) -> torch.Tensor:
+        return latent_diffusion.encode_prompts(captions)
+
+    def draw(
+        self, out: dict[str, torch.Tensor], batch_size: int, generator: torch.Generator, task: Any
+    ) -> None:
+        side = task.data.image_size // latent_diffusion.DOWNSAMPLE
+        shape = (batch_size, latent_diffusion.LATENT_CHANNELS, side, side)
+        out["noise"] = torch.randn(shape, generator=generator)
+        out["vae_noise"] = torch.randn(shape, generator=generator)
+        out["timesteps"] = torch.randint(1000, (batch_size,), generator=generator)
+        template = torch.randint(task.text_table.shape[1], (batch_size,), generator=generator)
+        cond = task.text_table[out["labels"], template]
+        out["cond"] = latent_diffusion.null_dropout(cond, self.null_condition(), generator)
+
+    def null_condition(self) -> torch.Tensor:
+        if not hasattr(self, "_null"):
+            self._null = latent_diffusion.encode_prompts([""])
+        return self._null
+
+    def loss(self, model: Any, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        out = model(batch["images"], batch["noise"], batch["timesteps"], batch["cond"], batch["vae_noise"])
+        return out  # type: ignore[no-any-return]
+
+    def ema_step(self, ema: Any, model: Any) -> None:
+        if not model.in_vae_stage:  # the U-Net only moves in the second stage
+            ema.step(model.unet.parameters())
+
+    def modules(self, model: Any) -> dict[str, Any]:
+        tokenizer, encoder = latent_diffusion.text_model()
+        return {
+            "unet": model.unet, "vae": model.vae, "latent_scale": model.scaling_factor(),
+            "scheduler_config": model.scheduler.config, "tokenizer": tokenizer, "text_encoder": encoder,
+        }  # fmt: skip
+
+    def save(self, model: Any, info: ImageModelInfo, folder: Path) -> None:
+        latent_diffusion.save_pipeline(model, folder)
 
 
 def family(name: str) -> ImageFamily:
