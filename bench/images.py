@@ -2,15 +2,19 @@
 
 On MNIST (../shared/data/images/mnist, the first 20,000 training images; 20 % held out as test):
 
-1. Training images/s and steps/s per family (VAE, GAN, diffusion; class-conditional, batch 64),
-   measured on a short calibration run that also sizes each family's step count to the budget.
-2. Quality: each family trains for ``--budget-min`` minutes, then ``fid_clf`` / precision / recall /
-   class accuracy of N samples against N test images, next to two references measured the same way
-   in the same run: real-vs-real (two halves of the test set: the floor) and clipped Gaussian noise.
+1. Training images/s and steps/s per family (VAE, GAN, diffusion, latent diffusion; class-conditional,
+   batch 64), measured on a short calibration run that also sizes each family's step count to the
+   budget.
+2. Quality: each family trains for ``--budget-min`` minutes, then ``fid_clf`` (with its 95 % bootstrap
+   interval) / precision / recall / class accuracy of N samples against N test images, beside the
+   real-vs-real floor at the same N (test vs train images) and clipped Gaussian noise. Sampling gets
+   the same wall-clock budget per image for every family (``--sample-ms``): the diffusion families
+   take as many DPM-Solver steps as fit in it, measured on this machine; VAE and GAN need one pass.
 3. Sampling: images/s and ``fid_clf`` for DDPM-1000 (the baseline), DDIM-50 and DPM-Solver-20 on
    the diffusion model from part 2.
 
-    .venv/bin/python bench/images.py [--budget-min 10] [--samples 2000] [--sampler-samples 128]
+    .venv/bin/python bench/images.py [--budget-min 10] [--samples 2000] [--sample-ms 40]
+        [--sampler-samples 128] [--families vae,gan,diffusion,latent-diffusion]
 
 Peak RSS is reported. Writes bench/results/images.json, images.md and sample grids under
 bench/results/images/.
@@ -20,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
 import shutil
 import sys
@@ -35,6 +38,8 @@ sys.path.insert(0, str(ROOT / "src"))
 MNIST = ROOT.parent / "shared" / "data" / "images" / "mnist"
 RESULTS = ROOT / "bench" / "results"
 
+from machine import machine_info, machine_line  # noqa: E402
+
 from lamina.core.workspace import Workspace  # noqa: E402
 from lamina.data.pipeline import build_dataset  # noqa: E402
 from lamina.data.recipe import parse_recipe  # noqa: E402
@@ -45,7 +50,8 @@ from lamina.models.grid import save_grid  # noqa: E402
 from lamina.models.image_generator import ImageGenerator  # noqa: E402
 from lamina.training.image import image_train_config, load_image_data, train_image  # noqa: E402
 
-FAMILIES = ("vae", "gan", "diffusion")
+FAMILIES = ("vae", "gan", "diffusion", "latent-diffusion")
+DIFFUSION = ("diffusion", "latent-diffusion")
 
 
 def peak_rss_mb() -> float:
@@ -74,6 +80,45 @@ def calibrate(ws: Workspace, family: str, steps: int = 30) -> float:
     return result.metrics["train_seconds"] / steps
 
 
+def sampling_ms(ws: Workspace, ref: str, steps: int, n: int = 100) -> float:
+    """Wall-clock milliseconds per image for ``n`` balanced samples (model loaded beforehand)."""
+    gen = ImageGenerator.load(model_path(ws, ref))
+    gen.sample(4, torch.Generator().manual_seed(1), **gen.balanced(4), steps=2, sampler="dpm")  # warm up
+    started = time.perf_counter()
+    gen.sample(n, torch.Generator().manual_seed(0), **gen.balanced(n), steps=steps, sampler="dpm",
+               guidance=diffusion.DEFAULT_GUIDANCE)  # fmt: skip
+    return (time.perf_counter() - started) * 1000 / n
+
+
+def steps_within(ws: Workspace, family: str, budget_ms: float) -> int:
+    """The DPM-Solver steps a diffusion family can take in ``budget_ms`` per image (4-50)."""
+    per_step = (sampling_ms(ws, f"calib-{family}", 10) - sampling_ms(ws, f"calib-{family}", 2)) / 8
+    fixed = sampling_ms(ws, f"calib-{family}", 2) - 2 * per_step  # decoding and set-up
+    return max(4, min(50, int((budget_ms - fixed) / max(per_step, 1e-6))))
+
+
+def sampler_rows(ws: Workspace, clf, test: torch.Tensor, k: int, grids: Path) -> list[dict]:
+    """DDPM-1000 (the baseline), DDIM-50 and DPM-Solver-20 on ``mnist-diffusion``, k images each."""
+    gen = ImageGenerator.load(model_path(ws, "mnist-diffusion"))
+    samplers = []
+    for kind, steps in (("ddpm", 1000), ("ddim", 50), ("dpm", 20)):
+        cond = gen.balanced(k)
+        started = time.perf_counter()
+        images = diffusion.sample(
+            gen.modules["unet"], diffusion.sampler(kind, gen.modules["scheduler_config"]), k, steps=steps,
+            generator=torch.Generator().manual_seed(0), **cond,
+        )  # fmt: skip
+        seconds = time.perf_counter() - started
+        asked = torch.arange(k) % len(gen.info.class_names)
+        metrics = feature_metrics(clf, test[:k], images, asked)
+        samplers.append(
+            {"sampler": f"{kind}-{steps}", "images_per_s": k / seconds, "seconds": seconds, **metrics}
+        )
+        save_grid(images[:64], grids / f"sampler-{kind}-{steps}.png", nrow=8)
+        print(json.dumps(samplers[-1]), flush=True)
+    return samplers
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -81,7 +126,11 @@ def main() -> None:
     parser.add_argument("--budget-min", type=float, default=10.0, help="training minutes per family")
     parser.add_argument("--samples", type=int, default=2000, help="images per side for fid_clf (part 2)")
     parser.add_argument("--sampler-samples", type=int, default=128, help="images per sampler (part 3)")
+    parser.add_argument(
+        "--sample-ms", type=float, default=40.0, help="sampling budget per image, every family (part 2)"
+    )
     parser.add_argument("--workspace", type=Path, default=None, help="reuse a workspace (default: temporary)")
+    parser.add_argument("--name", default="images", help="results file stem (bench/results/NAME.json)")
     parser.add_argument("--families", default=",".join(FAMILIES), help="comma list of families to run")
     parser.add_argument(
         "--steps", default="", help="fixed step counts instead of calibrating, e.g. diffusion=1000,vae=20000"
@@ -119,60 +168,44 @@ def main() -> None:
         cfg = image_train_config(
             family, max_steps=steps, eval_every=max(1, steps // 5), checkpoint_every=max(1, steps // 3)
         )
+        sample_steps = steps_within(ws, family, args.sample_ms) if family in DIFFUSION else 1
         started = time.perf_counter()
         result = train_image(
             ws, "mnist", f"mnist-{family}", family=family, condition="class", train_cfg=cfg,
-            eval_samples=n, track=False,
+            eval_samples=n, eval_steps=sample_steps, track=False,
         )  # fmt: skip
         wall = time.perf_counter() - started
         m = result.metrics
         rows.append(
             {
                 "family": family, "steps": m["steps"], "train_s": m["train_seconds"], "wall_s": wall,
-                "fid_clf": m["fid_clf"], "precision": m["precision"], "recall": m["recall"],
+                "fid_clf": m["fid_clf"], "fid_low": m["fid_clf_low"], "fid_high": m["fid_clf_high"],
+                "floor": m["fid_clf_floor"], "precision": m["precision"], "recall": m["recall"],
                 "class_accuracy": m.get("class_accuracy"), "parameters": m["parameters"],
                 "sampler": m["eval_sampler"], "warnings": result.warnings,
+                "sample_ms": sampling_ms(ws, f"mnist-{family}", sample_steps),
             }
         )  # fmt: skip
         shutil.copyfile(model_path(ws, result.version) / "samples.png", grids / f"mnist-{family}.png")
         print(json.dumps(rows[-1]), flush=True)
 
-    # Part 3: samplers on the diffusion model (same noise seed, same N for each).
-    if "diffusion" not in args.families:
-        return
-    gen = ImageGenerator.load(model_path(ws, "mnist-diffusion"))
+    # Part 3: samplers on the pixel diffusion model (same noise seed, same N for each).
     k = args.sampler_samples
-    samplers = []
-    for kind, steps in (("ddpm", 1000), ("ddim", 50), ("dpm", 20)):
-        cond = gen.balanced(k)
-        started = time.perf_counter()
-        images = diffusion.sample(
-            gen.modules["unet"], diffusion.sampler(kind, gen.modules["scheduler_config"]), k, steps=steps,
-            generator=torch.Generator().manual_seed(0), **cond,
-        )  # fmt: skip
-        seconds = time.perf_counter() - started
-        asked = torch.arange(k) % len(gen.info.class_names)
-        metrics = feature_metrics(clf, test[:k], images, asked)
-        samplers.append(
-            {"sampler": f"{kind}-{steps}", "images_per_s": k / seconds, "seconds": seconds, **metrics}
-        )
-        save_grid(images[:64], grids / f"sampler-{kind}-{steps}.png", nrow=8)
-        print(json.dumps(samplers[-1]), flush=True)
+    samplers = sampler_rows(ws, clf, test, k, grids) if "diffusion" in args.families.split(",") else []
     sampler_floor = feature_metrics(clf, test[:k], test[k : 2 * k])
 
     report = {
-        "machine": {
-            "platform": platform.platform(), "threads": torch.get_num_threads(), "torch": torch.__version__,
-        },
-        "budget_min": args.budget_min, "samples": n, "classifier": clf_version.ref,
+        "machine": {**machine_info(), "threads": torch.get_num_threads()},
+        "budget_min": args.budget_min, "samples": n, "sample_ms": args.sample_ms,
+        "classifier": clf_version.ref,
         "classifier_accuracy": clf_version.metrics["val_accuracy"], "speed": speed, "quality": rows,
         "references": references, "samplers": samplers, "sampler_samples": k, "sampler_floor": sampler_floor,
         "peak_rss_mb": peak_rss_mb(),
     }  # fmt: skip
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "images.json").write_text(json.dumps(report, indent=1))
+    (RESULTS / f"{args.name}.json").write_text(json.dumps(report, indent=1))
     md = render(report)
-    (RESULTS / "images.md").write_text(md)
+    (RESULTS / f"{args.name}.md").write_text(md)
     print(md)
     if args.workspace is None:
         shutil.rmtree(work, ignore_errors=True)
@@ -185,8 +218,7 @@ def render(r: dict) -> str:
     lines = [
         "# Image models benchmark (MNIST, class-conditional, batch 64)",
         "",
-        f"Machine: {r['machine']['platform']}, {r['machine']['threads']} threads, "
-        f"torch {r['machine']['torch']}. "
+        f"{machine_line(r['machine'])} {r['machine']['threads']} threads. "
         f"fid_clf features: `{r['classifier']}` (test accuracy {r['classifier_accuracy']:.4f}). "
         f"Peak RSS {r['peak_rss_mb']:,.0f} MB.",
         "",
@@ -196,17 +228,21 @@ def render(r: dict) -> str:
         *[f"| {s['family']} | {s['steps_per_s']:.2f} | {s['images_per_s']:,.0f} |" for s in r["speed"]],
         "",
         f"## Quality after {r['budget_min']:g} CPU minutes per family "
-        f"({r['samples']} samples vs {r['samples']} test images)",
-        "| model | steps | fid_clf ↓ | precision | recall | class accuracy | sampler |",
-        "|---|---|---|---|---|---|---|",
+        f"({r['samples']} samples vs {r['samples']} test images; sampling budget "
+        f"{r.get('sample_ms', '?')} ms per image)",
+        "| model | steps | fid_clf ↓ (95 % interval) | floor at N | precision | recall | class accuracy "
+        "| sampler | ms/image |",
+        "|---|---|---|---|---|---|---|---|---|",
         *[
-            f"| {q['family']} | {q['steps']} | {q['fid_clf']:.2f} | {q['precision']:.3f} | "
-            f"{q['recall']:.3f} | "
-            f"{f(q['class_accuracy'])} | {q['sampler']} |"
+            f"| {q['family']} | {q['steps']} | {q['fid_clf']:.2f} ({f(q.get('fid_low'), '.1f')}–"
+            f"{f(q.get('fid_high'), '.1f')}) | {f(q.get('floor'), '.2f')} | {q['precision']:.3f} | "
+            f"{q['recall']:.3f} | {f(q['class_accuracy'])} | {q['sampler']} | "
+            f"{f(q.get('sample_ms'), '.1f')} |"
             for q in r["quality"]
         ],
         *[
-            f"| *{name}* | - | {m['fid_clf']:.2f} | {m['precision']:.3f} | {m['recall']:.3f} | - | - |"
+            f"| *{name}* | - | {m['fid_clf']:.2f} | - | {m['precision']:.3f} | {m['recall']:.3f} "
+            "| - | - | - |"
             for name, m in r["references"].items()
         ],
         "",
@@ -214,7 +250,7 @@ def render(r: dict) -> str:
         "| sampler | images/s | speed-up | fid_clf ↓ | precision | recall | class accuracy |",
         "|---|---|---|---|---|---|---|",
     ]
-    base = r["samplers"][0]["images_per_s"]
+    base = r["samplers"][0]["images_per_s"] if r["samplers"] else 1.0
     for s in r["samplers"]:
         lines.append(
             f"| {s['sampler']} | {s['images_per_s']:.2f} | {s['images_per_s'] / base:.0f}× | "

@@ -183,7 +183,7 @@ def image(
         "--family",
         "-f",
         help="vae, gan, diffusion or latent-diffusion (an autoencoder, then a captioned U-Net in its "
-        "latent grid; image sides divisible by 8).",
+        "latent grid).",
     ),  # fmt: skip
     dataset: str = typer.Option(..., "--dataset", "-d", help="Image dataset version (NAME, NAME@vN, id)."),
     name: str = typer.Option(..., "--name", "-n", help="Model name: the run registers NAME@vN."),

@@ -190,7 +190,7 @@ class ImageGenerator:
             return x
         from lamina.models.latent_diffusion import decode
 
-        return decode(self.modules["vae"], x, self.modules["latent_scale"])
+        return decode(self.modules["vae"], x, self.modules["latent_scale"], self.info.image_size)
 
     def _captions(self, texts: list[str]) -> torch.Tensor:
         """Conditions for captions: token states (latent diffusion) or sentence vectors (diffusion)."""

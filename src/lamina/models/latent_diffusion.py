@@ -30,17 +30,16 @@ from lamina.models.diffusion import NULL_DROPOUT, SNR_GAMMA, TEXT_DIM
 LATENT_CHANNELS = 4
 DOWNSAMPLE = 4  # three autoencoder blocks halve the side twice
 PROMPT_TOKENS = 16  # captions are short; the pipeline pads every prompt to this many tokens
-VAE_SHARE = 0.3
+VAE_SHARE = 0.15  # of the steps; an autoencoder step costs 2.4× a U-Net step here, so ~30 % of the time
 KL_WEIGHT = 1e-3  # per pixel: enough to keep the latents bounded, small beside reconstruction
 
 
-def check_image_size(size: int) -> None:
-    """Stable Diffusion's pipeline needs sides divisible by 8 (and the latent grid by 2)."""
-    if size % 8:
-        raise ConfigError(
-            f"latent diffusion needs an image size divisible by 8, got {size}",
-            hint=f"pass --image-size {8 * -(-size // 8)}",
-        )
+def padded_size(size: int) -> int:
+    """The side the autoencoder works at: Stable Diffusion's pipeline needs sides divisible by 8, so
+    28×28 MNIST is drawn at 32×32 with a 2-pixel border of background that Lamina crops off."""
+    if size < 8:
+        raise ConfigError(f"latent diffusion needs images of at least 8×8, got {size}×{size}")
+    return 8 * -(-size // 8)
 
 
 def build_autoencoder(image_size: int, channels: int) -> Any:
@@ -67,7 +66,7 @@ def build_latent_unet(image_size: int) -> Any:
         sample_size=image_size // DOWNSAMPLE,
         in_channels=LATENT_CHANNELS,
         out_channels=LATENT_CHANNELS,
-        block_out_channels=(64, 128),
+        block_out_channels=(32, 64),  # 8 steps/s at batch 64 here; (64, 128) took 2× as long
         layers_per_block=1,
         down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
@@ -111,10 +110,11 @@ class LatentDiffusion(nn.Module):
     scale are buffers, so a resumed run continues in the right stage with the same scale.
     """
 
-    def __init__(self, vae: Any, unet: Any, scheduler: Any, vae_steps: int = 0) -> None:
+    def __init__(self, vae: Any, unet: Any, scheduler: Any, image_size: int, vae_steps: int = 0) -> None:
         super().__init__()
         self.vae, self.unet, self.scheduler = vae, unet, scheduler
         self.vae_steps = vae_steps
+        self.pad = (padded_size(image_size) - image_size) // 2
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
         self.register_buffer("latent_scale", torch.zeros(()))
 
@@ -133,6 +133,8 @@ class LatentDiffusion(nn.Module):
     ) -> dict[str, torch.Tensor]:
         if self.training:
             self.step += 1
+        if self.pad:  # the border is background: -1 (black), as in MNIST and Fashion-MNIST
+            images = F.pad(images, [self.pad] * 4, value=-1.0)
         if self.in_vae_stage:
             return self._autoencoder_loss(images, vae_noise)
         with torch.no_grad():
@@ -191,7 +193,9 @@ def load_modules(folder: Path) -> dict[str, Any]:
 
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import AutoTokenizer, BertModel
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()
     vae = AutoencoderKL.from_pretrained(folder / "vae").eval()
     return {
         "unet": UNet2DConditionModel.from_pretrained(folder / "unet").eval(),
@@ -204,8 +208,11 @@ def load_modules(folder: Path) -> dict[str, Any]:
 
 
 @torch.no_grad()
-def decode(vae: Any, latents: torch.Tensor, scale: float) -> torch.Tensor:
-    return vae.decode(latents / scale).sample.clamp(-1, 1)  # type: ignore[no-any-return]
+def decode(vae: Any, latents: torch.Tensor, scale: float, image_size: int) -> torch.Tensor:
+    """Images in [-1, 1], the padding border cropped off."""
+    images = vae.decode(latents / scale).sample.clamp(-1, 1)
+    pad = (images.shape[-1] - image_size) // 2
+    return images[..., pad : pad + image_size, pad : pad + image_size]  # type: ignore[no-any-return]
 
 
 def training_schedule() -> Any:

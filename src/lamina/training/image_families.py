@@ -193,11 +193,12 @@ class LatentDiffusionFamily(DiffusionFamily):
     conditions = ("class", "text")
 
     def build(self, data: Any, condition: str, gan_loss: str) -> Any:
-        latent_diffusion.check_image_size(data.image_size)
+        side = latent_diffusion.padded_size(data.image_size)
         return latent_diffusion.LatentDiffusion(
-            latent_diffusion.build_autoencoder(data.image_size, data.channels),
-            latent_diffusion.build_latent_unet(data.image_size),
+            latent_diffusion.build_autoencoder(side, data.channels),
+            latent_diffusion.build_latent_unet(side),
             latent_diffusion.training_schedule(),
+            data.image_size,
         )
 
     def plan(self, model: Any, max_steps: int) -> None:
@@ -209,7 +210,7 @@ class LatentDiffusionFamily(DiffusionFamily):
     def draw(
         self, out: dict[str, torch.Tensor], batch_size: int, generator: torch.Generator, task: Any
     ) -> None:
-        side = task.data.image_size // latent_diffusion.DOWNSAMPLE
+        side = latent_diffusion.padded_size(task.data.image_size) // latent_diffusion.DOWNSAMPLE
         shape = (batch_size, latent_diffusion.LATENT_CHANNELS, side, side)
         out["noise"] = torch.randn(shape, generator=generator)
         out["vae_noise"] = torch.randn(shape, generator=generator)
