@@ -48,7 +48,7 @@ SHAKESPEARE = SHARED / "text" / "tinyshakespeare.txt"
 ADMIN = "bench-admin-key"
 FPR = 0.05
 
-from machine import machine_line, save  # noqa: E402
+from machine import machine_info, machine_line, save  # noqa: E402
 
 from lamina.guardrails.classifier import TextClassifier, tpr_at_fpr  # noqa: E402
 from lamina.guardrails.training import KINDS  # noqa: E402
@@ -397,7 +397,7 @@ def in_process_latency(model: object, runs: int) -> dict:
     }
 
 
-def served_latency(model_folder: Path, runs: int) -> dict:
+def served_latency(model_folder: Path, runs: int, settings: dict[str, str] | None = None) -> dict:
     """One ``lamina serve`` with the default policy for user keys and none for the admin key."""
     import httpx
 
@@ -449,7 +449,7 @@ def served_latency(model_folder: Path, runs: int) -> dict:
     ws.close()
     from serve import start_server  # bench/serve.py: `lamina serve` on a free port, waited for
 
-    process, url = start_server(work / "ws", "bench@champion")
+    process, url = start_server(work / "ws", "bench@champion", settings)
     prompt = prompt_500_tokens()
     timings: dict[str, list[float]] = {"rails": [], "none": [], "ttft_rails": [], "ttft_none": []}
     statuses: dict[str, list[int]] = {"rails": [], "none": []}
@@ -625,7 +625,15 @@ def main() -> None:
     parser.add_argument(
         "--toxicity-finetune", action="store_true", help="also fine-tune MiniLM on toxicity (~10 min)"
     )
+    parser.add_argument(
+        "--latency-only", action="store_true",
+        help="only the latency part, with the default rail's model trained for 1 epoch on 200 prompts "
+        "(the same architecture and input length as the full run's: its speed, not its accuracy)",
+    )  # fmt: skip
     args = parser.parse_args()
+    if args.latency_only:
+        latency_only()
+        return
     results: dict = {"injection": injection(args.quick)}
     models = results["injection"].pop("_models")
     results["toxicity"] = toxicity(args.quick, args.toxicity_finetune)
@@ -642,9 +650,41 @@ def main() -> None:
     save("rails" if not args.quick else "rails_quick", results, render({**results, "machine": _machine()}))
 
 
-def _machine() -> dict:
-    from machine import machine_info
+def latency_only() -> None:
+    from lamina.guardrails.classifier import load_classifier
+    from lamina.guardrails.finetuned import FineTunedClassifier
 
+    rows = [json.loads(line) for line in PROMPT_GUARD.open()][::4][:200]
+    kind = KINDS["injection"]
+    model = FineTunedClassifier(kind.classes, kind.heads, epochs=1)
+    model.fit([r["text"] for r in rows], [r["label"] for r in rows])
+    model.calibrate([r["text"] for r in rows], [r["label"] for r in rows])
+    folder = Path(tempfile.mkdtemp(prefix="lamina-bench-railmodel-")) / "model"
+    model.save(folder)
+    latency = {"in_process": in_process_latency(load_classifier(folder), 100)}
+    latency["served"] = served_latency(folder, 40)
+    # the same, with the input rails run before the model starts instead of beside its prefill
+    latency["served_rails_first"] = served_latency(folder, 40, {"LAMINA_RAILS__OVERLAP_PREFILL": "false"})
+    inner, served, first = latency["in_process"], latency["served"], latency["served_rails_first"]
+    lines = [
+        "# Guardrails latency (`bench/rails.py --latency-only`)", "", machine_line(machine_info()), "",
+        f"In-process, the default input rail set on a {inner['prompt_chars']}-character (~500-token) prompt: "
+        f"p50 {inner['p50_ms']:.2f} ms ("
+        + ", ".join(f"{k} {v:.2f}" for k, v in inner["per_rail_p50_ms"].items()) + " ms).", "",
+        f"Through `lamina serve` ({served['requests_each']} interleaved requests each, same server): chat "
+        f"with the 500-token prompt p50 {served['p50_ms']['rails']:.1f} ms with rails vs "
+        f"{served['p50_ms']['none']:.1f} ms without (**{served['added_p50_ms']:+.1f} ms**; target ≤ 10 ms); "
+        f"streaming TTFT p50 {served['p50_ms']['ttft_rails']:.1f} ms with output rails vs "
+        f"{served['p50_ms']['ttft_none']:.1f} ms (**×{served['ttft_ratio']:.2f}**; target ≤ ×1.10). "
+        f"The input rails ran beside the prefill (`rails.overlap_prefill`, the default).", "",
+        f"With `rails.overlap_prefill: false` (rails first, then the model; a second server, same "
+        f"workspace): {first['p50_ms']['rails']:.1f} ms with rails vs {first['p50_ms']['none']:.1f} ms "
+        f"without (**{first['added_p50_ms']:+.1f} ms**).", "",
+    ]  # fmt: skip
+    save("rails_latency", {"latency": latency}, "\n".join(lines))
+
+
+def _machine() -> dict:
     return machine_info()
 
 

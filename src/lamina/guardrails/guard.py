@@ -120,12 +120,19 @@ class Guard:
             self.observe(context.get("stage", "?"), rail.name, verdict, time.perf_counter() - started)
         return verdict
 
+    def input_parts(self) -> tuple[list[Rail], list[Rail]]:
+        """(the input rails that may rewrite a text: redactors; those that only judge it: block or
+        flag). The judges can run while the model already reads the rewritten prompt."""
+        rewriting = [r for r in self.input if r.action == "redact"]
+        return rewriting, [r for r in self.input if r.action != "redact"]
+
     def check(
-        self, texts: list[str], context: dict[str, Any], stage: str = "input", whole: bool = True
-    ) -> Checked:
-        """Run the stage's rails over each text (in order; a block stops the rest); redactions of
-        every rail are applied to the texts returned."""
-        rails = self.input if stage == "input" else self.output
+        self, texts: list[str], context: dict[str, Any], stage: str = "input", whole: bool = True,
+        only: list[Rail] | None = None,
+    ) -> Checked:  # fmt: skip
+        """Run the stage's rails (or ``only`` these) over each text (in order; a block stops the
+        rest); redactions of every rail are applied to the texts returned."""
+        rails = only if only is not None else self.input if stage == "input" else self.output
         if not whole:
             rails = [r for r in rails if not r.whole_answer]
         context = {**context, "stage": stage}

@@ -87,6 +87,7 @@ class PolicyConfig(BaseModel):
     output: list[RailSpec] | None = None
     window: int = Field(48, ge=8, le=4096)
     rules: list[Rule] = Field(default_factory=list)
+    overlap_prefill: bool = True  # chat: the input rails run while the model reads the prompt
 
     @classmethod
     def parse(cls, data: dict[str, Any]) -> PolicyConfig:
@@ -108,8 +109,8 @@ class PolicyConfig(BaseModel):
 class Policies:
     """The built guards: the policy's own and one per rule, chosen per request."""
 
-    def __init__(self, base: Guard, rules: list[tuple[Match, Guard]]) -> None:
-        self.base, self.rules = base, rules
+    def __init__(self, base: Guard, rules: list[tuple[Match, Guard]], overlap_prefill: bool = True) -> None:
+        self.base, self.rules, self.overlap_prefill = base, rules, overlap_prefill
 
     @classmethod
     def build(cls, data: dict[str, Any] | None, ws: Any = None, observe: Any = None) -> Policies | None:
@@ -129,7 +130,7 @@ class Policies:
             )
         if not base.active and not any(g.active for _, g in rules):
             return None
-        return cls(base, rules)
+        return cls(base, rules, config.overlap_prefill)
 
     def guard(self, route: str, model: str, role: str) -> Guard:
         for match, guard in self.rules:

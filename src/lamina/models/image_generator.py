@@ -192,7 +192,7 @@ class ImageGenerator:
 
         return decode(self.modules["vae"], x, self.modules["latent_scale"], self.info.image_size)
 
-    def _captions(self, texts: list[str]) -> torch.Tensor:
+    def captions_condition(self, texts: list[str]) -> torch.Tensor:
         """Conditions for captions: token states (latent diffusion) or sentence vectors (diffusion)."""
         if self.info.is_latent:
             from lamina.models.latent_diffusion import encode_prompts
@@ -202,10 +202,10 @@ class ImageGenerator:
 
         return embed(texts)
 
-    def _null(self, n: int) -> torch.Tensor:
+    def null_condition(self, n: int) -> torch.Tensor:
         """The empty condition classifier-free guidance steers away from."""
         if self.info.is_latent:
-            return self._captions([""]).expand(n, -1, -1)
+            return self.captions_condition([""]).expand(n, -1, -1)
         from lamina.models.text_encoder import DIMENSION
 
         return torch.zeros(n, DIMENSION)
@@ -219,8 +219,8 @@ class ImageGenerator:
             return {"labels": classes}
         if self.info.condition == "class" and not self.info.is_latent:
             return {"cond": classes, "null": torch.full((n,), len(self.info.class_names), dtype=torch.long)}
-        table = self._captions([self.info.caption(k) for k in range(len(self.info.class_names))])
-        return {"cond": table[classes], "null": self._null(n)}
+        table = self.captions_condition([self.info.caption(k) for k in range(len(self.info.class_names))])
+        return {"cond": table[classes], "null": self.null_condition(n)}
 
     def _labels(self, n: int, class_id: int | None, generator: torch.Generator) -> torch.Tensor | None:
         """VAE/GAN conditional models need a label per image: the one asked for, or random ones."""
@@ -235,15 +235,15 @@ class ImageGenerator:
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         if self.info.is_latent:  # a class is asked for by its caption
             text = prompt or (self.info.caption(class_id) if class_id is not None else "")
-            null = self._null(n)
-            return (self._captions([text]).expand(n, -1, -1) if text else null), null
+            null = self.null_condition(n)
+            return (self.captions_condition([text]).expand(n, -1, -1) if text else null), null
         if self.info.condition == "class":
             null_id = len(self.info.class_names)
             label = null_id if class_id is None else class_id
             return torch.full((n,), label, dtype=torch.long), torch.full((n,), null_id, dtype=torch.long)
         if self.info.condition == "text":
-            null = self._null(n)
-            return (self._captions([prompt]).expand(n, -1) if prompt else null), null
+            null = self.null_condition(n)
+            return (self.captions_condition([prompt]).expand(n, -1) if prompt else null), null
         return None, None
 
     # -- latent space ---------------------------------------------------------------------------

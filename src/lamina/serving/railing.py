@@ -11,6 +11,8 @@ tokens a rail redacts.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import Request
@@ -58,15 +60,30 @@ def record(request: Request, stage: str, verdicts: list[Verdict]) -> None:
         noted.extend({"stage": stage, **v.summary()} for v in acted)
 
 
-async def check_input(guard: Guard | None, texts: list[str], request: Request, model: str) -> list[str]:
-    """The texts after the input rails (redacted where a rail redacts); raises when one blocks."""
-    if guard is None or not guard.input or not texts:
+async def check_input(
+    guard: Guard | None, texts: list[str], request: Request, model: str, only: list[Any] | None = None
+) -> list[str]:
+    """The texts after the input rails (or ``only`` these; redacted where a rail redacts); raises
+    when one blocks."""
+    if guard is None or not guard.input or not texts or only == []:
         return texts
-    checked = await asyncio.to_thread(guard.check, texts, context(request, model), "input")
+    checked = await asyncio.to_thread(guard.check, texts, context(request, model), "input", True, only)
     record(request, "input", checked.verdicts)
     if checked.blocked is not None:
         raise ContentFiltered(checked.blocked)
     return checked.texts
+
+
+@contextlib.asynccontextmanager
+async def speculating(pending: asyncio.Future[Any] | None) -> AsyncIterator[None]:
+    """Around the work done while the input rails still run: if it fails, the rails' answer is awaited
+    first, so a blocked input is still answered as blocked (and no rail task is left unawaited)."""
+    try:
+        yield
+    except BaseException:
+        if pending is not None:
+            await pending  # raises ContentFiltered when a rail blocked
+        raise
 
 
 def refuse_logprobs(guard: Guard | None, asked: bool) -> None:

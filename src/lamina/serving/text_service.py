@@ -178,7 +178,55 @@ class TextService:
             return await chat_in_thread(self, body, request)
         guard = railing.guard_for(self.rails, request, body.model)
         railing.refuse_logprobs(guard, bool(body.logprobs))
+        if body.rag is None and guard is not None and guard.input and self.rails.overlap_prefill:
+            # the rails that may rewrite a message (redactors) run first; those that only judge it
+            # (the injection classifier: the slow one) run beside the model's prefill. Nothing reaches
+            # the client before they pass; a block cancels the early start
+            rewriting, judging = guard.input_parts()
+            asked = body
+            body = await self._railed_messages(guard, body, request, rewriting)
+            pending = asyncio.ensure_future(self._railed_messages(guard, asked, request, judging))
+            return await self._chat(body, request, guard, pending, asked)
         body = await self._railed_messages(guard, body, request)
+        return await self._chat(body, request, guard)
+
+    async def _chat(
+        self, body: ChatRequest, request: Request, guard: Any, pending: asyncio.Future[Any] | None = None,
+        judged: ChatRequest | None = None,
+    ) -> Any:  # fmt: skip
+        """The answer to a chat whose messages passed the input rails, or are still being judged by
+        ``pending`` (which returns ``judged`` itself unless a rail changed it)."""
+        async with railing.speculating(pending):  # an error before the model starts: a block wins
+            prepared = await self._prepare_chat(body, request, guard)
+            if not isinstance(prepared, tuple):
+                return prepared  # answered without the model (RAG found nothing, or extractive)
+            body, engine, version, prompt, spec, tools, grounding, extra = prepared
+            jobs = self._submit_chat(engine, prompt, body, spec, request)
+        if pending is not None:
+            try:
+                checked = await pending
+            except BaseException:
+                generation.cancel(jobs)
+                raise
+            if judged is not None and checked is not judged:  # a judge rewrote a message: start again
+                generation.cancel(jobs)
+                return await self._chat(await self._railed_messages(guard, judged, request), request, guard)
+        request.state.model_version = version.id
+        created, rid, deadline = int(time.time()), f"chatcmpl-{uuid.uuid4().hex[:24]}", self._deadline()
+        sources = shown_sources(grounding)
+        if body.stream:
+            await generation.started(jobs, request, deadline, engine.retry_after)
+            streams = railing.GuardedStreams(guard, request, body.model, sources, jobs)
+            return shaping.sse(
+                self._chat_chunks(jobs, rid, created, body, request, engine, tools, deadline, extra, streams),
+                jobs,
+            )
+        return await self._chat_answer(jobs, body, request, engine, version, tools, extra, sources, guard,
+                                       created, rid, deadline)  # fmt: skip
+
+    async def _prepare_chat(self, body: ChatRequest, request: Request, guard: Any) -> Any:
+        """(body, engine, version, prompt, grammar, tools, grounding, extra) for the model; or the answer
+        when none is needed (RAG found nothing to say, or answers extractively)."""
         extra: dict[str, Any] = {}  # the rag extension's citations and grounding, when asked for
         grounding = None
         if body.rag is not None:
@@ -198,33 +246,29 @@ class TextService:
             request.state.citations = _cited(grounding.citations)
         spec, tools = chat_grammar(body)
         prompt = render_chat(tokenizer, body)
-        top = (body.top_logprobs or 0) if body.logprobs else None
         limit = body.max_completion_tokens or body.max_tokens
         if limit:
             body = body.model_copy(update={"max_tokens": limit})
+        return body, engine, version, prompt, spec, tools, grounding, extra
+
+    @staticmethod
+    def _submit_chat(
+        engine: TextEngine, prompt: str, body: ChatRequest, spec: GrammarSpec | None, request: Request
+    ) -> generation.Jobs:
         grammar = spec.encode() if spec else None
-        jobs = [
-            (
-                j,
-                _submit(
-                    engine,
-                    prompt,
-                    body.sampling(256, top, j).model_copy(update={"grammar": grammar}),
-                    request,
-                ),
-            )
+        top = (body.top_logprobs or 0) if body.logprobs else None
+        return [
+            (j, _submit(engine, prompt, body.sampling(256, top, j).model_copy(update={"grammar": grammar}),
+                        request))
             for j in range(body.n)
-        ]
-        request.state.model_version = version.id
-        created, rid, deadline = int(time.time()), f"chatcmpl-{uuid.uuid4().hex[:24]}", self._deadline()
-        sources = shown_sources(grounding)
-        if body.stream:
-            await generation.started(jobs, request, deadline, engine.retry_after)
-            streams = railing.GuardedStreams(guard, request, body.model, sources, jobs)
-            return shaping.sse(
-                self._chat_chunks(jobs, rid, created, body, request, engine, tools, deadline, extra, streams),
-                jobs,
-            )
+        ]  # fmt: skip
+
+    async def _chat_answer(
+        self, jobs: generation.Jobs, body: ChatRequest, request: Request, engine: TextEngine, version: Any,
+        tools: ToolMode, extra: dict[str, Any], sources: list[str] | None, guard: Any, created: int, rid: str,
+        deadline: float,
+    ) -> Any:  # fmt: skip
+        """The whole (non-streamed) answer: every choice through the output rails."""
         results = await generation.collect(jobs, request, deadline, engine.retry_after)
         choices: list[dict[str, Any]] = []
         for (index, _), events in zip(jobs, results, strict=True):
@@ -239,7 +283,7 @@ class TextService:
             choices.append(
                 {
                     "index": index, "message": message, "finish_reason": finish,
-                    "logprobs": shaping.chat_logprobs(tokenizer, events) if body.logprobs else None,
+                    "logprobs": shaping.chat_logprobs(engine.tokenizer, events) if body.logprobs else None,
                 }
             )  # fmt: skip
         usage = self._usage(request, jobs, body.n)
@@ -250,19 +294,24 @@ class TextService:
             usage=usage,
         ).model_dump(exclude_unset=False) | extra  # fmt: skip
 
-    async def _railed_messages(self, guard: Any, body: ChatRequest, request: Request) -> ChatRequest:
-        """The request with every message but the assistant's through the input rails (a blocked one
-        raises): what users send, and what tools and earlier turns put in the conversation."""
+    async def _railed_messages(
+        self, guard: Any, body: ChatRequest, request: Request, only: list[Any] | None = None
+    ) -> ChatRequest:
+        """The request with every message but the assistant's through the input rails (or ``only``
+        these; a blocked one raises): what users send, and what tools and earlier turns put in the
+        conversation."""
         if guard is None or not guard.input:
             return body
         checked = [i for i, m in enumerate(body.messages) if m.role != "assistant" and m.text()]
         texts = await railing.check_input(
-            guard, [body.messages[i].text() for i in checked], request, body.model
+            guard, [body.messages[i].text() for i in checked], request, body.model, only
         )
         messages = list(body.messages)
         for i, text in zip(checked, texts, strict=True):
             if text != messages[i].text():
                 messages[i] = messages[i].model_copy(update={"content": text})
+        if messages == list(body.messages):
+            return body  # nothing redacted: the very same request (the chat path relies on it)
         return body.model_copy(update={"messages": messages})
 
     async def _answer_without_model(
