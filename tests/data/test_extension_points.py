@@ -35,7 +35,7 @@ def test_every_extension_point_is_declared_in_one_place() -> None:
     assert set(POINTS) >= {"sources", "steps", "filter_hooks", "image_families", "rails", "retrievers"}
     assert {"jsonl", "csv", "http", "sql"} <= set(SOURCES.names())
     assert {"normalize", "dedup", "hook"} <= set(STEPS.names())
-    assert POINTS["image_families"].names() == ["diffusion", "gan", "vae"]
+    assert POINTS["image_families"].names() == ["diffusion", "gan", "latent-diffusion", "vae"]
 
 
 def test_a_duplicate_name_is_refused_and_names_both_registrants() -> None:
