@@ -186,16 +186,15 @@ class TextService:
             asked = body
             body = await self._railed_messages(guard, body, request, rewriting)
             pending = asyncio.ensure_future(self._railed_messages(guard, asked, request, judging))
-            return await self._chat(body, request, guard, pending, asked)
+            return await self._chat(body, request, guard, pending)
         body = await self._railed_messages(guard, body, request)
         return await self._chat(body, request, guard)
 
     async def _chat(
-        self, body: ChatRequest, request: Request, guard: Any, pending: asyncio.Future[Any] | None = None,
-        judged: ChatRequest | None = None,
-    ) -> Any:  # fmt: skip
+        self, body: ChatRequest, request: Request, guard: Any, pending: asyncio.Future[Any] | None = None
+    ) -> Any:
         """The answer to a chat whose messages passed the input rails, or are still being judged by
-        ``pending`` (which returns ``judged`` itself unless a rail changed it)."""
+        ``pending`` (rails that block or flag, never rewrite: only its outcome matters)."""
         async with railing.speculating(pending):  # an error before the model starts: a block wins
             prepared = await self._prepare_chat(body, request, guard)
             if not isinstance(prepared, tuple):
@@ -204,13 +203,10 @@ class TextService:
             jobs = self._submit_chat(engine, prompt, body, spec, request)
         if pending is not None:
             try:
-                checked = await pending
+                await pending  # raises when a judge blocked
             except BaseException:
                 generation.cancel(jobs)
                 raise
-            if judged is not None and checked is not judged:  # a judge rewrote a message: start again
-                generation.cancel(jobs)
-                return await self._chat(await self._railed_messages(guard, judged, request), request, guard)
         request.state.model_version = version.id
         created, rid, deadline = int(time.time()), f"chatcmpl-{uuid.uuid4().hex[:24]}", self._deadline()
         sources = shown_sources(grounding)
@@ -311,7 +307,7 @@ class TextService:
             if text != messages[i].text():
                 messages[i] = messages[i].model_copy(update={"content": text})
         if messages == list(body.messages):
-            return body  # nothing redacted: the very same request (the chat path relies on it)
+            return body  # nothing redacted: no copy
         return body.model_copy(update={"messages": messages})
 
     async def _answer_without_model(
