@@ -16,7 +16,10 @@ out as test, so N = 1,000 still fits; class names as captions):
    the diffusion model from part 2.
 
     .venv/bin/python bench/images.py [--budget-min 10] [--samples 2000] [--sample-ms 40]
-        [--sampler-samples 128] [--families vae,gan,diffusion,latent-diffusion]
+        [--sampler-samples 128] [--families vae,gan,diffusion,latent-diffusion] [--keep-others]
+
+``--keep-others`` reruns only ``--families`` and keeps the other rows of the last run with the same
+settings; every row names the commit and date it was measured at.
 
 Peak RSS is reported. Writes bench/results/images.json, images.md and sample grids under
 bench/results/images/.
@@ -155,6 +158,11 @@ def main() -> None:
     parser.add_argument("--name", default="images", help="results file stem (bench/results/NAME.json)")
     parser.add_argument("--families", default=",".join(FAMILIES), help="comma list of families to run")
     parser.add_argument(
+        "--keep-others", action="store_true",
+        help="keep the other families' rows from the last NAME.json (same dataset, budget, N and sampling "
+        "budget; each kept row names the run it came from): rerun one family after changing only it",
+    )  # fmt: skip
+    parser.add_argument(
         "--steps", default="", help="fixed step counts instead of calibrating, e.g. diffusion=1000,vae=20000"
     )
     args = parser.parse_args()
@@ -219,8 +227,19 @@ def main() -> None:
     samplers = sampler_rows(ws, clf, test, k, grids) if "diffusion" in args.families.split(",") else []
     sampler_floor = feature_metrics(clf, test[:k], test[k : 2 * k])
 
+    machine = {**machine_info(), "threads": torch.get_num_threads()}
+    for row in rows + speed:
+        row["run"] = f"{machine['git_sha']} {machine['date']}"
+    if args.keep_others:
+        kept_rows, kept_speed = kept_from_last(args, n)
+        if not samplers:  # part 3 is the pixel diffusion model's: kept with its row
+            last = json.loads((RESULTS / f"{args.name}.json").read_text())
+            samplers, sampler_floor = last["samplers"], last["sampler_floor"]
+        order = FAMILIES.index
+        rows = sorted(kept_rows + rows, key=lambda q: order(q["family"]))
+        speed = sorted(kept_speed + speed, key=lambda q: order(q["family"]))
     report = {
-        "machine": {**machine_info(), "threads": torch.get_num_threads()},
+        "machine": machine,
         "dataset": DATA, "budget_min": args.budget_min, "samples": n, "sample_ms": args.sample_ms,
         "classifier": clf_version.ref,
         "classifier_accuracy": clf_version.metrics["val_accuracy"], "speed": speed, "quality": rows,
@@ -234,6 +253,25 @@ def main() -> None:
     print(md)
     if args.workspace is None:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def kept_from_last(args: argparse.Namespace, n: int) -> tuple[list[dict], list[dict]]:
+    """The other families' rows of the last run with the same settings (refused when they differ:
+    rows measured under other budgets are not comparable)."""
+    path = RESULTS / f"{args.name}.json"
+    if not path.exists():
+        raise SystemExit(f"--keep-others: no earlier {path} to keep rows from")
+    last = json.loads(path.read_text())
+    same = (last.get("dataset", "mnist"), last["budget_min"], last["samples"], last.get("sample_ms"))
+    if same != (DATA, args.budget_min, n, args.sample_ms):
+        raise SystemExit(f"--keep-others: {path} was run with (dataset, budget, N, ms) = {same}; rerun all")
+    ran = set(args.families.split(","))
+    run = f"{last['machine']['git_sha']} {last['machine']['date']}"
+
+    def kept(key: str) -> list[dict]:
+        return [{"run": run, **row} for row in last[key] if row["family"] not in ran]
+
+    return kept("quality"), kept("speed")
 
 
 def render(r: dict) -> str:
@@ -256,18 +294,18 @@ def render(r: dict) -> str:
         f"({r['samples']} samples vs {r['samples']} test images; sampling budget "
         f"{r.get('sample_ms', '?')} ms per image)",
         "| model | steps | fid_clf ↓ (95 % interval) | floor at N | precision | recall | class accuracy "
-        "| sampler | ms/image |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| sampler | ms/image | run (sha, date) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
         *[
             f"| {q['family']} | {q['steps']} | {q['fid_clf']:.2f} ({f(q.get('fid_low'), '.1f')}–"
             f"{f(q.get('fid_high'), '.1f')}) | {f(q.get('floor'), '.2f')} | {q['precision']:.3f} | "
             f"{q['recall']:.3f} | {f(q['class_accuracy'])} | {q['sampler']} | "
-            f"{f(q.get('sample_ms'), '.1f')} |"
+            f"{f(q.get('sample_ms'), '.1f')} | {q.get('run', r['machine']['git_sha'])} |"
             for q in r["quality"]
         ],
         *[
             f"| *{name}* | - | {m['fid_clf']:.2f} | - | {m['precision']:.3f} | {m['recall']:.3f} "
-            "| - | - | - |"
+            "| - | - | - | - |"
             for name, m in r["references"].items()
         ],
         "",
