@@ -35,6 +35,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -59,7 +60,12 @@ from machine import machine_info, machine_line  # noqa: E402
 from lamina.core.workspace import Workspace  # noqa: E402
 from lamina.data.pipeline import build_dataset  # noqa: E402
 from lamina.data.recipe import parse_recipe  # noqa: E402
-from lamina.evaluation.images import feature_classifier, feature_metrics, noise_images  # noqa: E402
+from lamina.evaluation.images import (  # noqa: E402
+    difference_interval,
+    feature_classifier,
+    feature_metrics,
+    noise_images,
+)
 from lamina.hub.registry import model_path  # noqa: E402
 from lamina.models import diffusion  # noqa: E402
 from lamina.models.grid import save_grid  # noqa: E402
@@ -112,6 +118,27 @@ def sampling_ms(ws: Workspace, ref: str, steps: int, n: int = 100) -> float:
     gen.sample(n, torch.Generator().manual_seed(0), **gen.balanced(n), steps=steps, sampler="dpm",
                guidance=diffusion.DEFAULT_GUIDANCE)  # fmt: skip
     return (time.perf_counter() - started) * 1000 / n
+
+
+def sample_features(ws: Workspace, ref: str, steps: int, n: int, clf) -> Any:
+    """The classifier features of ``n`` balanced samples (seed 0), as the quality rows draw them."""
+    gen = ImageGenerator.load(model_path(ws, ref))
+    images = gen.sample(n, torch.Generator().manual_seed(0), **gen.balanced(n), steps=steps, sampler="dpm",
+                        guidance=diffusion.DEFAULT_GUIDANCE)  # fmt: skip
+    return clf.embed(images)
+
+
+def paired_rows(real: Any, features: dict[str, Any]) -> list[dict]:
+    """Each diffusion family against each one-pass family on the same real images: fid_clf(a) − fid_clf(b)
+    with its paired 95 % interval (``difference_interval``); below 0 throughout means a is better."""
+    rows = []
+    for a in (f for f in features if f in DIFFUSION):
+        for b in (f for f in features if f not in DIFFUSION):
+            diff, low, high = difference_interval(real, features[a], features[b])
+            verdict = "better" if high < 0 else "worse" if low > 0 else "not distinguishable"
+            rows.append({"a": a, "b": b, "difference": diff, "low": low, "high": high, "verdict": verdict})
+            print(json.dumps(rows[-1]), flush=True)
+    return rows
 
 
 def steps_within(ws: Workspace, family: str, budget_ms: float) -> int:
@@ -189,6 +216,7 @@ def main() -> None:
         "Gaussian noise": feature_metrics(clf, test[:n], noise_images(test[:n])),
     }
     fixed = {k: int(v) for k, v in (item.split("=") for item in args.steps.split(",") if item)}
+    features = {}  # family → its samples' classifier features, for the paired comparison
     for family in args.families.split(","):
         s_per_step = calibrate(ws, family)
         steps = fixed.get(family) or max(50, int(args.budget_min * 60 / s_per_step * 0.93))  # room for evals
@@ -220,7 +248,9 @@ def main() -> None:
             }
         )  # fmt: skip
         shutil.copyfile(model_path(ws, result.version) / "samples.png", grids / f"{DATA}-{family}.png")
+        features[family] = sample_features(ws, f"{DATA}-{family}", sample_steps, n, clf)
         print(json.dumps(rows[-1]), flush=True)
+    paired = paired_rows(clf.embed(test[:n]), features)  # families run here (kept rows have no samples)
 
     # Part 3: samplers on the pixel diffusion model (same noise seed, same N for each).
     k = args.sampler_samples
@@ -243,6 +273,7 @@ def main() -> None:
         "dataset": DATA, "budget_min": args.budget_min, "samples": n, "sample_ms": args.sample_ms,
         "classifier": clf_version.ref,
         "classifier_accuracy": clf_version.metrics["val_accuracy"], "speed": speed, "quality": rows,
+        "paired": paired,
         "references": references, "samplers": samplers, "sampler_samples": k, "sampler_floor": sampler_floor,
         "peak_rss_mb": peak_rss_mb(),
     }  # fmt: skip
@@ -307,6 +338,19 @@ def render(r: dict) -> str:
             f"| *{name}* | - | {m['fid_clf']:.2f} | - | {m['precision']:.3f} | {m['recall']:.3f} "
             "| - | - | - | - |"
             for name, m in r["references"].items()
+        ],
+        "",
+        "## Diffusion against the one-pass families, paired (same real images; fid_clf(a) − fid_clf(b))",
+        "",
+        "Both distances share the real set, so the interval of their difference is narrower than the",
+        "two intervals above suggest: below 0 throughout means *a* is better.",
+        "",
+        "| a | b | difference (95 % interval) | verdict |",
+        "|---|---|---|---|",
+        *[
+            f"| {p['a']} | {p['b']} | {p['difference']:+.2f} ({p['low']:+.1f} to {p['high']:+.1f}) "
+            f"| {p['verdict']} |"
+            for p in r.get("paired", [])
         ],
         "",
         f"## Samplers on the diffusion model ({r['sampler_samples']} images each; DDPM-1000 is the baseline)",

@@ -116,12 +116,15 @@ def test_sides_not_divisible_by_8_are_padded_for_the_autoencoder_and_cropped_aft
     data = SimpleNamespace(image_size=12, channels=1, num_classes=10, class_names=names)
     kind = family("latent-diffusion")
     model = kind.build(data, "class", "nonsaturating")
-    kind.plan(model, 10)  # 3 autoencoder steps
+    kind.plan(model, 10)  # 2 autoencoder steps
     assert model.vae.config.sample_size == 16 and model.unet.config.sample_size == 4
-    task = SimpleNamespace(data=data, text_table=kind.encode_captions(["a three"] * 4).view(2, 2, 16, -1))
+    table = kind.encode_captions(["a zero", "zero", "a one", "one"]).view(2, 2, 16, -1)
+    task = SimpleNamespace(data=data, condition="class", text_table=table)
     batch = {"images": torch.rand(2, 1, 12, 12) * 2 - 1, "labels": torch.tensor([0, 1])}
     kind.draw(batch, 2, torch.Generator().manual_seed(0), task)
     assert batch["noise"].shape == (2, 4, 4, 4)
+    for row, label in zip(batch["cond"], (0, 1), strict=True):  # class: the caption it is asked by, or ∅
+        assert torch.equal(row, table[label, 0]) or torch.equal(row, kind.null_condition()[0])
     assert set(kind.loss(model, batch)) == {"loss", "reconstruction", "kl"}
     model.step.fill_(3)
     assert set(kind.loss(model, batch)) == {"loss", "mse"}
