@@ -261,9 +261,9 @@ def main() -> None:
     for row in rows + speed:
         row["run"] = f"{machine['git_sha']} {machine['date']}"
     if args.keep_others:
-        kept_rows, kept_speed = kept_from_last(args, n)
+        last = last_run(args, n)
+        kept_rows, kept_speed = kept(last, "quality", args), kept(last, "speed", args)
         if not samplers:  # part 3 is the pixel diffusion model's: kept with its row
-            last = json.loads((RESULTS / f"{args.name}.json").read_text())
             samplers, sampler_floor = last["samplers"], last["sampler_floor"]
         order = FAMILIES.index
         rows = sorted(kept_rows + rows, key=lambda q: order(q["family"]))
@@ -286,23 +286,24 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def kept_from_last(args: argparse.Namespace, n: int) -> tuple[list[dict], list[dict]]:
-    """The other families' rows of the last run with the same settings (refused when they differ:
-    rows measured under other budgets are not comparable)."""
+def last_run(args: argparse.Namespace, n: int) -> dict:
+    """The last run's results, when it had the same settings (refused when they differ: rows
+    measured under other budgets are not comparable)."""
     path = RESULTS / f"{args.name}.json"
     if not path.exists():
         raise SystemExit(f"--keep-others: no earlier {path} to keep rows from")
-    last = json.loads(path.read_text())
+    last: dict = json.loads(path.read_text())
     same = (last.get("dataset", "mnist"), last["budget_min"], last["samples"], last.get("sample_ms"))
     if same != (DATA, args.budget_min, n, args.sample_ms):
         raise SystemExit(f"--keep-others: {path} was run with (dataset, budget, N, ms) = {same}; rerun all")
+    return last
+
+
+def kept(last: dict, key: str, args: argparse.Namespace) -> list[dict]:
+    """The last run's ``key`` rows of the families not rerun now, each naming the run it came from."""
     ran = set(args.families.split(","))
     run = f"{last['machine']['git_sha']} {last['machine']['date']}"
-
-    def kept(key: str) -> list[dict]:
-        return [{"run": run, **row} for row in last[key] if row["family"] not in ran]
-
-    return kept("quality"), kept("speed")
+    return [{"run": run, **row} for row in last[key] if row["family"] not in ran]
 
 
 def render(r: dict) -> str:
