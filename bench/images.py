@@ -21,8 +21,9 @@ out as test, so N = 1,000 still fits; class names as captions):
 ``--keep-others`` reruns only ``--families`` and keeps the other rows of the last run with the same
 settings; every row names the commit and date it was measured at.
 
-Peak RSS is reported. Writes bench/results/images.json, images.md and sample grids under
-bench/results/images/.
+Peak RSS is reported. Writes bench/results/NAME.json, NAME.md and the sample grids under
+bench/results/NAME/ (``--name``, default ``images``), so a smoke run under another name never
+overwrites a committed run's grids.
 """
 
 from __future__ import annotations
@@ -198,7 +199,7 @@ def main() -> None:
     torch.set_num_threads(max(1, torch.get_num_threads()))
     work = args.workspace or Path(tempfile.mkdtemp(prefix="lamina-bench-images-"))
     ws, _ = Workspace.init(work)
-    grids = RESULTS / "images"
+    grids = RESULTS / args.name  # the grids belong to this run's results, never to another name's
     grids.mkdir(parents=True, exist_ok=True)
     dataset = image_dataset(ws)
     data = load_image_data(ws, dataset, class_names=None)
