@@ -9,8 +9,9 @@
   TF-IDF); the same plus MiniLM embeddings; Lamina's default (MiniLM fine-tuned, with the linear
   model as a prefilter); and the default input rail set (heuristics or that model).
 - **Toxicity** (``hate-speech-offensive.shared.csv``): one stratified 80/20 split (seed 0). The
-  toxic head is scored against the *neither* tweets (FPR), the hate head against every tweet that
-  is not hate (the issue's "hate speech alone").
+  toxic head is scored against the *neither* tweets (FPR), the hate head both against every tweet
+  that is not hate (the issue's "hate speech alone") and against the *neither* tweets. Lamina's
+  linear model learns from majority labels and, the default, from the annotators' vote counts.
 - **PII**: running text generated with Faker (seed 0): names, e-mails, phones, cards, IBANs, street
   addresses; per-entity recall and precision. Names from locales the gazetteer knows and from ones
   it does not are reported apart.
@@ -18,7 +19,7 @@
   ``lamina serve`` (the same server, rails on for user keys and off for the admin key by a policy
   rule; requests interleaved): added p50 per chat request, and streaming TTFT with output rails.
 
-    .venv/bin/python bench/rails.py [--quick]
+    .venv/bin/python bench/rails.py [--quick] [--toxicity-finetune] [--toxicity-only]
 
 Writes bench/results/rails.json and rails.md (the CPU beside every figure).
 """
@@ -48,10 +49,10 @@ SHAKESPEARE = SHARED / "text" / "tinyshakespeare.txt"
 ADMIN = "bench-admin-key"
 FPR = 0.05
 
-from machine import machine_info, machine_line, save  # noqa: E402
+from machine import RESULTS, machine_info, machine_line, save  # noqa: E402
 
 from lamina.guardrails.classifier import TextClassifier, tpr_at_fpr  # noqa: E402
-from lamina.guardrails.training import KINDS  # noqa: E402
+from lamina.guardrails.training import KINDS, votes_of  # noqa: E402
 
 # the issue's figures for its baselines, measured on held-back data drawn like the shared sets
 ISSUE = {
@@ -242,11 +243,16 @@ def toxicity(quick: bool, finetune: bool) -> dict:
     hate_base.fit(fit_t, [label == "hate" for label in fit_l])
     out["tfidf (issue baseline)"] = measure(p, hate_base.predict_proba(test_t)[:, 1])
     kind = KINDS["toxicity"]
-    started = time.perf_counter()
-    linear = TextClassifier(kind.classes, kind.heads, embed=False).fit(fit_t, fit_l)
-    s = linear.scores(test_t)
-    out["linear (default)"] = measure(s["toxic"], s["hate"])
-    out["linear (default)"]["train_s"] = time.perf_counter() - started
+    for name, votes in (
+        ("linear, majority labels", None),
+        ("linear + annotator votes (default)", votes_of([rows[i] for i in fit_idx], kind)),
+    ):
+        started = time.perf_counter()
+        linear = TextClassifier(kind.classes, kind.heads, embed=False).fit(fit_t, fit_l, votes=votes)
+        s = linear.scores(test_t)
+        out[name] = {**measure(s["toxic"], s["hate"]), "train_s": time.perf_counter() - started}
+    if not quick:
+        out["cross_validated"] = toxicity_cv(rows, texts, labels)
     print("toxicity linear done", flush=True)
     if finetune:
         from lamina.guardrails.finetuned import FineTunedClassifier
@@ -276,6 +282,38 @@ TEMPLATES = [
 ]
 KNOWN_LOCALES = ["en_US", "en_GB", "de_DE", "fr_FR", "es_ES"]  # in the name gazetteer
 OTHER_LOCALES = ["sv_SE", "pl_PL", "fi_FI", "da_DK", "cs_CZ"]  # not in it
+
+
+def toxicity_cv(rows: list[dict], texts: list[str], labels: list[str]) -> dict:
+    """Majority labels against annotator votes, 5-fold on every tweet: the one split above holds 200
+    hate tweets, too few to tell a few points apart."""
+    from sklearn.model_selection import StratifiedKFold
+
+    kind = KINDS["toxicity"]
+    votes = votes_of(rows, kind)
+    y = np.array(labels)
+    oof = {
+        "linear, majority labels": np.zeros((len(y), 2)),
+        "linear + annotator votes (default)": np.zeros((len(y), 2)),
+    }
+    for train_idx, test_idx in StratifiedKFold(5, shuffle=True, random_state=1).split(texts, y):
+        for name, scores in oof.items():
+            fold_votes = votes[train_idx] if votes is not None and "votes" in name else None
+            model = TextClassifier(kind.classes, kind.heads, embed=False)
+            model.fit([texts[i] for i in train_idx], list(y[train_idx]), votes=fold_votes)
+            s = model.scores([texts[i] for i in test_idx])
+            scores[test_idx, 0], scores[test_idx, 1] = s["toxic"], s["hate"]
+    hate, neither = y == "hate", y == "neither"
+    both = hate | neither
+    methods = {
+        name: {
+            "toxic_tpr_at_fpr05": tpr_at_fpr(o[:, 0], ~neither, FPR)[0],
+            "hate_vs_all_tpr_at_fpr05": tpr_at_fpr(o[:, 1], hate, FPR)[0],
+            "hate_vs_neither_tpr_at_fpr05": tpr_at_fpr(o[both, 1], hate[both], FPR)[0],
+        }
+        for name, o in oof.items()
+    }
+    return {"hate_rows": int(hate.sum()), "methods": methods}
 
 
 def pii(n: int) -> dict:
@@ -553,6 +591,7 @@ def render(r: dict) -> str:
         "",
         f"## Toxicity ({tox['rows']} tweets; test {tox['test_counts']})",
         "",
+        *([machine_line(tox["run"]) + " (this part alone, `--toxicity-only`)", ""] if "run" in tox else []),
         "| method | toxic TPR at FPR 5 % (vs neither) | hate "
         "caught at that threshold | hate vs all, TPR at FPR 5 % "
         "| hate vs neither, TPR at FPR 5 % |",
@@ -563,6 +602,21 @@ def render(r: dict) -> str:
             lines.append(
                 f"| {name} | {pct(m['toxic_tpr_at_fpr05'])} | {pct(m['hate_caught_at_toxic_threshold'])} | "
                 f"{pct(m['hate_vs_all_tpr_at_fpr05'])} | {pct(m['hate_vs_neither_tpr_at_fpr05'])} |"
+            )
+    if "cross_validated" in tox:
+        lines += [
+            "",
+            f"5-fold cross-validation on all {tox['rows']} tweets (pooled out-of-fold scores; "
+            f"{tox['cross_validated']['hate_rows']:,} hate tweets instead of {tox['test_counts']['hate']}):",
+            "",
+            "| method | toxic TPR at FPR 5 % (vs neither) | hate vs all, TPR at FPR 5 % "
+            "| hate vs neither, TPR at FPR 5 % |",
+            "|---|---|---|---|",
+        ]
+        for name, m in tox["cross_validated"]["methods"].items():
+            lines.append(
+                f"| {name} | {pct(m['toxic_tpr_at_fpr05'])} | {pct(m['hate_vs_all_tpr_at_fpr05'])} | "
+                f"{pct(m['hate_vs_neither_tpr_at_fpr05'])} |"
             )
     lines += [
         "",
@@ -630,9 +684,23 @@ def main() -> None:
         help="only the latency part, with the default rail's model trained for 1 epoch on 200 prompts "
         "(the same architecture and input length as the full run's: its speed, not its accuracy)",
     )  # fmt: skip
+    parser.add_argument(
+        "--toxicity-only", action="store_true",
+        help="rerun only the toxicity part; the others are kept from bench/results/rails.json, and the "
+        "toxicity part names the run it came from",
+    )  # fmt: skip
     args = parser.parse_args()
     if args.latency_only:
         latency_only()
+        return
+    if args.toxicity_only:
+        path = RESULTS / "rails.json"
+        if not path.exists():
+            raise SystemExit(f"--toxicity-only: no earlier {path} to keep the other parts from; run it all")
+        results = json.loads(path.read_text())  # its "machine" stays: it measured the kept parts
+        now = _machine()
+        results["toxicity"] = {**toxicity(False, args.toxicity_finetune), "run": now}
+        save("rails", results, render(results))
         return
     results: dict = {"injection": injection(args.quick)}
     models = results["injection"].pop("_models")

@@ -144,10 +144,45 @@ def test_a_toxicity_rail_learns_both_heads_from_the_tweets(workspace: Workspace,
         writer.writerows(sample)
     result = train(workspace, "toxicity", str(path), method="linear", embed=False)
     assert set(result.metrics) == {"toxic", "hate"} and result.metrics["toxic"]["auc"] > 0.85
+    assert result.version.meta["config"]["annotator_votes"] is True  # the CSV's vote counts were learned
     rail = build(RailSpec(rail="toxicity"), "output", workspace)
     assert rail.check("The meeting is moved to 3pm tomorrow.", {}).action == "allow"
     verdict = rail.check("shut up you stupid bitch, nobody cares about your trash", {})
     assert verdict.action == "block" and verdict.reasons[0].startswith("toxic")
+
+
+def test_annotator_votes_teach_how_contested_a_label_is() -> None:
+    """Two phrases share the majority label "offensive"; annotators called one of them hate 40 % of the
+    time. Majority labels cannot tell them apart; votes make the contested one score higher on hate."""
+    from lamina.core.errors import ConfigError
+    from lamina.guardrails.classifier import TextClassifier
+    from lamina.guardrails.training import KINDS, votes_of
+
+    kind = KINDS["toxicity"]
+    texts, labels, rows = [], [], []
+    for i in range(60):
+        for text, label, votes in (
+            (f"you are a zork number {i}", "offensive", (2, 3, 0)),  # contested: 2 of 5 say hate
+            (f"you are a blip number {i}", "offensive", (0, 5, 0)),
+            (f"the weather is mild number {i}", "neither", (0, 0, 5)),
+            (f"go back home vermin number {i}", "hate", (4, 1, 0)),
+        ):
+            texts.append(text)
+            labels.append(label)
+            rows.append(dict(zip(kind.vote_fields.values(), map(str, votes), strict=True)))
+    votes = votes_of(rows, kind)
+    assert votes is not None and votes.shape == (240, 3) and votes[0].tolist() == [2, 3, 0]
+    majority = TextClassifier(kind.classes, kind.heads, embed=False).fit(texts, labels)
+    soft = TextClassifier(kind.classes, kind.heads, embed=False).fit(texts, labels, votes=votes)
+    probe = ["you are a zork", "you are a blip"]
+    hard_hate, soft_hate = majority.scores(probe)["hate"], soft.scores(probe)["hate"]
+    assert abs(hard_hate[0] - hard_hate[1]) < 0.05  # same label, same score
+    assert soft_hate[0] > soft_hate[1] + 0.15 and soft_hate[0] > hard_hate[0] + 0.1
+    # data without counts (or with a bad one) falls back to majority labels; bad votes are refused
+    assert votes_of([{"tweet": "x"}], kind) is None
+    assert votes_of([{**rows[0], "neither": "n/a"}], kind) is None
+    with pytest.raises(ConfigError, match="non-negative"):
+        TextClassifier(kind.classes, kind.heads, embed=False).fit(texts, labels, votes=votes * 0)
 
 
 def test_rails_cli_tests_evaluates_and_refuses_bad_labels(cli, trained, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

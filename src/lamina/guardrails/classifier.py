@@ -47,19 +47,28 @@ class TextClassifier:
     intercept: np.ndarray | None = field(default=None, repr=False)
 
     # -- training ----------------------------------------------------------------------------------
-    def fit(self, texts: list[str], labels: list[str]) -> TextClassifier:
-        from sklearn.feature_extraction.text import TfidfVectorizer
+    def fit(self, texts: list[str], labels: list[str], votes: np.ndarray | None = None) -> TextClassifier:
+        """Fit on ``labels``; with ``votes`` (rows × classes, each annotator's share of a row), learn
+        the annotators' split instead of the majority label alone.
+
+        Why votes: where annotators disagree (Davidson's hate against offensive tweets), the majority
+        label throws away how contested a row was. Each row is then seen once per class, weighted by
+        that class's share (a soft label), times the balanced class weight of its majority label. On
+        the shared toxicity set this lifts the hate head against benign tweets from 0.66 to 0.83 TPR
+        at 5 % FPR (``bench/rails.py``).
+        """
         from sklearn.linear_model import LogisticRegression
 
         unknown = sorted(set(labels) - set(self.classes))
         if unknown:
             raise ConfigError(f"labels {unknown[:5]} are not among the classes {self.classes}")
-        self.vectorizers = [TfidfVectorizer(**WORD), TfidfVectorizer(**CHAR)]
-        for v in self.vectorizers:
-            v.fit(texts)
-        model = LogisticRegression(C=self.C, max_iter=5000, class_weight="balanced")
+        self._fit_vectorizers(texts)
         y = np.array([self.classes.index(label) for label in labels])
-        model.fit(self._features(texts), y)
+        features = self._features(texts)
+        if votes is None:
+            model = LogisticRegression(C=self.C, max_iter=5000, class_weight="balanced").fit(features, y)
+        else:
+            model = _fit_on_votes(features, y, np.asarray(votes, dtype=np.float64), self.C)
         coef, intercept = model.coef_, model.intercept_
         if len(self.classes) == 2:  # scikit-learn stores one row for two classes
             coef, intercept = (
@@ -90,6 +99,13 @@ class TextClassifier:
             head: p[:, [self.classes.index(c) for c in positive]].sum(axis=1)
             for head, positive in self.heads.items()
         }
+
+    def _fit_vectorizers(self, texts: list[str]) -> None:
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        self.vectorizers = [TfidfVectorizer(**WORD), TfidfVectorizer(**CHAR)]
+        for v in self.vectorizers:
+            v.fit(texts)
 
     def _features(self, texts: list[str]) -> Any:
         from scipy.sparse import csr_matrix, hstack
@@ -158,6 +174,30 @@ class TextClassifier:
             coef=np.load(folder / "coef.npy"),
             intercept=np.load(folder / "intercept.npy"),
         )
+
+
+def _fit_on_votes(features: Any, y: np.ndarray, votes: np.ndarray, C: float) -> Any:
+    """Logistic regression on soft labels: row i appears once per class c, weighted by its vote share
+    for c times the balanced weight of its majority class ``y[i]`` (so rare classes count as much as
+    with majority labels)."""
+    from scipy.sparse import vstack
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.utils.class_weight import compute_class_weight
+
+    n, k = votes.shape
+    if n != len(y) or not np.isfinite(votes).all() or (votes < 0).any() or (votes.sum(axis=1) <= 0).any():
+        raise ConfigError(f"votes must be {len(y)} rows of non-negative counts, none all zero")
+    shares = votes / votes.sum(axis=1, keepdims=True)
+    present = np.unique(y)
+    balanced = np.zeros(k)
+    balanced[present] = compute_class_weight("balanced", classes=present, y=y)
+    weight = (shares.T * balanced[y]).reshape(-1)  # class-major: row i as class c sits at c * n + i
+    keep = weight > 0
+    classes = np.repeat(np.arange(k), n)[keep]
+    if len(np.unique(classes)) != k:
+        raise ConfigError("every class needs at least one vote to be learned")
+    model = LogisticRegression(C=C, max_iter=5000)
+    return model.fit(vstack([features] * k).tocsr()[keep], classes, sample_weight=weight[keep])
 
 
 def calibrate_heads(scores: dict[str, np.ndarray], heads: dict[str, list[str]], labels: list[str],

@@ -34,6 +34,9 @@ class Kind:
     group_field: str | None = None  # reported per group (e.g. category) when present
     method: str = "linear"  # the default: finetune where it measurably wins (bench/rails.py)
     long_copies: bool = False  # add long-context copies of short rows (guardrails/augment.py)
+    # class → the field counting the annotators who chose it; when every row has them, the linear
+    # classifier learns the annotators' split, not just the majority (``TextClassifier.fit``)
+    vote_fields: dict[str, str] = field(default_factory=dict)
 
 
 KINDS = {
@@ -63,6 +66,7 @@ KINDS = {
         text_fields=("text", "tweet", "comment"),
         label_fields=("class", "label"),
         label_map={"0": "hate", "1": "offensive", "2": "neither", "toxic": "offensive", "clean": "neither"},
+        vote_fields={"hate": "hate_speech", "offensive": "offensive_language", "neither": "neither"},
     ),
 }
 
@@ -107,6 +111,25 @@ def labelled(
         labels.append(label)
         groups.append(row.get(kind.group_field) if kind.group_field else None)
     return texts, labels, groups
+
+
+def votes_of(rows: list[dict[str, Any]], kind: Kind) -> np.ndarray | None:
+    """Each row's annotator counts per class (rows × classes), or None when the data lacks them.
+
+    A row whose counts are missing, not numbers, negative or all zero makes the whole set fall back
+    to majority labels: half-soft training would weigh rows unevenly for no reason."""
+    if not kind.vote_fields or not rows:
+        return None
+    out = np.zeros((len(rows), len(kind.classes)))
+    for i, row in enumerate(rows):
+        for j, cls in enumerate(kind.classes):
+            try:
+                out[i, j] = float(row[kind.vote_fields[cls]])
+            except (KeyError, TypeError, ValueError):
+                return None
+    if (out < 0).any() or not np.isfinite(out).all() or (out.sum(axis=1) <= 0).any():
+        return None
+    return out
 
 
 def head_metrics(
@@ -211,6 +234,7 @@ def train(
     held = next(s for s in ("validation", "val", "test") if s in splits)
     train_rows, held_rows = list(iter_rows(ws, dataset, "train")), list(iter_rows(ws, dataset, held))
     texts, labels, _ = labelled(train_rows, kind, text_field, label_field)
+    votes = votes_of(train_rows, kind)
     v_texts, v_labels, v_groups = labelled(held_rows, kind, text_field, label_field)
     added = 0
     if kind.long_copies if long_copies is None else long_copies:
@@ -228,7 +252,10 @@ def train(
     if method == "finetune":
         model.fit(texts, labels, progress=progress)
     else:
-        model.fit(texts, labels)
+        if votes is not None and added == 0 and progress:
+            fields = ", ".join(kind.vote_fields.values())
+            progress(f"learning the annotators' votes ({fields}), not only the majority label")
+        model.fit(texts, labels, votes=votes if added == 0 else None)
     model.calibrate(v_texts, v_labels, TARGET_FPR)
     metrics = head_metrics(model, v_texts, v_labels, v_groups)
     config = {
@@ -242,6 +269,7 @@ def train(
         "validation_split": held,
         "target_fpr": TARGET_FPR,
         "long_copies": added,
+        "annotator_votes": votes is not None and added == 0 and method == "linear",
     }
     flat = {
         f"{head}_{k}": v for head, m in metrics.items() for k, v in m.items() if isinstance(v, (int, float))
