@@ -142,9 +142,10 @@ def test_a_toxicity_rail_learns_both_heads_from_the_tweets(workspace: Workspace,
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(sample)
-    result = train(workspace, "toxicity", str(path), method="linear", embed=False)
+    result = train(workspace, "toxicity", str(path))  # the kind's defaults: linear, no embeddings, votes
     assert set(result.metrics) == {"toxic", "hate"} and result.metrics["toxic"]["auc"] > 0.85
-    assert result.version.meta["config"]["annotator_votes"] is True  # the CSV's vote counts were learned
+    config = result.version.meta["config"]
+    assert config["annotator_votes"] is True and config["method"] == "linear" and config["embed"] is False
     rail = build(RailSpec(rail="toxicity"), "output", workspace)
     assert rail.check("The meeting is moved to 3pm tomorrow.", {}).action == "allow"
     verdict = rail.check("shut up you stupid bitch, nobody cares about your trash", {})
