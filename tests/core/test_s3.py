@@ -36,6 +36,33 @@ def test_commit_read_verify_on_s3(s3_location: S3Location, tmp_path: Path) -> No
     store.verify("ds-0000000000000001")
 
 
+def test_fetches_share_one_cache_without_exposing_a_half_written_file(
+    s3_location: S3Location, tmp_path: Path
+) -> None:
+    """Two ``lamina tune`` workers read one dataset from S3 through one cache (a CI run once saw
+    "Parquet file size is 0 bytes": a second fetch truncated the file the first was reading)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    store = ArtifactStore(s3_location.url, s3_location.options)
+    store.ensure()
+    src = make_tree(tmp_path / "src")
+    store.commit(src, "ds-0000000000000002")
+    cache = tmp_path / "cache"
+    first = store.fetch("ds-0000000000000002", cache)
+    stamp = (first / "nested" / "b.bin").stat().st_mtime_ns
+    assert store.fetch("ds-0000000000000002", cache) == first  # a complete copy is reused, not rewritten
+    assert (first / "nested" / "b.bin").stat().st_mtime_ns == stamp
+    (first / "nested" / "b.bin").write_bytes(b"cut short")  # an interrupted copy (an older version)
+    want = (src / "nested" / "b.bin").read_bytes()
+
+    def fetch_and_read(_: int) -> bool:
+        return (store.fetch("ds-0000000000000002", cache) / "nested" / "b.bin").read_bytes() == want
+
+    with ThreadPoolExecutor(6) as pool:
+        assert all(pool.map(fetch_and_read, range(12)))
+    assert sorted(p.name for p in cache.iterdir()) == ["ds-0000000000000002"]  # no staging debris
+
+
 def test_an_upload_without_manifest_is_invisible_and_swept(s3_location: S3Location, tmp_path: Path) -> None:
     store = ArtifactStore(s3_location.url, s3_location.options)
     store.ensure()

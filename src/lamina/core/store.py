@@ -304,25 +304,49 @@ class ArtifactStore:
         return self.fs.open(f"{self._object_path(artifact_id)}/{path}", mode)
 
     def fetch(self, artifact_id: str, dest: Path | str) -> Path:
-        """Make the artifact's files available as a local folder (downloaded and verified if remote)."""
+        """Make the artifact's files available as a local folder (downloaded and verified if remote).
+
+        Several processes share one cache (two ``lamina tune`` workers on one workspace): a download
+        goes to a private staging folder and is renamed into place whole, so a reader never sees a
+        file another process is still writing (or truncating), and a complete copy is reused."""
         local = self.local_path(artifact_id)
         if local is not None:
             return local
         manifest = self.manifest(artifact_id)
-        dest = Path(dest) / artifact_id
-        for entry in manifest.files:
-            target = dest / entry.path
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with (
-                self.fs.open(f"{self._object_path(artifact_id)}/{entry.path}", "rb") as src,
-                open(target, "wb") as out,
-            ):
-                got = _copy_hashing_stream(src, out, entry.path)
-            if got.sha256 != entry.sha256:
-                raise ArtifactCorrupt(
-                    f"artifact {artifact_id}: {entry.path} does not match its recorded hash"
-                )
-        return dest
+        final = Path(dest) / artifact_id
+        if _complete_copy(final, manifest):
+            return final
+        final.parent.mkdir(parents=True, exist_ok=True)
+        staging = final.parent / f".{artifact_id}.{secrets.token_hex(6)}.partial"
+        try:
+            for entry in manifest.files:
+                target = staging / entry.path
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with (
+                    self.fs.open(f"{self._object_path(artifact_id)}/{entry.path}", "rb") as src,
+                    open(target, "wb") as out,
+                ):
+                    got = _copy_hashing_stream(src, out, entry.path)
+                if got.sha256 != entry.sha256:
+                    raise ArtifactCorrupt(
+                        f"artifact {artifact_id}: {entry.path} does not match its recorded hash"
+                    )
+            for _ in range(3):
+                try:
+                    os.rename(staging, final)  # atomic: readers see every file or none
+                    return final
+                except OSError:
+                    if _complete_copy(final, manifest):
+                        return final  # another process put a complete copy in place first
+                    try:  # an interrupted copy from an older version: move it aside, then retry
+                        aside = final.parent / f".{artifact_id}.{secrets.token_hex(6)}.stale"
+                        os.rename(final, aside)
+                        shutil.rmtree(aside, ignore_errors=True)
+                    except FileNotFoundError:
+                        pass
+            raise StoreError(f"cannot put artifact {artifact_id} into the cache at {final}")
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
 
     def verify(self, artifact_id: str) -> Manifest:
         """Re-hash every file; raise ArtifactCorrupt naming the files that changed or went missing."""
@@ -422,6 +446,15 @@ class ArtifactStore:
 def _copy_hashing(path: Path, out: Any, rel: str, progress: ProgressFn | None) -> FileEntry:
     with open(path, "rb") as src:
         return _copy_hashing_stream(src, out, rel, progress)
+
+
+def _complete_copy(folder: Path, manifest: Manifest) -> bool:
+    """Whether ``folder`` holds every file of ``manifest`` at its recorded size (copies only ever
+    appear whole, by rename, so the sizes tell a finished copy from an interrupted one)."""
+    try:
+        return folder.is_dir() and all((folder / e.path).stat().st_size == e.size for e in manifest.files)
+    except OSError:
+        return False
 
 
 def _copy_hashing_stream(src: Any, out: Any, rel: str, progress: ProgressFn | None = None) -> FileEntry:
