@@ -10,11 +10,14 @@ Requests: streamed completions, 64 new tokens, temperature 0.8, prompts from hel
    This is a ``lamina.serving.capacity.ReplicaProfile``.
 2. **Check.** Open-loop Poisson traffic at 20-80 % of the two replicas' peak; this script dispatches
    each request to the replica with fewer requests in flight (join-the-shortest-queue, which is what
-   the simulated power-of-two-choices gateway does with two replicas). The same rates are simulated
-   on two profiles: the closed loops of step 1, and service times fitted on open-loop traffic at other
-   loads (30-85 %). Mean TTFT, median TTFT, mean latency, throughput and the share refused are
-   compared (target: the simulation within 15 % of the measurement). The profile that agrees best
-   is written to ``bench/results/capacity_profile.json`` and plans step 3.
+   the simulated power-of-two-choices gateway does with two replicas), twice per load. The same
+   rates are simulated on five profiles: client-measured service times from the closed loops of
+   step 1 or from open-loop traffic at other loads (30-85 %), and three that replay the engine's
+   loop with the iteration times the engines reported on ``/metrics`` (during the closed loops, the
+   open-loop traffic, and the latter with the node's load effects). Mean TTFT, median TTFT, mean
+   latency, throughput and the share refused are compared with the mean of the two measurements
+   (target: within 15 %; the two measurements' own gap is printed beside it). The profile that
+   agrees best is written to ``bench/results/capacity_profile.json`` and plans step 3.
 3. **Plan.** Replicas and nodes (two replicas per node, as measured) for 10 to 10,000 requests/s at
    p95 TTFT objectives, each checked by a simulation of that cluster.
 
@@ -36,6 +39,7 @@ import sys
 import tempfile
 import time
 from bisect import bisect_right
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -58,6 +62,19 @@ REPLICA_SETTINGS = {"LAMINA_SERVER__THREADS": "1"}
 PLAN_RATES = (10, 100, 1_000, 10_000)
 CALIBRATE = (0.3, 0.5, 0.7, 0.85)  # open-loop loads (shares of the closed-loop peak) the profile is fitted on
 CHECK = (0.2, 0.4, 0.6, 0.8)  # other loads, where the simulation is compared with the measurement
+COMPARED = (
+    "ttft_mean",
+    "ttft_p50",
+    "latency_mean",
+    "throughput",
+)  # relative gaps (and refused: a difference)
+MEASURED = (*COMPARED, "rate", "ttft_p95", "rejected", "client_cores", "requests")
+TARGET = 0.15  # the simulation within 15 % of the measurement (issue 19)
+
+
+def gap(check: dict, profile: str) -> float:
+    """The largest gap of one profile's simulation at one checked load."""
+    return max(abs(v) for v in check["error"][profile].values())
 
 
 async def one_request(client: httpx.AsyncClient, url: str, prompt: str, seed: int) -> dict:
@@ -206,6 +223,47 @@ def profile_from_traffic(runs: list[dict], source: str) -> ReplicaProfile:
     )
 
 
+def engine_counters(urls: list[str]) -> dict[tuple[str, int], list[float]]:
+    """Every replica's ``lamina_engine_iteration*`` counters from ``/metrics``, summed:
+    (phase, size) -> [iterations, seconds]."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    totals: dict[tuple[str, int], list[float]] = {}
+    for url in urls:
+        text = httpx.get(f"{url}/metrics", headers={"Authorization": f"Bearer {ADMIN}"}, timeout=30).text
+        for family in text_string_to_metric_families(text):
+            if family.name not in ("lamina_engine_iterations", "lamina_engine_iteration_seconds"):
+                continue
+            slot = 0 if family.name == "lamina_engine_iterations" else 1
+            for sample in family.samples:
+                if sample.name.endswith("_total"):
+                    key = (sample.labels["phase"], int(sample.labels["size"]))
+                    totals.setdefault(key, [0.0, 0.0])[slot] += sample.value
+    return totals
+
+
+def iteration_times(
+    before: dict[tuple[str, int], list[float]], after: dict[tuple[str, int], list[float]], phase: str
+) -> dict[int, list[float]]:
+    """Mean seconds per iteration by size, over what the engines did between two readings (sizes
+    seen at least 20 times: fewer is noise)."""
+    out = {}
+    for (kind, size), (n, seconds) in after.items():
+        n0, s0 = before.get((kind, size), [0.0, 0.0])
+        if kind == phase and n - n0 >= 20:
+            out[size] = [(seconds - s0) / (n - n0)]
+    return out
+
+
+def engine_profile(
+    base: ReplicaProfile, before: dict, after: dict, overhead: list[float], source: str
+) -> ReplicaProfile:
+    """``base`` (client-measured) plus the engines' own iteration times: ``simulate`` then replays
+    the engine's loop."""
+    steps, prefills = iteration_times(before, after, "decode"), iteration_times(before, after, "prefill")
+    return replace(base, step_s=steps, prefill_s=prefills, overhead_s=overhead, source=source)
+
+
 def profile_of(levels: dict[int, list[list[dict]]], source: str) -> ReplicaProfile:
     ttft = {c: [r["ttft"] for rs in per for r in rs] for c, per in levels.items()}
     tpot = {c: [r["tpot"] for rs in per for r in rs if r["tokens"] > 1] for c, per in levels.items()}
@@ -237,8 +295,10 @@ def main() -> None:
                 asyncio.run(closed_loop([url], prompts, 4, 3))
             levels: dict[int, list[list[dict]]] = {}
             measured_levels = []
+            counters = [engine_counters(urls)]  # before each level, and after the last
             for c in LEVELS:
                 per = asyncio.run(closed_loop(urls, prompts, c, args.seconds / 2))
+                counters.append(engine_counters(urls))
                 levels[c] = per
                 everything = [r for rs in per for r in rs]
                 measured_levels.append({
@@ -250,30 +310,63 @@ def main() -> None:
                 print(measured_levels[-1], flush=True)
             closed = profile_of(levels, f"bench/capacity.py closed loops, {machine_line(info)}")
             peak = 2 * closed.peak_rate()
+            before_calibration = engine_counters(urls)
             calibration = [
                 asyncio.run(
                     open_loop(urls, prompts, round(share * peak, 1), args.seconds, seed=int(share * 100))
                 )
                 for share in CALIBRATE
             ]
+            after_calibration = engine_counters(urls)
+            # what the client waits beyond the engine's prefill when nothing else runs (HTTP, the
+            # server, the hop to the engine process): one stream per replica, so each request
+            # arrives at an idle engine and is prefilled alone
+            lone_prefill = iteration_times(counters[0], counters[1], "prefill")[1][0]
+            overhead = [max(0.0, r["ttft"] - lone_prefill) for rs in levels[LEVELS[0]] for r in rs]
             for run in calibration:
                 print("calibration", run["rate"], run["requests"], round(run["rejected"], 3), flush=True)
             traffic = profile_from_traffic(
                 calibration, f"bench/capacity.py open-loop traffic, {machine_line(info)}"
             )
-            profiles = {"closed loops": closed, "open-loop traffic": traffic}
+            line = machine_line(info)
+            profiles = {
+                "closed loops": closed,
+                "open-loop traffic": traffic,
+                "engine iterations, closed loops": engine_profile(
+                    closed, counters[0], counters[-1], overhead,
+                    f"bench/capacity.py engine, closed loops, {line}",
+                ),
+                "engine iterations, open-loop traffic": engine_profile(
+                    closed, before_calibration, after_calibration, overhead,
+                    f"bench/capacity.py engine, open-loop traffic, {line}",
+                ),
+            }  # fmt: skip
+            print("engine step times (ms):", {
+                name: {b: round(1000 * v[0], 2) for b, v in sorted(p.step_s.items())}
+                for name, p in profiles.items() if p.iterates}, "prefill:", {
+                name: {k: round(1000 * v[0], 2) for k, v in sorted(p.prefill_s.items())}
+                for name, p in profiles.items() if p.iterates}, flush=True)  # fmt: skip
             checks = []
             for share in CHECK:
                 rate = round(share * peak, 1)
-                real = asyncio.run(open_loop(urls, prompts, rate, args.seconds, seed=int(share * 100) + 1))
-                real.pop("records")
-                row: dict = {"share": share, "measured": real, "simulated": {}, "error": {}}
+                # twice, with other arrivals: the simulation is compared with their mean, and how far
+                # the two measurements differ is the noise the comparison cannot beat
+                twice = [
+                    asyncio.run(open_loop(urls, prompts, rate, args.seconds, seed=int(share * 100) + k))
+                    for k in (1, 2)
+                ]
+                real = {k: statistics.fmean(run[k] for run in twice) for k in MEASURED}
+                repeat = max(abs(twice[0][k] / twice[1][k] - 1) for k in COMPARED)
+                row: dict = {
+                    "share": share,
+                    "measured": real,
+                    "repeat_gap": repeat,
+                    "simulated": {},
+                    "error": {},
+                }
                 for name, profile in profiles.items():
                     sim = simulate(profile, 2, rate, requests=20_000, seed=1).row()
-                    error = {
-                        k: sim[k] / real[k] - 1
-                        for k in ("ttft_mean", "ttft_p50", "latency_mean", "throughput")
-                    }
+                    error = {k: sim[k] / real[k] - 1 for k in COMPARED}
                     error["rejected"] = sim["rejected"] - real["rejected"]  # a difference of shares
                     row["simulated"][name], row["error"][name] = sim, error
                     print(share, rate, name, {k: round(v, 3) for k, v in error.items()}, flush=True)
@@ -282,8 +375,11 @@ def main() -> None:
             for process, _ in servers:
                 process.terminate()
                 process.wait(timeout=30)
-    worst = {n: max(abs(v) for c in checks for v in c["error"][n].values()) for n in profiles}
-    chosen = min(worst, key=worst.__getitem__)  # the profile the measurement agrees with best plans
+    # judged where the measurement repeats within the target: elsewhere noise decides the gap
+    steady = [c for c in checks if c["repeat_gap"] <= TARGET] or checks
+    worst = {n: max(gap(c, n) for c in steady) for n in profiles}
+    within = {n: sum(gap(c, n) <= TARGET for c in steady) for n in profiles}
+    chosen = min(profiles, key=lambda n: (-within[n], worst[n]))  # the one that agrees best plans
     profile = profiles[chosen]
     write_profile(profile, RESULTS / "capacity_profile.json")
     floor = float(np.percentile(profile.ttft_s[min(profile.ttft_s)], 95))
@@ -298,7 +394,7 @@ def main() -> None:
                           "seconds": time.perf_counter() - started})  # fmt: skip
             print(plans[-1]["rate"], slo, p.replicas, p.nodes, round(p.result.ttft_p95 * 1000, 1), flush=True)
     report = {"new_tokens": NEW_TOKENS, "peak_per_replica": closed.peak_rate(), "chosen": chosen,
-              "worst": worst,
+              "worst": worst, "within": within, "steady": [c["share"] for c in steady],
               "levels": measured_levels, "checks": checks, "plans": plans}  # fmt: skip
     save("capacity", report, render(report, info))
 
@@ -325,16 +421,22 @@ def render(r: dict, info: dict) -> str:
         "",
         "## 2. The simulation against two real replicas (open-loop Poisson traffic)",
         "",
-        "Two profiles drive the simulation: the closed loops above, and service times fitted on "
-        f"open-loop traffic at {', '.join(f'{x:.0%}' for x in CALIBRATE)} of the closed-loop peak "
-        "(TTFT by the batch a request joined, time per token by the mean batch while it decoded). "
-        f"The check runs other loads ({', '.join(f'{x:.0%}' for x in CHECK)}), so neither profile "
-        "saw the traffic it is compared with.",
+        "Four profiles drive the simulation. Two give each request client-measured service times "
+        "(processor sharing at the time per token of the current batch): the closed loops above, and "
+        f"open-loop traffic at {', '.join(f'{x:.0%}' for x in CALIBRATE)} of the closed-loop peak (TTFT by "
+        "the batch a request joined, time per token by the mean batch while it decoded). Two replay "
+        "the engine's loop iteration by iteration, with the iteration times the engines themselves "
+        "reported on `/metrics` (`lamina_engine_iteration_seconds`, by batch and prefill size) during "
+        "the closed loops or the open-loop traffic, plus the client's own overhead at one stream. "
+        f"The check runs other loads ({', '.join(f'{x:.0%}' for x in CHECK)}), so no profile saw the "
+        "traffic it is compared with. Each check load is measured twice with other arrivals; the "
+        "simulation is compared with their mean, and 'real vs real' is how far the two differed: "
+        "where that is above 15 %, this machine cannot judge a 15 % target at that load.",
         "",
         "| load | rate req/s | profile | TTFT mean real / sim | TTFT p50 real / sim "
         "| latency mean real / sim | throughput real / sim | refused real / sim | load generator "
-        "| largest gap |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| real vs real | largest gap |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for c in r["checks"]:
         m = c["measured"]
@@ -348,14 +450,18 @@ def render(r: dict, info: dict) -> str:
                 f"{ms(m['latency_mean'])} / {ms(s['latency_mean'])} | "
                 f"{m['throughput']:.1f} / {s['throughput']:.1f} | "
                 f"{m['rejected']:.1%} / {s['rejected']:.1%} | {m['client_cores']:.2f} cores | "
-                f"{gap:.0%} {'✓' if gap <= 0.15 else '✗'} |"
+                f"{c['repeat_gap']:.0%} | {gap:.0%} {'✓' if gap <= 0.15 else '✗'} |"
             )
     lines += [""]
-    for name, gap in r["worst"].items():
-        within = sum(max(abs(v) for v in c["error"][name].values()) <= 0.15 for c in r["checks"])
+    steady = r["steady"]
+    shares = ", ".join(f"{x:.0%}" for x in steady)
+    every = ", ".join(f"{c['share']:.0%}" for c in r["checks"])
+    lines.append(f"Loads where the two measurements agreed within 15 %: {shares} (of {every}).")
+    lines.append("")
+    for name, worst in r["worst"].items():
         lines.append(
-            f"- {name}: within 15 % on every compared figure at {within} of {len(r['checks'])} loads "
-            f"(largest gap {gap:.0%})."
+            f"- {name}: within 15 % on every compared figure at {r['within'][name]} of {len(steady)} of "
+            f"those loads (largest gap there {worst:.0%})."
         )
     lines += [
         "",

@@ -69,6 +69,18 @@ def test_power_of_two_choices_beats_one_random_replica() -> None:
     assert four.ttft_mean < 0.6 * one.ttft_mean
 
 
+def test_two_replicas_are_join_the_shortest_queue_close_to_m_m_2() -> None:
+    """The gateway draws two different replicas: with two, every request goes to the shorter queue
+    (drawing one replica twice dispatched half the requests at random: 0.33 s here)."""
+    mu, lam = 10.0, 16.0
+    service = list(np.random.default_rng(1).exponential(1 / mu, 50_000))
+    profile = ReplicaProfile(ttft_s={1: service}, tpot_s={1: [0.01]}, output_tokens=[1], **ONE_AT_A_TIME)
+    result = simulate(profile, 2, lam, requests=100_000, seed=2)
+    rho = lam / (2 * mu)
+    m_m_2 = 1 / mu + (2 * rho**2 / (1 + rho)) / (2 * mu - lam)  # one shared queue: the lower bound
+    assert m_m_2 < result.ttft_mean < 1.1 * m_m_2  # 0.278 s and 0.298 s
+
+
 def test_the_plan_is_the_fewest_replicas_that_meet_the_objective() -> None:
     profile = ReplicaProfile(
         ttft_s={1: [0.01, 0.012], 8: [0.02, 0.03], 32: [0.06, 0.09]},
@@ -120,3 +132,59 @@ def test_lamina_capacity_plans_each_rate_and_refuses_an_impossible_objective(cli
     assert refused.code == 2 and "below what one idle replica gives" in refused.err
     missing = cli("capacity", str(tmp_path / "none.json"), "--rate", "50")
     assert missing.code == 2 and "bench/capacity.py" in missing.err
+
+
+def engine_profile(**times: object) -> ReplicaProfile:
+    """A profile with the engine's iteration times (the client-side tables are then unused)."""
+    base: dict = {"ttft_s": {1: [0.01]}, "tpot_s": {1: [0.001]}, "output_tokens": [1]}
+    return ReplicaProfile(**(base | times))  # type: ignore[arg-type]
+
+
+def test_engine_replay_one_request_at_a_time_is_m_d_1() -> None:
+    mu, lam = 10.0, 8.0
+    profile = engine_profile(step_s={1: [0.001]}, prefill_s={1: [1 / mu]}, **ONE_AT_A_TIME)
+    assert profile.iterates
+    result = simulate(profile, 1, lam, requests=100_000, seed=3)
+    rho = lam / mu  # each request is one prefill (its only token): Pollaczek-Khinchine again
+    assert result.ttft_mean == pytest.approx(1 / mu + rho / (2 * mu * (1 - rho)), rel=0.05)
+    assert result.latency_mean == pytest.approx(result.ttft_mean)
+
+
+def test_engine_replay_of_a_lone_request_adds_prefill_steps_and_the_client_overhead() -> None:
+    profile = engine_profile(
+        step_s={1: [0.002], 8: [0.004]}, prefill_s={1: [0.02]}, overhead_s=[0.005], output_tokens=[11]
+    )
+    result = simulate(profile, 4, 0.5, requests=2_000)  # one request in ~8 s per replica: nearly always alone
+    assert result.ttft_p50 == pytest.approx(0.02 + 0.005)
+    # ten more tokens, eight then two (alone_steps), at the lone step time
+    assert result.latency_p50 == pytest.approx(0.02 + 10 * 0.002 + 0.005)
+    assert result.latency_mean == pytest.approx(0.045, rel=0.01)  # the rare overlap costs little
+
+
+def test_engine_replay_stalls_the_batch_for_each_join_and_makes_arrivals_wait_for_the_iteration() -> None:
+    """Same client-side times, two models: the processor-sharing one decodes through a newcomer's
+    prefill; the engine replay stops the whole batch for it, as ``Engine._run`` does."""
+    times = {"ttft_s": {1: [0.02]}, "tpot_s": {1: [0.001], 32: [0.001]}, "output_tokens": [50]}
+    sharing = ReplicaProfile(**times)  # type: ignore[arg-type]
+    replay = ReplicaProfile(**times, step_s={1: [0.001], 32: [0.001]}, prefill_s={1: [0.02], 4: [0.02]},
+                            alone_steps=1)  # type: ignore[arg-type]  # fmt: skip
+    shared, replayed = simulate(sharing, 1, 20, requests=20_000), simulate(replay, 1, 20, requests=20_000)
+    assert shared.latency_mean == pytest.approx(0.02 + 49 * 0.001, rel=0.02)  # nobody slows anybody
+    # each request's 49 steps see about 20/s × ~0.1 s ≈ 2 joins of 20 ms each
+    assert replayed.latency_mean > shared.latency_mean + 0.02
+    assert replayed.ttft_mean > 0.02 and replayed.ttft_p50 < replayed.ttft_p95  # it waited for iterations
+    assert replayed.busy == pytest.approx(20 * replayed.latency_mean, rel=0.05)  # Little's law
+
+
+def test_an_engine_profile_round_trips_and_half_of_one_is_refused(tmp_path: Path) -> None:
+    profile = engine_profile(
+        step_s={1: [0.001], 4: [0.003]}, prefill_s={1: [0.01]}, overhead_s=[0.002], alone_steps=4
+    )
+    path = tmp_path / "engine.json"
+    path.write_text(json.dumps(profile.to_json()))
+    again = ReplicaProfile.load(path)
+    assert again == profile and again.step(2) == pytest.approx(0.001 + 0.002 / 3) and again.prefill(3) == 0.01
+    with pytest.raises(ConfigError, match="together"):
+        engine_profile(step_s={1: [0.001]})
+    with pytest.raises(ConfigError, match="negative"):
+        engine_profile(step_s={1: [-0.001]}, prefill_s={1: [0.01]})

@@ -15,6 +15,8 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 from lamina.core.energy import EnergyMeter
 
@@ -75,6 +77,9 @@ class Metrics:
             "lamina_rail_seconds", "Time a rail takes per check", ["rail", "stage"], buckets=FAST, registry=r
         )
 
+        self.engine_timings = EngineTimings()
+        r.register(self.engine_timings)
+
         self.feedback = Counter(
             "lamina_feedback", "Feedback given on answers (thumbs_up, thumbs_down, preferred, …)", ["label"],
             registry=r,
@@ -110,6 +115,9 @@ class Metrics:
         for loaded in pool.engines():
             self.queue.labels(loaded.version.ref).set(loaded.engine.queue_depth)
             self.batch.labels(loaded.version.ref).set(loaded.engine.running)
+        self.engine_timings.engines = [
+            (e.version.ref, getattr(e.engine, "stats", {})) for e in pool.engines()
+        ]
 
     def observe_energy(self) -> dict[str, float | str | None]:
         """Set the energy gauges; also what `/metrics` readers and the report show."""
@@ -125,3 +133,31 @@ class Metrics:
     def render(self) -> bytes:
         self.observe_energy()
         return generate_latest(self.registry)
+
+
+class EngineTimings(Collector):
+    """Each engine's iterations and their time, by phase (``decode``, ``prefill``) and size (rows in
+    the batch, or requests prefilled together): the replica's service times, as the engine itself
+    measured them. ``sum(seconds) / sum(iterations)`` per size is its step-time curve (the capacity
+    model's input, ``bench/capacity.py``). Exported as counters, read at scrape time."""
+
+    def __init__(self) -> None:
+        self.engines: list[tuple[str, dict[str, Any]]] = []
+
+    def collect(self) -> Any:
+        seconds = CounterMetricFamily(
+            "lamina_engine_iteration_seconds", "Engine time spent in iterations, by phase and size",
+            labels=["version", "phase", "size"],
+        )  # fmt: skip
+        count = CounterMetricFamily(
+            "lamina_engine_iterations",
+            "Engine iterations, by phase and size",
+            labels=["version", "phase", "size"],
+        )
+        for ref, stats in self.engines:
+            for phase in ("decode", "prefill"):
+                for size, (n, total) in sorted(stats.get(phase, {}).items()):
+                    count.add_metric([ref, phase, str(size)], n)
+                    seconds.add_metric([ref, phase, str(size)], total)
+        yield seconds
+        yield count

@@ -51,6 +51,12 @@ class ReplicaProfile:
     max_waiting: int = 256  # server.max_waiting: beyond it, 429
     max_queue_wait: float = 0.5  # server.max_queue_wait: a request waiting longer gets 429
     source: str = ""  # where and how it was measured
+    # The engine's own iteration times (``lamina_engine_iteration_seconds`` on ``/metrics``): with
+    # them, ``simulate`` replays the engine's loop iteration by iteration (see ``_simulate_engine``)
+    step_s: dict[int, list[float]] = field(default_factory=dict)  # one decode iteration, per batch size
+    prefill_s: dict[int, list[float]] = field(default_factory=dict)  # prefilling k requests together
+    overhead_s: list[float] = field(default_factory=list)  # client's TTFT beyond the engine's (HTTP, hops)
+    alone_steps: int = 8  # tokens a lone request makes per iteration (engine.ALONE_STEPS)
 
     def __post_init__(self) -> None:
         for name, table in (("ttft_s", self.ttft_s), ("tpot_s", self.tpot_s)):
@@ -60,19 +66,43 @@ class ReplicaProfile:
                 raise ConfigError(f"capacity profile: {name} has a bad batch size or a negative time")
         if not self.output_tokens or min(self.output_tokens) < 1:
             raise ConfigError("capacity profile: output_tokens needs samples of at least one token")
-        object.__setattr__(self, "_sizes", sorted(self.tpot_s))
-        object.__setattr__(self, "_tpot", [float(np.median(self.tpot_s[b])) for b in sorted(self.tpot_s)])
+        if bool(self.step_s) != bool(self.prefill_s):
+            raise ConfigError("capacity profile: step_s and prefill_s come together (both from /metrics)")
+        for name, table in (("step_s", self.step_s), ("prefill_s", self.prefill_s)):
+            if any(b < 1 or not v or any(t < 0 or not math.isfinite(t) for t in v) for b, v in table.items()):
+                raise ConfigError(f"capacity profile: {name} has a bad size, no samples or a negative time")
+        if any(t < 0 or not math.isfinite(t) for t in self.overhead_s) or self.alone_steps < 1:
+            raise ConfigError("capacity profile: overhead_s needs non-negative times, alone_steps ≥ 1")
+        for name, table in (("tpot", self.tpot_s), ("step", self.step_s), ("prefill", self.prefill_s)):
+            sizes = sorted(table)
+            object.__setattr__(self, f"_{name}", (sizes, [float(np.median(table[b])) for b in sizes]))
         object.__setattr__(self, "_ttft_sizes", sorted(self.ttft_s))
 
-    def tpot(self, batch: int) -> float:
-        """Median time per token at ``batch``, linear between measured sizes (and past the last two)."""
-        sizes: list[int] = self._sizes  # type: ignore[attr-defined]
-        medians: list[float] = self._tpot  # type: ignore[attr-defined]
-        if len(sizes) == 1 or batch <= sizes[0]:
-            return medians[0]
-        i = min(bisect_left(sizes, batch), len(sizes) - 1)
+    @property
+    def iterates(self) -> bool:
+        """Whether the engine's iteration times are known (then the simulation replays its loop)."""
+        return bool(self.step_s)
+
+    def _curve(self, name: str, size: int) -> float:
+        """Median of table ``name`` at ``size``, linear between measured sizes (and past the last two)."""
+        sizes, medians = getattr(self, f"_{name}")
+        if len(sizes) == 1 or size <= sizes[0]:
+            return float(medians[0])
+        i = min(bisect_left(sizes, size), len(sizes) - 1)
         b0, b1, t0, t1 = sizes[i - 1], sizes[i], medians[i - 1], medians[i]
-        return max(1e-9, t0 + (t1 - t0) * (batch - b0) / (b1 - b0))
+        return max(1e-9, t0 + (t1 - t0) * (size - b0) / (b1 - b0))
+
+    def tpot(self, batch: int) -> float:
+        """Median time per token at ``batch``, as clients measured it."""
+        return self._curve("tpot", batch)
+
+    def step(self, batch: int) -> float:
+        """One decode iteration of ``batch`` rows, as the engine measured it."""
+        return self._curve("step", batch)
+
+    def prefill(self, joining: int) -> float:
+        """Prefilling ``joining`` requests together, as the engine measured it."""
+        return self._curve("prefill", joining)
 
     def ttft_samples(self, batch: int) -> list[float]:
         """The TTFTs measured at the batch size nearest ``batch`` (on a log scale, as sizes double)."""
@@ -97,7 +127,7 @@ class ReplicaProfile:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ReplicaProfile:
         def table(name: str) -> dict[int, list[float]]:
-            return {int(b): [float(x) for x in v] for b, v in data[name].items()}
+            return {int(b): [float(x) for x in v] for b, v in data.get(name, {}).items()}
 
         return cls(
             ttft_s=table("ttft_s"),
@@ -107,6 +137,10 @@ class ReplicaProfile:
             max_waiting=int(data.get("max_waiting", 256)),
             max_queue_wait=float(data.get("max_queue_wait", 0.5)),
             source=str(data.get("source", "")),
+            step_s=table("step_s"),
+            prefill_s=table("prefill_s"),
+            overhead_s=[float(x) for x in data.get("overhead_s", [])],
+            alone_steps=int(data.get("alone_steps", 8)),
         )
 
     @classmethod
@@ -182,10 +216,10 @@ def simulate(
     """
     if replicas < 1 or rate <= 0 or requests < 10:
         raise ConfigError("simulate needs replicas ≥ 1, rate > 0 and at least 10 requests")
+    if profile.iterates:
+        return _simulate_engine(profile, replicas, rate, requests=requests, seed=seed, warmup=warmup)
     rng = np.random.default_rng(seed)
-    arrivals = np.cumsum(rng.exponential(1 / rate, requests))
-    lengths = np.asarray(profile.output_tokens)[rng.integers(len(profile.output_tokens), size=requests)]
-    picks = rng.integers(replicas, size=(requests, 2))
+    arrivals, lengths, picks = _traffic(profile, replicas, rate, requests, rng)
     nodes = [_Replica() for _ in range(replicas)]
     events: list[
         tuple[float, int, int, int]
@@ -194,7 +228,7 @@ def simulate(
     ttfts: list[float] = []
     latencies: list[float] = []
     rejected = 0
-    done = tokens = 0
+    tokens = 0
     area = 0.0  # ∫ requests in flight dt, for the mean occupancy
     last_t, in_flight = 0.0, 0
 
@@ -268,14 +302,36 @@ def simulate(
                 if r.index >= skip:
                     ttfts.append(r.first)
                     latencies.append(now - r.arrival)
-                    done += 1
                     tokens += r.tokens
             else:
                 still.append(r)
         node.active = still
         admit(node, now)
         schedule(index, node)
-    counted = requests - skip
+    return _summary(
+        replicas, rate, arrivals, skip, ttfts, latencies, rejected, tokens, area / (last_t or 1e-9)
+    )
+
+
+def _traffic(
+    profile: ReplicaProfile, replicas: int, rate: float, requests: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Poisson arrival times, answer lengths drawn from the measured ones, and each request's two
+    replicas for the power-of-two-choices gateway: two different ones (with two replicas that is
+    join-the-shortest-queue; drawing the same one twice would dispatch at random half the time)."""
+    arrivals = np.cumsum(rng.exponential(1 / rate, requests))
+    lengths = np.asarray(profile.output_tokens)[rng.integers(len(profile.output_tokens), size=requests)]
+    first = rng.integers(replicas, size=requests)
+    second = (first + 1 + rng.integers(max(replicas - 1, 1), size=requests)) % replicas
+    return arrivals, lengths, np.stack([first, second], axis=1)
+
+
+def _summary(
+    replicas: int, rate: float, arrivals: np.ndarray, skip: int, ttfts: list[float], latencies: list[float],
+    rejected: int, tokens: int, in_flight: float,
+) -> SimResult:  # fmt: skip
+    """The statistics of the requests after the warm-up (``in_flight``: mean over the cluster)."""
+    counted = len(arrivals) - skip
     span = float(arrivals[-1] - arrivals[skip]) or 1e-9
     t, lat = np.asarray(ttfts or [math.nan]), np.asarray(latencies or [math.nan])
     return SimResult(
@@ -289,10 +345,121 @@ def simulate(
         ttft_p99=float(np.percentile(t, 99)),
         latency_mean=float(lat.mean()),
         latency_p50=float(np.percentile(lat, 50)),
-        throughput=done / span,
+        throughput=len(latencies) / span,
         tokens_per_s=tokens / span,
-        busy=area / (last_t or 1e-9) / replicas,
+        busy=in_flight / replicas,
     )
+
+
+class _Engine:
+    """One replica's engine loop: waiting requests (FIFO), the running batch, the iteration under way.
+
+    Every running request gets the same tokens per iteration, so the engine counts tokens given per
+    row (``progress``) and keeps the batch as a heap of the progress at which each request is done:
+    an iteration costs O(1) plus the requests it ends, not a pass over the batch.
+    """
+
+    __slots__ = ("waiting", "running", "busy", "tokens_per_row", "progress")
+
+    def __init__(self) -> None:
+        self.waiting: deque[_Request] = deque()
+        self.running: list[tuple[float, int, _Request]] = []  # heap of (progress when done, index, request)
+        self.busy = False  # an iteration is under way: arrivals wait for the next one
+        self.tokens_per_row = 1  # what the iteration under way gives each running request
+        self.progress = 0  # tokens given to every row so far
+
+    def in_flight(self) -> int:
+        return len(self.waiting) + len(self.running)
+
+
+def _simulate_engine(
+    profile: ReplicaProfile, replicas: int, rate: float, *, requests: int, seed: int, warmup: float
+) -> SimResult:
+    """``simulate`` for a profile with the engine's own iteration times: each replica replays
+    ``Engine._run`` — admit every waiting request there is room for and prefill them together (their
+    first token comes at its end), then one decode iteration for the whole batch (a lone request
+    makes ``alone_steps`` tokens in one, or one when others wait); requests arriving meanwhile wait
+    for the next iteration. So a join stalls the batch's decoding, and a request's TTFT includes the
+    rest of the iteration it arrived in. Each request's client-side times add one measured overhead.
+    """
+    rng = np.random.default_rng(seed)
+    arrivals, lengths, picks = _traffic(profile, replicas, rate, requests, rng)
+    overheads = np.asarray(profile.overhead_s or [0.0])
+    extra = overheads[rng.integers(len(overheads), size=requests)]
+    sizes = range(profile.max_batch + 1)  # the curves, looked up once: the loop below runs millions of times
+    step = [profile.step(max(b, 1)) for b in sizes]
+    prefill = [profile.prefill(max(k, 1)) for k in sizes]
+    engines = [_Engine() for _ in range(replicas)]
+    events: list[tuple[float, int, int]] = []  # (time, 0 = an iteration ends / 1 = an arrival, index)
+    skip = int(requests * warmup)
+    ttfts: list[float] = []
+    latencies: list[float] = []
+    rejected = tokens = 0
+    area = 0.0  # ∫ requests in flight dt, as the sum of each request's time in the system
+
+    def leave(r: _Request, now: float) -> None:
+        nonlocal tokens, area
+        area += now - r.arrival
+        if r.index >= skip:
+            ttfts.append(r.first + extra[r.index])
+            latencies.append(now - r.arrival + extra[r.index])
+            tokens += r.tokens
+
+    def iterate(index: int, now: float) -> None:
+        """Start the engine's next iteration at ``now`` (if it has anything to do)."""
+        nonlocal rejected, area
+        engine = engines[index]
+        waiting, running = engine.waiting, engine.running
+        while waiting and now - waiting[0].arrival > profile.max_queue_wait:
+            shed = waiting.popleft()  # FIFO: the oldest are first
+            rejected += shed.index >= skip
+            area += now - shed.arrival
+        end = now
+        room = min(profile.max_batch - len(running), len(waiting))
+        if room > 0:
+            end += prefill[room]
+            for _ in range(room):
+                r = waiting.popleft()
+                r.first = end - r.arrival
+                if r.tokens > 1:
+                    heapq.heappush(running, (engine.progress + r.tokens - 1, r.index, r))
+                else:
+                    leave(r, end)
+        if len(running) == 1 and profile.alone_steps > 1:
+            alone = 1 if waiting else profile.alone_steps
+            engine.tokens_per_row = int(min(alone, running[0][0] - engine.progress))
+            end += engine.tokens_per_row * step[1]
+        elif running:
+            engine.tokens_per_row = 1
+            end += step[len(running)]
+        engine.busy = end > now
+        if engine.busy:
+            heapq.heappush(events, (end, 0, index))
+
+    heapq.heappush(events, (float(arrivals[0]), 1, 0))
+    now = 0.0
+    while events:
+        now, kind, index = heapq.heappop(events)
+        if kind == 1:
+            r = _Request(index, now, int(lengths[index]))
+            a, b = picks[index]
+            target = int(a if engines[a].in_flight() <= engines[b].in_flight() else b)
+            if len(engines[target].waiting) >= profile.max_waiting:
+                rejected += index >= skip
+            else:
+                engines[target].waiting.append(r)
+                if not engines[target].busy:
+                    iterate(target, now)
+            if index + 1 < requests:
+                heapq.heappush(events, (float(arrivals[index + 1]), 1, index + 1))
+            continue
+        engine = engines[index]
+        engine.progress += engine.tokens_per_row
+        while engine.running and engine.running[0][0] <= engine.progress:
+            leave(heapq.heappop(engine.running)[2], now)
+        iterate(index, now)
+    last = max(float(arrivals[-1]), now)
+    return _summary(replicas, rate, arrivals, skip, ttfts, latencies, rejected, tokens, area / last)
 
 
 @dataclass

@@ -322,13 +322,22 @@ class Engine:
         self._lock = threading.Lock()
         self._requests: list[Request] = []  # the running batch, in the runner's row order
         self._joining: list[Request] = []  # taken from the queue, being prefilled
+        self._since = 0.0  # when this pass of the loop began (see ``_run``)
         self._last = torch.zeros(0, dtype=torch.long)  # (B,) the token each row feeds next
         self._seen = torch.zeros(0, self.vocab)  # (B, V) counts over prompt + output (repetition)
         self._generated = torch.zeros(0, self.vocab)  # (B, V) counts over output (frequency, presence)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.stats = {"steps": 0, "tokens": 0, "max_batch_seen": 0}
+        # counts plus, per phase and size, [iterations, seconds]: what ``GET /metrics`` exports as
+        # ``lamina_engine_iteration_seconds`` and what ``bench/capacity.py`` simulates a replica with
+        self.stats: dict[str, Any] = {
+            "steps": 0,
+            "tokens": 0,
+            "max_batch_seen": 0,
+            "decode": {},
+            "prefill": {},
+        }
 
     # -- public ------------------------------------------------------------------------------------
     def start(self) -> Engine:
@@ -406,6 +415,10 @@ class Engine:
         torch.set_grad_enabled(False)
         while not self._stop.is_set():
             try:
+                # a decode iteration's time runs from the end of the one before (less this pass's
+                # prefill): what the loop costs between steps, and time the OS gave other
+                # processes, delay tokens as much as the forward pass does
+                self._since = time.perf_counter()
                 self._admit()
                 if not self._requests:
                     self._wake.wait(timeout=0.5)
@@ -436,8 +449,18 @@ class Engine:
             joining.append(request)
         if joining:
             self._joining = joining  # until they join or finish: a failure must reach them too
+            started = time.perf_counter()
             self._join(joining)
+            spent = time.perf_counter() - started
+            self._timed("prefill", len(joining), spent)
+            self._since += spent
             self._joining = []
+
+    def _timed(self, phase: str, size: int, seconds: float, iterations: int = 1) -> None:
+        """Add one iteration's time to ``stats[phase][size]`` (size: rows decoded or prefilled)."""
+        entry = self.stats[phase].setdefault(size, [0, 0.0])
+        entry[0] += iterations
+        entry[1] += seconds
 
     def _shed(self) -> None:
         """End waiting requests that were cancelled or have waited past ``max_queue_wait``.
@@ -504,13 +527,15 @@ class Engine:
         return scores
 
     def _step(self) -> None:
-        self.stats["max_batch_seen"] = max(self.stats["max_batch_seen"], len(self._requests))
-        if len(self._requests) == 1 and isinstance(self.runner, LoneRunner):
+        batch, started = len(self._requests), self._since
+        self.stats["max_batch_seen"] = max(self.stats["max_batch_seen"], batch)
+        if batch == 1 and isinstance(self.runner, LoneRunner):
             request = self._requests[0]
             # the lone step samples inside its compiled graph: rows whose logits need editing
             # (grammar masks, logit bias) take the batched path, which samples here
             if not request.cancelled.is_set() and not request.params.constrained:
-                self._step_alone(request)
+                steps = self._step_alone(request)
+                self._timed("decode", 1, time.perf_counter() - started, steps)
                 return
         logits = self.runner.decode(self._last)
         self.stats["steps"] += 1
@@ -544,6 +569,7 @@ class Engine:
             index = torch.tensor(keep, dtype=torch.long)
             self._seen, self._generated = self._seen[index], self._generated[index]
         self._last = next_tokens
+        self._timed("decode", batch, time.perf_counter() - started)
 
     def _choose(
         self, requests: list[Request], logits: torch.Tensor, seen: torch.Tensor, generated: torch.Tensor,
@@ -623,8 +649,9 @@ class Engine:
         outbox.add(request, TokenEvent(out, token, logprob, top, reason, prompt))
         return reason is None
 
-    def _step_alone(self, request: Request) -> None:
-        """The one running request: several tokens in one runner call (``ALONE_STEPS``).
+    def _step_alone(self, request: Request) -> int:
+        """The one running request: several tokens in one runner call (``ALONE_STEPS``); returns
+        how many steps the call made.
 
         Each step decodes and samples in one graph, and the engine's per-token bookkeeping runs
         once per call, not once per token. With requests waiting, one step, so they join at once.
@@ -664,6 +691,7 @@ class Engine:
             self._requests = []
             self._last = torch.zeros(0, dtype=torch.long)
             self._seen, self._generated = torch.zeros(0, self.vocab), torch.zeros(0, self.vocab)
+        return steps
 
     def _fail_all(self, message: str) -> None:
         """End every request the engine holds (running, or being prefilled) with an ``error`` event.

@@ -84,7 +84,13 @@ class EngineProcess:
         self._ids = itertools.count()
         self._send_lock, self._state_lock = threading.Lock(), threading.Lock()
         self._alive, self._closing = True, False
-        self.stats = {"steps": 0, "tokens": 0, "max_batch_seen": 0}
+        self.stats: dict[str, Any] = {
+            "steps": 0,
+            "tokens": 0,
+            "max_batch_seen": 0,
+            "decode": {},
+            "prefill": {},
+        }
         self._reader = threading.Thread(target=self._read, name="lamina-engine-events", daemon=True)
         self._reader.start()
 
