@@ -247,6 +247,13 @@ def _deliver(items: list[tuple[Stream, TokenEvent]]) -> None:
         request._aqueue.put_nowait(event)
 
 
+def new_stats() -> dict[str, Any]:
+    """An engine's counters, plus per phase (``decode``, ``prefill``) and size ``[iterations,
+    seconds]``: what ``GET /metrics`` exports as ``lamina_engine_iteration_seconds`` and what
+    ``bench/capacity.py`` simulates a replica with."""
+    return {"steps": 0, "tokens": 0, "max_batch_seen": 0, "decode": {}, "prefill": {}}
+
+
 def encode(tokenizer: Any, prompt: str) -> list[int]:
     ids = list(tokenizer(prompt, add_special_tokens=False)["input_ids"])
     if not ids and tokenizer.bos_token_id is not None:
@@ -329,15 +336,7 @@ class Engine:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        # counts plus, per phase and size, [iterations, seconds]: what ``GET /metrics`` exports as
-        # ``lamina_engine_iteration_seconds`` and what ``bench/capacity.py`` simulates a replica with
-        self.stats: dict[str, Any] = {
-            "steps": 0,
-            "tokens": 0,
-            "max_batch_seen": 0,
-            "decode": {},
-            "prefill": {},
-        }
+        self.stats = new_stats()
 
     # -- public ------------------------------------------------------------------------------------
     def start(self) -> Engine:

@@ -27,7 +27,7 @@ from typing import Any
 
 from lamina.core.errors import LaminaError
 from lamina.serving.admission import WaitEstimate
-from lamina.serving.engine import EngineBusy, Outbox, Stream, TokenEvent, checked_ids
+from lamina.serving.engine import EngineBusy, Outbox, Stream, TokenEvent, checked_ids, new_stats
 from lamina.serving.grammar import Grammars
 from lamina.serving.sampling import SamplingParams
 
@@ -84,13 +84,7 @@ class EngineProcess:
         self._ids = itertools.count()
         self._send_lock, self._state_lock = threading.Lock(), threading.Lock()
         self._alive, self._closing = True, False
-        self.stats: dict[str, Any] = {
-            "steps": 0,
-            "tokens": 0,
-            "max_batch_seen": 0,
-            "decode": {},
-            "prefill": {},
-        }
+        self.stats = new_stats()
         self._reader = threading.Thread(target=self._read, name="lamina-engine-events", daemon=True)
         self._reader.start()
 
