@@ -215,19 +215,9 @@ def toxicity(quick: bool, finetune: bool) -> dict:
         train_idx, test_size=0.1, stratify=[labels[i] for i in train_idx], random_state=0
     )
     test_labels = np.array([labels[i] for i in test_idx])
-    neither, hate = test_labels == "neither", test_labels == "hate"
-    toxic = ~neither
 
     def measure(tox: np.ndarray, hate_score: np.ndarray) -> dict:
-        toxic_tpr, tox_cut = tpr_at_fpr(tox, toxic, FPR)  # negatives: the neither tweets
-        return {
-            "toxic_tpr_at_fpr05": toxic_tpr,
-            "hate_caught_at_toxic_threshold": float((tox[hate] > tox_cut).mean()),
-            "hate_vs_all_tpr_at_fpr05": tpr_at_fpr(hate_score, hate, FPR)[0],
-            "hate_vs_neither_tpr_at_fpr05": tpr_at_fpr(hate_score[hate | neither], hate[hate | neither], FPR)[
-                0
-            ],
-        }
+        return toxicity_figures(tox, hate_score, test_labels)
 
     out: dict = {
         "rows": len(texts),
@@ -303,17 +293,22 @@ def toxicity_cv(rows: list[dict], texts: list[str], labels: list[str]) -> dict:
             model.fit([texts[i] for i in train_idx], list(y[train_idx]), votes=fold_votes)
             s = model.scores([texts[i] for i in test_idx])
             scores[test_idx, 0], scores[test_idx, 1] = s["toxic"], s["hate"]
-    hate, neither = y == "hate", y == "neither"
+    methods = {name: toxicity_figures(o[:, 0], o[:, 1], y) for name, o in oof.items()}
+    return {"hate_rows": int((y == "hate").sum()), "methods": methods}
+
+
+def toxicity_figures(tox: np.ndarray, hate_score: np.ndarray, labels: np.ndarray) -> dict:
+    """TPR at 5 % FPR: toxic (negatives: the neither tweets), hate against every other tweet and
+    against the neither ones; and the share of hate tweets the toxic threshold catches."""
+    neither, hate = labels == "neither", labels == "hate"
     both = hate | neither
-    methods = {
-        name: {
-            "toxic_tpr_at_fpr05": tpr_at_fpr(o[:, 0], ~neither, FPR)[0],
-            "hate_vs_all_tpr_at_fpr05": tpr_at_fpr(o[:, 1], hate, FPR)[0],
-            "hate_vs_neither_tpr_at_fpr05": tpr_at_fpr(o[both, 1], hate[both], FPR)[0],
-        }
-        for name, o in oof.items()
+    toxic_tpr, tox_cut = tpr_at_fpr(tox, ~neither, FPR)
+    return {
+        "toxic_tpr_at_fpr05": toxic_tpr,
+        "hate_caught_at_toxic_threshold": float((tox[hate] > tox_cut).mean()),
+        "hate_vs_all_tpr_at_fpr05": tpr_at_fpr(hate_score, hate, FPR)[0],
+        "hate_vs_neither_tpr_at_fpr05": tpr_at_fpr(hate_score[both], hate[both], FPR)[0],
     }
-    return {"hate_rows": int(hate.sum()), "methods": methods}
 
 
 def pii(n: int) -> dict:
