@@ -173,7 +173,9 @@ def test_a_replica_killed_mid_traffic_loses_no_request_that_had_not_started_stre
     assert all(o.replica == victim.pid for o in broken), broken
     assert len(broken) <= MAX_BATCH, broken
     assert all(o.result == "ok" for o in outcomes if o.replica != victim.pid), outcomes
-    assert sum(o.replica != victim.pid for o in outcomes) > len(outcomes) // 2, outcomes  # the rest
+    # the other replica answered the rest (how many the victim finished first depends on how late a
+    # busy client reads its streams: 24 of 48 once, under a CPU burner; so no count is asserted)
+    assert any(o.replica != victim.pid for o in outcomes), outcomes
     assert victim.pid not in {p.pid for p in replica_processes(server)}  # it did die mid-traffic
     # Ray Serve replaces the dead replica
     deadline = time.monotonic() + 120
