@@ -52,6 +52,7 @@ RESULTS = ROOT / "bench" / "results"
 from machine import machine_info, machine_line, save  # noqa: E402
 from serve import ADMIN, setup, start_server  # noqa: E402
 
+from lamina.gateway.metrics import read_engine_timings  # noqa: E402
 from lamina.serving.capacity import ReplicaProfile, plan, simulate  # noqa: E402
 
 NEW_TOKENS = 64
@@ -226,19 +227,10 @@ def profile_from_traffic(runs: list[dict], source: str) -> ReplicaProfile:
 def engine_counters(urls: list[str]) -> dict[tuple[str, int], list[float]]:
     """Every replica's ``lamina_engine_iteration*`` counters from ``/metrics``, summed:
     (phase, size) -> [iterations, seconds]."""
-    from prometheus_client.parser import text_string_to_metric_families
-
     totals: dict[tuple[str, int], list[float]] = {}
     for url in urls:
-        text = httpx.get(f"{url}/metrics", headers={"Authorization": f"Bearer {ADMIN}"}, timeout=30).text
-        for family in text_string_to_metric_families(text):
-            if family.name not in ("lamina_engine_iterations", "lamina_engine_iteration_seconds"):
-                continue
-            slot = 0 if family.name == "lamina_engine_iterations" else 1
-            for sample in family.samples:
-                if sample.name.endswith("_total"):
-                    key = (sample.labels["phase"], int(sample.labels["size"]))
-                    totals.setdefault(key, [0.0, 0.0])[slot] += sample.value
+        page = httpx.get(f"{url}/metrics", headers={"Authorization": f"Bearer {ADMIN}"}, timeout=30)
+        read_engine_timings(page.text, into=totals)
     return totals
 
 

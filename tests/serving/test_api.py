@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from lamina.gateway.metrics import read_engine_timings
 from lamina.serving.quantize import resolve_precision
 from tests.conftest import run_lamina
 from tests.serving.conftest import ADMIN, Server
@@ -115,20 +116,6 @@ def test_bad_requests_get_openai_errors_never_5xx(
     assert error["code"] == code and error["message"] and "type" in error
 
 
-def engine_iterations(text: str) -> dict[tuple[str, int], list[float]]:
-    """``lamina_engine_iteration*`` from a /metrics page: (phase, size) -> [iterations, seconds]."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    found: dict[tuple[str, int], list[float]] = {}
-    for family in text_string_to_metric_families(text):
-        if family.name in ("lamina_engine_iterations", "lamina_engine_iteration_seconds"):
-            for sample in family.samples:
-                if sample.name.endswith("_total"):
-                    key = (sample.labels["phase"], int(sample.labels["size"]))
-                    found.setdefault(key, [0.0, 0.0])[family.name.endswith("seconds")] += sample.value
-    return found
-
-
 def test_keys_and_roles(server: Server) -> None:
     url = server.url
     assert httpx.get(f"{url}/health").status_code == 200  # public
@@ -143,7 +130,7 @@ def test_keys_and_roles(server: Server) -> None:
     for seed in (1, 2):  # the engine reports an iteration's time with the next events: the first's reach us
         body = {"model": "shakes@champion", "prompt": "ROMEO:", "max_tokens": 12, "seed": seed}
         assert httpx.post(f"{url}/v1/completions", headers=server.headers(), json=body, timeout=60).is_success
-    timings = engine_iterations(httpx.get(f"{url}/metrics", headers=server.headers(ADMIN)).text)
+    timings = read_engine_timings(httpx.get(f"{url}/metrics", headers=server.headers(ADMIN)).text)
     assert timings[("prefill", 1)][0] >= 1 and timings[("decode", 1)][0] >= 11  # one prefill, 11 decode steps
     assert all(seconds > 0 for _, seconds in timings.values()), timings
     made = run_lamina(

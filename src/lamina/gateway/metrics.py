@@ -161,3 +161,20 @@ class EngineTimings(Collector):
                     seconds.add_metric([ref, phase, str(size)], total)
         yield seconds
         yield count
+
+
+def read_engine_timings(
+    text: str, into: dict[tuple[str, int], list[float]] | None = None
+) -> dict[tuple[str, int], list[float]]:
+    """``EngineTimings`` back from a ``/metrics`` page (prometheus_client's own parser), summed over
+    model versions and added to ``into``: (phase, size) -> [iterations, seconds]."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    found = {} if into is None else into
+    for family in text_string_to_metric_families(text):
+        if family.name in ("lamina_engine_iterations", "lamina_engine_iteration_seconds"):
+            for sample in family.samples:
+                if sample.name.endswith("_total"):
+                    key = (sample.labels["phase"], int(sample.labels["size"]))
+                    found.setdefault(key, [0.0, 0.0])[family.name.endswith("seconds")] += sample.value
+    return found

@@ -252,13 +252,15 @@ def train(
     method = method or kind.method
     embed = kind.embed if embed is None else embed
     model = make_classifier(kind, method, embed=embed, C=C, epochs=epochs)
+    # votes train the linear method, on the rows as they came (long copies have none)
+    votes = votes if method == "linear" and added == 0 else None
     if method == "finetune":
         model.fit(texts, labels, progress=progress)
     else:
-        if votes is not None and added == 0 and progress:
+        if votes is not None and progress:
             fields = ", ".join(kind.vote_fields.values())
             progress(f"learning the annotators' votes ({fields}), not only the majority label")
-        model.fit(texts, labels, votes=votes if added == 0 else None)
+        model.fit(texts, labels, votes=votes)
     model.calibrate(v_texts, v_labels, TARGET_FPR)
     metrics = head_metrics(model, v_texts, v_labels, v_groups)
     config = {
@@ -272,7 +274,7 @@ def train(
         "validation_split": held,
         "target_fpr": TARGET_FPR,
         "long_copies": added,
-        "annotator_votes": votes is not None and added == 0 and method == "linear",
+        "annotator_votes": votes is not None,
     }
     flat = {
         f"{head}_{k}": v for head, m in metrics.items() for k, v in m.items() if isinstance(v, (int, float))
