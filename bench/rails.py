@@ -11,7 +11,10 @@
 - **Toxicity** (``hate-speech-offensive.shared.csv``): one stratified 80/20 split (seed 0). The
   toxic head is scored against the *neither* tweets (FPR), the hate head both against every tweet
   that is not hate (the issue's "hate speech alone") and against the *neither* tweets. Lamina's
-  linear model learns from majority labels and, the default, from the annotators' vote counts.
+  linear model and its default (MiniLM fine-tuned, ~12 min here) learn from the annotators' vote
+  counts; the linear model also from majority labels alone (and the fine-tuned one with
+  ``--toxicity-finetune``). *Deployed* = at the threshold calibrated on a validation part of the
+  training split. A 5-fold table for the linear models (fine-tuning five times would take an hour).
 - **PII**: running text generated with Faker (seed 0): names, e-mails, phones, cards, IBANs, street
   addresses; per-entity recall and precision. Names from locales the gazetteer knows and from ones
   it does not are reported apart.
@@ -52,7 +55,7 @@ FPR = 0.05
 from machine import RESULTS, machine_info, machine_line, save  # noqa: E402
 
 from lamina.guardrails.classifier import TextClassifier, tpr_at_fpr  # noqa: E402
-from lamina.guardrails.training import KINDS, votes_of  # noqa: E402
+from lamina.guardrails.training import KINDS, make_classifier, votes_of  # noqa: E402
 
 # the issue's figures for its baselines, measured on held-back data drawn like the shared sets
 ISSUE = {
@@ -233,27 +236,31 @@ def toxicity(quick: bool, finetune: bool) -> dict:
     hate_base.fit(fit_t, [label == "hate" for label in fit_l])
     out["tfidf (issue baseline)"] = measure(p, hate_base.predict_proba(test_t)[:, 1])
     kind = KINDS["toxicity"]
-    for name, votes in (
-        ("linear, majority labels", None),
-        ("linear + annotator votes (default)", votes_of([rows[i] for i in fit_idx], kind)),
-    ):
+    val_t, val_l = [texts[i] for i in val_idx], [labels[i] for i in val_idx]
+    votes = votes_of([rows[i] for i in fit_idx], kind)
+    candidates = [
+        ("linear, majority labels", "linear", None),
+        ("linear + annotator votes", "linear", votes),
+        *([("finetune, majority labels", "finetune", None)] if finetune else []),
+        ("finetune + annotator votes (default)", "finetune", votes),
+    ]
+    for name, method, row_votes in candidates:
         started = time.perf_counter()
-        linear = TextClassifier(kind.classes, kind.heads, embed=False).fit(fit_t, fit_l, votes=votes)
-        s = linear.scores(test_t)
+        model = make_classifier(kind, method, embed=kind.embed)  # as `lamina rails train toxicity` builds it
+        if method == "finetune":
+            say = lambda line, name=name: print(f"  toxicity {name}: {line}", flush=True)  # noqa: E731
+            model.fit(fit_t, fit_l, progress=say, votes=row_votes)
+        else:
+            model.fit(fit_t, fit_l, votes=row_votes)
+        model.calibrate(val_t, val_l, FPR)  # the threshold it deploys with (and the prefilter's cut)
+        s = model.scores(test_t)
         out[name] = {**measure(s["toxic"], s["hate"]), "train_s": time.perf_counter() - started}
+        deployed = s["toxic"] >= model.thresholds["toxic"]
+        out[name]["deployed_toxic_tpr"] = float(deployed[test_labels != "neither"].mean())
+        out[name]["deployed_toxic_fpr"] = float(deployed[test_labels == "neither"].mean())
+        print(f"toxicity {name} done ({out[name]['train_s']:.0f} s)", flush=True)
     if not quick:
         out["cross_validated"] = toxicity_cv(rows, texts, labels)
-    print("toxicity linear done", flush=True)
-    if finetune:
-        from lamina.guardrails.finetuned import FineTunedClassifier
-
-        started = time.perf_counter()
-        model = FineTunedClassifier(kind.classes, kind.heads, epochs=2, max_tokens=64, batch_size=32)
-        model.fit(fit_t, fit_l, progress=lambda line: print(f"  toxicity finetune {line}", flush=True))
-        model.prefilter, model.clear_below = None, {}
-        s = model.scores(test_t)
-        out["finetune (2 epochs)"] = measure(s["toxic"], s["hate"])
-        out["finetune (2 epochs)"]["train_s"] = time.perf_counter() - started
     return out
 
 
@@ -284,7 +291,7 @@ def toxicity_cv(rows: list[dict], texts: list[str], labels: list[str]) -> dict:
     y = np.array(labels)
     oof = {
         "linear, majority labels": np.zeros((len(y), 2)),
-        "linear + annotator votes (default)": np.zeros((len(y), 2)),
+        "linear + annotator votes": np.zeros((len(y), 2)),
     }
     for train_idx, test_idx in StratifiedKFold(5, shuffle=True, random_state=1).split(texts, y):
         for name, scores in oof.items():
@@ -589,14 +596,16 @@ def render(r: dict) -> str:
         *([machine_line(tox["run"]) + " (this part alone, `--toxicity-only`)", ""] if "run" in tox else []),
         "| method | toxic TPR at FPR 5 % (vs neither) | hate "
         "caught at that threshold | hate vs all, TPR at FPR 5 % "
-        "| hate vs neither, TPR at FPR 5 % |",
-        "|---|---|---|---|---|",
+        "| hate vs neither, TPR at FPR 5 % | deployed toxic TPR | deployed toxic FPR | train s |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, m in tox.items():
         if isinstance(m, dict) and "toxic_tpr_at_fpr05" in m:
+            train_s = f"{m['train_s']:.0f}" if "train_s" in m else "–"
             lines.append(
                 f"| {name} | {pct(m['toxic_tpr_at_fpr05'])} | {pct(m['hate_caught_at_toxic_threshold'])} | "
-                f"{pct(m['hate_vs_all_tpr_at_fpr05'])} | {pct(m['hate_vs_neither_tpr_at_fpr05'])} |"
+                f"{pct(m['hate_vs_all_tpr_at_fpr05'])} | {pct(m['hate_vs_neither_tpr_at_fpr05'])} | "
+                f"{pct(m.get('deployed_toxic_tpr'))} | {pct(m.get('deployed_toxic_fpr'))} | {train_s} |"
             )
     if "cross_validated" in tox:
         lines += [
@@ -663,6 +672,15 @@ def render(r: dict) -> str:
             f"with output rails vs {p['ttft_none']:.1f} ms "
             f"(**×{served['ttft_ratio']:.2f}**; target ≤ ×1.10).",
         ]
+    later = RESULTS / "rails_latency.json"  # `--latency-only` writes there, and may be newer than this run
+    if later.exists():
+        run = json.loads(later.read_text())["machine"]
+        if run["date"] > r["machine"]["date"]:
+            lines += [
+                "",
+                f"**Superseded**: a later latency run ({run['git_sha']}, {run['date'][:10]}, "
+                "`--latency-only`) is in `rails_latency.md`; its figures are the current ones.",
+            ]
     return "\n".join(lines) + "\n"
 
 
@@ -672,7 +690,9 @@ def main() -> None:
     )
     parser.add_argument("--quick", action="store_true", help="2 folds, a toxicity sample, fewer requests")
     parser.add_argument(
-        "--toxicity-finetune", action="store_true", help="also fine-tune MiniLM on toxicity (~10 min)"
+        "--toxicity-finetune",
+        action="store_true",
+        help="also fine-tune MiniLM on toxicity's majority labels, to compare with votes (~12 min more)",
     )
     parser.add_argument(
         "--latency-only", action="store_true",

@@ -142,7 +142,7 @@ def test_a_toxicity_rail_learns_both_heads_from_the_tweets(workspace: Workspace,
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(sample)
-    result = train(workspace, "toxicity", str(path))  # the kind's defaults: linear, no embeddings, votes
+    result = train(workspace, "toxicity", str(path), method="linear")  # seconds; the kind's: no embeddings
     assert set(result.metrics) == {"toxic", "hate"} and result.metrics["toxic"]["auc"] > 0.85
     config = result.version.meta["config"]
     assert config["annotator_votes"] is True and config["method"] == "linear" and config["embed"] is False
@@ -152,17 +152,12 @@ def test_a_toxicity_rail_learns_both_heads_from_the_tweets(workspace: Workspace,
     assert verdict.action == "block" and verdict.reasons[0].startswith("toxic")
 
 
-def test_annotator_votes_teach_how_contested_a_label_is() -> None:
-    """Two phrases share the majority label "offensive"; annotators called one of them hate 40 % of the
-    time. Majority labels cannot tell them apart; votes make the contested one score higher on hate."""
-    from lamina.core.errors import ConfigError
-    from lamina.guardrails.classifier import TextClassifier
-    from lamina.guardrails.training import KINDS, votes_of
-
-    kind = KINDS["toxicity"]
-    texts, labels, rows = [], [], []
+def contested_phrases() -> tuple[list[str], list[str], np.ndarray]:
+    """Two phrases share the majority label "offensive"; annotators called one of them hate 40 % of
+    the time (texts, majority labels, vote counts per class)."""
+    texts, labels, votes = [], [], []
     for i in range(60):
-        for text, label, votes in (
+        for text, label, counts in (
             (f"you are a zork number {i}", "offensive", (2, 3, 0)),  # contested: 2 of 5 say hate
             (f"you are a blip number {i}", "offensive", (0, 5, 0)),
             (f"the weather is mild number {i}", "neither", (0, 0, 5)),
@@ -170,7 +165,20 @@ def test_annotator_votes_teach_how_contested_a_label_is() -> None:
         ):
             texts.append(text)
             labels.append(label)
-            rows.append(dict(zip(kind.vote_fields.values(), map(str, votes), strict=True)))
+            votes.append(counts)
+    return texts, labels, np.array(votes, dtype=float)
+
+
+def test_annotator_votes_teach_how_contested_a_label_is() -> None:
+    """Majority labels cannot tell the contested phrase from its twin; votes make the contested one
+    score higher on hate."""
+    from lamina.core.errors import ConfigError
+    from lamina.guardrails.classifier import TextClassifier
+    from lamina.guardrails.training import KINDS, votes_of
+
+    kind = KINDS["toxicity"]
+    texts, labels, counts = contested_phrases()
+    rows = [dict(zip(kind.vote_fields.values(), (str(int(c)) for c in row), strict=True)) for row in counts]
     votes = votes_of(rows, kind)
     assert votes is not None and votes.shape == (240, 3) and votes[0].tolist() == [2, 3, 0]
     majority = TextClassifier(kind.classes, kind.heads, embed=False).fit(texts, labels)
@@ -184,6 +192,26 @@ def test_annotator_votes_teach_how_contested_a_label_is() -> None:
     assert votes_of([{**rows[0], "neither": "n/a"}], kind) is None
     with pytest.raises(ConfigError, match="non-negative"):
         TextClassifier(kind.classes, kind.heads, embed=False).fit(texts, labels, votes=votes * 0)
+
+
+def test_fine_tuning_learns_the_votes_too() -> None:
+    """The fine-tuned classifier (toxicity's default) learns soft labels from the votes as the linear
+    one does: the contested phrase scores higher on hate than its uncontested twin."""
+    from lamina.core.errors import ConfigError
+    from lamina.guardrails.finetuned import FineTunedClassifier
+    from lamina.guardrails.training import KINDS
+
+    kind = KINDS["toxicity"]
+    assert kind.method == "finetune" and kind.vote_fields
+    texts, labels, votes = contested_phrases()
+    lines: list[str] = []
+    model = FineTunedClassifier(kind.classes, kind.heads, epochs=3, lr=1e-4, int8=False)
+    model.fit(texts, labels, votes=votes, progress=lines.append)
+    hate = model.scores(["you are a zork", "you are a blip"])["hate"]
+    assert hate[0] > hate[1] + 0.1, hate
+    assert any("batches" in line for line in lines) and lines[-1].startswith("epoch 3/3: loss")
+    with pytest.raises(ConfigError, match="none all zero"):
+        FineTunedClassifier(kind.classes, kind.heads, epochs=1).fit(texts[:4], labels[:4], votes=votes[:3])
 
 
 def test_rails_cli_tests_evaluates_and_refuses_bad_labels(cli, trained, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

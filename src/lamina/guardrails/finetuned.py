@@ -60,13 +60,27 @@ class FineTunedClassifier:
     method = "finetune"
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def fit(self, texts: list[str], labels: list[str], progress: Any = None) -> FineTunedClassifier:
+    def fit(
+        self, texts: list[str], labels: list[str], progress: Any = None, votes: np.ndarray | None = None
+    ) -> FineTunedClassifier:
+        """Fine-tune on ``labels``; with ``votes`` (rows × classes annotator counts) the targets are
+        each row's share of votes (soft labels), weighted by its majority label's balanced weight,
+        as ``TextClassifier.fit`` does with them."""
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         from lamina.guardrails.classifier import TextClassifier
 
-        self.prefilter = TextClassifier(self.classes, self.heads, embed=False).fit(texts, labels)
+        shares = None if votes is None else np.asarray(votes, dtype=np.float64)
+        if shares is not None and (
+            shares.shape != (len(texts), len(self.classes))
+            or (shares < 0).any()
+            or (shares.sum(axis=1) <= 0).any()
+        ):
+            raise ConfigError(f"votes must be {len(texts)} rows of {len(self.classes)} counts, none all zero")
+        self.prefilter = TextClassifier(self.classes, self.heads, embed=False).fit(
+            texts, labels, votes=shares
+        )
         base = _packaged_minilm()
         _quiet_transformers()
         torch.manual_seed(self.seed)
@@ -78,8 +92,12 @@ class FineTunedClassifier:
         y = torch.tensor([self.classes.index(label) for label in labels])
         counts = torch.bincount(y, minlength=len(self.classes)).clamp(min=1).float()
         weight = len(y) / (len(self.classes) * counts)  # "balanced", like the linear classifier
+        soft = (
+            None if shares is None else torch.from_numpy(shares / shares.sum(axis=1, keepdims=True)).float()
+        )
         ids, mask = self._encode(texts)
-        steps = self.epochs * math.ceil(len(texts) / self.batch_size)
+        batches = math.ceil(len(texts) / self.batch_size)
+        steps = self.epochs * batches
         optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.lr, weight_decay=0.01)
         warmup = max(1, steps // 10)
         schedule = torch.optim.lr_scheduler.LambdaLR(
@@ -88,18 +106,30 @@ class FineTunedClassifier:
         bf16 = False  # fp32: the measured configuration (bf16 autocast was not validated for this)
         rng = np.random.default_rng(self.seed)
         self.model.train()
+        # a line each fifth of an epoch (an epoch of 14k tweets takes minutes); none within a short one
+        every = batches // 5 if batches >= 10 else batches
         for epoch in range(self.epochs):
             order, total = rng.permutation(len(texts)), 0.0
-            for start in range(0, len(order), self.batch_size):
+            for number, start in enumerate(range(0, len(order), self.batch_size), start=1):
                 batch = torch.from_numpy(order[start : start + self.batch_size])
                 with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                     logits = self.model(input_ids=ids[batch], attention_mask=mask[batch]).logits
-                loss = torch.nn.functional.cross_entropy(logits.float(), y[batch], weight=weight)
+                if soft is None:
+                    loss = torch.nn.functional.cross_entropy(logits.float(), y[batch], weight=weight)
+                else:  # soft targets, each row weighted by its majority label's class weight
+                    row_loss = -(soft[batch] * torch.log_softmax(logits.float(), dim=-1)).sum(dim=-1)
+                    row_weight = weight[y[batch]]
+                    loss = (row_loss * row_weight).sum() / row_weight.sum()
                 loss.backward()
                 optimizer.step()
                 schedule.step()
                 optimizer.zero_grad()
                 total += float(loss.detach()) * len(batch)
+                if progress and number % every == 0 and number < batches:
+                    loss_so_far = total / min(start + self.batch_size, len(texts))
+                    progress(
+                        f"epoch {epoch + 1}/{self.epochs}: {number}/{batches} batches, loss {loss_so_far:.4f}"
+                    )
             if progress:
                 progress(f"epoch {epoch + 1}/{self.epochs}: loss {total / len(texts):.4f}")
         self.model.eval()
