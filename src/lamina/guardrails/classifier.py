@@ -176,6 +176,22 @@ class TextClassifier:
         )
 
 
+def vote_shares(votes: Any, rows: int, classes: int | None = None) -> np.ndarray:
+    """Each row's share of the annotators' votes (rows × classes), or a ConfigError naming what is wrong
+    with the counts (both methods learn from these shares)."""
+    counts = np.asarray(votes, dtype=np.float64)
+    if (
+        counts.ndim != 2
+        or counts.shape[0] != rows
+        or (classes is not None and counts.shape[1] != classes)
+        or not np.isfinite(counts).all()
+        or (counts < 0).any()
+        or (counts.sum(axis=1) <= 0).any()
+    ):
+        raise ConfigError(f"votes must be {rows} rows of non-negative counts per class, none all zero")
+    return counts / counts.sum(axis=1, keepdims=True)
+
+
 def _fit_on_votes(features: Any, y: np.ndarray, votes: np.ndarray, C: float) -> Any:
     """Logistic regression on soft labels: row i appears once per class c, weighted by its vote share
     for c times the balanced weight of its majority class ``y[i]`` (so rare classes count as much as
@@ -184,10 +200,8 @@ def _fit_on_votes(features: Any, y: np.ndarray, votes: np.ndarray, C: float) -> 
     from sklearn.linear_model import LogisticRegression
     from sklearn.utils.class_weight import compute_class_weight
 
-    n, k = votes.shape
-    if n != len(y) or not np.isfinite(votes).all() or (votes < 0).any() or (votes.sum(axis=1) <= 0).any():
-        raise ConfigError(f"votes must be {len(y)} rows of non-negative counts, none all zero")
-    shares = votes / votes.sum(axis=1, keepdims=True)
+    shares = vote_shares(votes, len(y))
+    n, k = shares.shape
     present = np.unique(y)
     balanced = np.zeros(k)
     balanced[present] = compute_class_weight("balanced", classes=present, y=y)

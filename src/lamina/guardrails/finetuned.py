@@ -69,15 +69,9 @@ class FineTunedClassifier:
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        from lamina.guardrails.classifier import TextClassifier
+        from lamina.guardrails.classifier import TextClassifier, vote_shares
 
-        shares = None if votes is None else np.asarray(votes, dtype=np.float64)
-        if shares is not None and (
-            shares.shape != (len(texts), len(self.classes))
-            or (shares < 0).any()
-            or (shares.sum(axis=1) <= 0).any()
-        ):
-            raise ConfigError(f"votes must be {len(texts)} rows of {len(self.classes)} counts, none all zero")
+        shares = None if votes is None else vote_shares(votes, len(texts), len(self.classes))
         self.prefilter = TextClassifier(self.classes, self.heads, embed=False).fit(
             texts, labels, votes=shares
         )
@@ -92,9 +86,7 @@ class FineTunedClassifier:
         y = torch.tensor([self.classes.index(label) for label in labels])
         counts = torch.bincount(y, minlength=len(self.classes)).clamp(min=1).float()
         weight = len(y) / (len(self.classes) * counts)  # "balanced", like the linear classifier
-        soft = (
-            None if shares is None else torch.from_numpy(shares / shares.sum(axis=1, keepdims=True)).float()
-        )
+        soft = None if shares is None else torch.from_numpy(shares).float()
         ids, mask = self._encode(texts)
         batches = math.ceil(len(texts) / self.batch_size)
         steps = self.epochs * batches
