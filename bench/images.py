@@ -19,7 +19,9 @@ out as test, so N = 1,000 still fits; class names as captions):
         [--sampler-samples 128] [--families vae,gan,diffusion,latent-diffusion] [--keep-others]
 
 ``--keep-others`` reruns only ``--families`` and keeps the other rows of the last run with the same
-settings; every row names the commit and date it was measured at.
+settings; every row names the commit and date it was measured at. Each run stores its samples'
+classifier features (float16) in ``bench/results/NAME/DATASET-features.npz``, so a rerun family is
+still paired with the kept ones, when the classifier gives the same features for the test images.
 
 Peak RSS is reported. Writes bench/results/NAME.json, NAME.md and the sample grids under
 bench/results/NAME/ (``--name``, default ``images``), so a smoke run under another name never
@@ -38,6 +40,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -251,7 +254,10 @@ def main() -> None:
         shutil.copyfile(model_path(ws, result.version) / "samples.png", grids / f"{DATA}-{family}.png")
         features[family] = sample_features(ws, f"{DATA}-{family}", sample_steps, n, clf)
         print(json.dumps(rows[-1]), flush=True)
-    paired = paired_rows(clf.embed(test[:n]), features)  # families run here (kept rows have no samples)
+    real = clf.embed(test[:n])
+    kept_features = stored_features(grids, real, args) if args.keep_others else {}
+    paired = paired_rows(real, {**kept_features, **features})
+    save_features(grids, real, {**kept_features, **features})
 
     # Part 3: samplers on the pixel diffusion model (same noise seed, same N for each).
     k = args.sampler_samples
@@ -259,11 +265,12 @@ def main() -> None:
     sampler_floor = feature_metrics(clf, test[:k], test[k : 2 * k])
 
     machine = {**machine_info(), "threads": torch.get_num_threads()}
-    for row in rows + speed:
+    for row in rows + speed + paired:
         row["run"] = f"{machine['git_sha']} {machine['date']}"
     if args.keep_others:
         last = last_run(args, n)
         kept_rows, kept_speed = kept(last, "quality", args), kept(last, "speed", args)
+        paired = kept_pairs(last, paired, args) + paired
         if not samplers:  # part 3 is the pixel diffusion model's: kept with its row
             samplers, sampler_floor = last["samplers"], last["sampler_floor"]
         order = FAMILIES.index
@@ -307,6 +314,44 @@ def kept(last: dict, key: str, args: argparse.Namespace) -> list[dict]:
     return [{"run": run, **row} for row in last[key] if row["family"] not in ran]
 
 
+def save_features(grids: Path, real: Any, features: dict[str, Any]) -> None:
+    """Each family's sample features (and the real ones) beside its grid, as float16: enough for a
+    later ``--keep-others`` run to pair a rerun family with the kept ones (about 0.5 MB per 2,000)."""
+    arrays = {"real": real, **features}
+    half = {k: a.astype(np.float16) for k, a in arrays.items()}
+    np.savez_compressed(grids / f"{DATA}-features.npz", **half)
+
+
+def stored_features(grids: Path, real: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """The kept families' features from the last run, when its real features are this run's (the
+    same classifier on the same test images); else none, and the kept rows go unpaired."""
+    path = grids / f"{DATA}-features.npz"
+    if not path.exists():
+        print(f"--keep-others: no {path}, so the kept families cannot be paired with this run", flush=True)
+        return {}
+    stored = np.load(path)
+    same = stored["real"].shape == real.shape and np.allclose(
+        stored["real"].astype(np.float32), real, rtol=1e-2, atol=1e-2 * float(np.abs(real).mean())
+    )
+    if not same:
+        print(f"--keep-others: {path} came from another classifier or test set; not paired", flush=True)
+        return {}
+    ran = set(args.families.split(","))
+    return {k: stored[k].astype(np.float32) for k in stored.files if k != "real" and k not in ran}
+
+
+def kept_pairs(last: dict, paired: list[dict], args: argparse.Namespace) -> list[dict]:
+    """The last run's pairs of families neither rerun now nor paired again here, naming that run."""
+    ran = set(args.families.split(","))
+    now = {(p["a"], p["b"]) for p in paired}
+    run = f"{last['machine']['git_sha']} {last['machine']['date']}"
+    return [
+        {"run": run, **p}
+        for p in last.get("paired", [])
+        if p["a"] not in ran and p["b"] not in ran and (p["a"], p["b"]) not in now
+    ]
+
+
 def render(r: dict) -> str:
     def f(v: float | None, fmt: str = ".3f") -> str:
         return "-" if v is None else format(v, fmt)
@@ -347,11 +392,11 @@ def render(r: dict) -> str:
         "Both distances share the real set, so the interval of their difference is narrower than the",
         "two intervals above suggest: below 0 throughout means *a* is better.",
         "",
-        "| a | b | difference (95 % interval) | verdict |",
-        "|---|---|---|---|",
+        "| a | b | difference (95 % interval) | verdict | run (sha, date) |",
+        "|---|---|---|---|---|",
         *[
             f"| {p['a']} | {p['b']} | {p['difference']:+.2f} ({p['low']:+.1f} to {p['high']:+.1f}) "
-            f"| {p['verdict']} |"
+            f"| {p['verdict']} | {p.get('run', r['machine']['git_sha'])} |"
             for p in r.get("paired", [])
         ],
         "",

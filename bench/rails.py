@@ -22,7 +22,7 @@
   ``lamina serve`` (the same server, rails on for user keys and off for the admin key by a policy
   rule; requests interleaved): added p50 per chat request, and streaming TTFT with output rails.
 
-    .venv/bin/python bench/rails.py [--quick] [--toxicity-finetune] [--toxicity-only]
+    .venv/bin/python bench/rails.py [--quick] [--toxicity-finetune] [--injection-only | --toxicity-only]
 
 Writes bench/results/rails.json and rails.md (the CPU beside every figure).
 """
@@ -81,7 +81,6 @@ def baseline_tfidf(texts: list[str], labels: list[str]) -> object:
 def injection(quick: bool) -> dict:
     from sklearn.model_selection import StratifiedKFold, train_test_split
 
-    from lamina.guardrails.finetuned import FineTunedClassifier
     from lamina.guardrails.heuristics import InjectionHeuristics
     from lamina.guardrails.rail import RailSpec
 
@@ -129,7 +128,7 @@ def injection(quick: bool) -> dict:
             methods[1]: TextClassifier(kind.classes, kind.heads, embed=False),
             methods[2]: TextClassifier(kind.classes, kind.heads, embed=False),
             methods[3]: TextClassifier(kind.classes, kind.heads, embed=True),
-            methods[4]: FineTunedClassifier(kind.classes, kind.heads, epochs=2 if quick else 4),
+            methods[4]: make_classifier(kind, "finetune", epochs=2 if quick else None),
         }
         copies, copy_labels = long_copies(ft, fl)  # as `lamina rails train` adds them
         for name, model in candidates.items():
@@ -563,6 +562,7 @@ def render(r: dict) -> str:
         "",
         f"## Prompt injection and jailbreaks ({inj['rows']} prompts, {inj['folds']}-fold CV)",
         "",
+        *([machine_line(inj["run"]) + " (this part alone, `--injection-only`)", ""] if "run" in inj else []),
         "| method | AUC | TPR at FPR 5 % (pooled) | deployed "
         "TPR | deployed FPR | jailbreak | indirect | harmful "
         "| benign look-alike flagged | benign trigger-word flagged "
@@ -700,6 +700,11 @@ def main() -> None:
         "(the same architecture and input length as the full run's: its speed, not its accuracy)",
     )  # fmt: skip
     parser.add_argument(
+        "--injection-only", action="store_true",
+        help="rerun only the injection part (about 20 minutes); the others are kept from "
+        "bench/results/rails.json, and the injection part names the run it came from",
+    )  # fmt: skip
+    parser.add_argument(
         "--toxicity-only", action="store_true",
         help="rerun only the toxicity part; the others are kept from bench/results/rails.json, and the "
         "toxicity part names the run it came from",
@@ -708,13 +713,19 @@ def main() -> None:
     if args.latency_only:
         latency_only()
         return
-    if args.toxicity_only:
+    if args.toxicity_only or args.injection_only:
+        flag = "--toxicity-only" if args.toxicity_only else "--injection-only"
         path = RESULTS / "rails.json"
         if not path.exists():
-            raise SystemExit(f"--toxicity-only: no earlier {path} to keep the other parts from; run it all")
+            raise SystemExit(f"{flag}: no earlier {path} to keep the other parts from; run it all")
         results = json.loads(path.read_text())  # its "machine" stays: it measured the kept parts
         now = _machine()
-        results["toxicity"] = {**toxicity(False, args.toxicity_finetune), "run": now}
+        if args.toxicity_only:
+            results["toxicity"] = {**toxicity(False, args.toxicity_finetune), "run": now}
+        else:
+            part = injection(False)
+            part.pop("_models")
+            results["injection"] = {**part, "run": now}
         save("rails", results, render(results))
         return
     results: dict = {"injection": injection(args.quick)}
@@ -735,11 +746,10 @@ def main() -> None:
 
 def latency_only() -> None:
     from lamina.guardrails.classifier import load_classifier
-    from lamina.guardrails.finetuned import FineTunedClassifier
 
     rows = [json.loads(line) for line in PROMPT_GUARD.open()][::4][:200]
     kind = KINDS["injection"]
-    model = FineTunedClassifier(kind.classes, kind.heads, epochs=1)
+    model = make_classifier(kind, "finetune", epochs=1)
     model.fit([r["text"] for r in rows], [r["label"] for r in rows])
     model.calibrate([r["text"] for r in rows], [r["label"] for r in rows])
     folder = Path(tempfile.mkdtemp(prefix="lamina-bench-railmodel-")) / "model"

@@ -47,6 +47,7 @@ class FineTunedClassifier:
     lr: float = 5e-5
     batch_size: int = 16
     seed: int = 0
+    pooling: str = "cls"  # how token states become one vector (guardrails/pooling.py)
     thresholds: dict[str, float] = field(default_factory=dict)
     # the cascade: a TF-IDF model trained on the same rows clears, in about a millisecond, texts it
     # scores below ``clear_below`` (per head), so only the rest pay for the transformer
@@ -70,7 +71,10 @@ class FineTunedClassifier:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         from lamina.guardrails.classifier import TextClassifier, vote_shares
+        from lamina.guardrails.pooling import POOLINGS, PooledClassifier
 
+        if self.pooling not in POOLINGS:
+            raise ConfigError(f"unknown pooling {self.pooling!r}", hint=f"poolings: {', '.join(POOLINGS)}")
         shares = None if votes is None else vote_shares(votes, len(texts), len(self.classes))
         self.prefilter = TextClassifier(self.classes, self.heads, embed=False).fit(
             texts, labels, votes=shares
@@ -83,6 +87,7 @@ class FineTunedClassifier:
             base, num_labels=len(self.classes), id2label=dict(enumerate(self.classes)),
             label2id={c: i for i, c in enumerate(self.classes)},
         )  # fmt: skip
+        net = PooledClassifier(self.model, self.pooling)
         y = torch.tensor([self.classes.index(label) for label in labels])
         counts = torch.bincount(y, minlength=len(self.classes)).clamp(min=1).float()
         weight = len(y) / (len(self.classes) * counts)  # "balanced", like the linear classifier
@@ -105,7 +110,7 @@ class FineTunedClassifier:
             for number, start in enumerate(range(0, len(order), self.batch_size), start=1):
                 batch = torch.from_numpy(order[start : start + self.batch_size])
                 with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                    logits = self.model(input_ids=ids[batch], attention_mask=mask[batch]).logits
+                    logits = net(ids[batch], mask[batch])
                 if soft is None:
                     loss = torch.nn.functional.cross_entropy(logits.float(), y[batch], weight=weight)
                 else:  # soft targets, each row weighted by its majority label's class weight
@@ -134,6 +139,8 @@ class FineTunedClassifier:
         import torch
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
+        from lamina.guardrails.pooling import PooledClassifier
+
         with tempfile.TemporaryDirectory() as tmp:
             plain, int8 = Path(tmp) / "model.onnx", Path(tmp) / ONNX_FILE
             ids, mask = self._encode(["a short example", "another"])
@@ -145,7 +152,8 @@ class FineTunedClassifier:
                 warnings.simplefilter("ignore")  # tracer and deprecation notes: nothing to act on
                 quiet.setLevel(logging.ERROR)  # "consider pre-processing": not needed for int8 weights
                 try:
-                    torch.onnx.export(self.model.float(), (ids, mask), str(plain), dynamo=False,
+                    net = PooledClassifier(self.model.float(), self.pooling)
+                    torch.onnx.export(net, (ids, mask), str(plain), dynamo=False,
                                       input_names=["input_ids", "attention_mask"], output_names=["logits"],
                                       dynamic_axes=dynamic, opset_version=17)  # fmt: skip
                     quantize_dynamic(str(plain), str(int8), weight_type=QuantType.QInt8)
@@ -170,8 +178,11 @@ class FineTunedClassifier:
     def probabilities(self, texts: list[str]) -> np.ndarray:
         import torch
 
+        from lamina.guardrails.pooling import PooledClassifier
+
         if self.model is None and self.session is None:
             raise ConfigError("the classifier is not trained")
+        net = None if self.model is None else PooledClassifier(self.model, self.pooling)
         out = []
         with self._lock, torch.inference_mode():  # one forward at a time: it already uses every core
             for start in range(0, len(texts), 32):
@@ -180,7 +191,7 @@ class FineTunedClassifier:
                     feed = {"input_ids": ids.numpy(), "attention_mask": mask.numpy()}
                     logits = torch.from_numpy(self.session.run(None, feed)[0]).float()
                 else:
-                    logits = self.model(input_ids=ids, attention_mask=mask).logits.float()
+                    logits = net(ids, mask).float()  # type: ignore[misc]
                 out.append(torch.softmax(logits, dim=-1).numpy())
         return np.concatenate(out) if out else np.zeros((0, len(self.classes)))
 
@@ -228,7 +239,8 @@ class FineTunedClassifier:
             self.prefilter.save(folder / "prefilter")
         meta = {"method": self.method, "classes": self.classes, "heads": self.heads,
                 "max_tokens": self.max_tokens, "epochs": self.epochs, "lr": self.lr,
-                "batch_size": self.batch_size, "seed": self.seed, "thresholds": self.thresholds,
+                "batch_size": self.batch_size, "seed": self.seed, "pooling": self.pooling,
+                "thresholds": self.thresholds,
                 "clear_below": self.clear_below, "base_model": "all-MiniLM-L6-v2"}  # fmt: skip
         (folder / MODEL_FILE).write_text(json.dumps(meta, indent=1))
 
@@ -256,6 +268,7 @@ class FineTunedClassifier:
         return cls(classes=meta["classes"], heads=meta["heads"], max_tokens=meta["max_tokens"],
                    prefilter=prefilter, clear_below=meta.get("clear_below") or {},
                    epochs=meta["epochs"], lr=meta["lr"], batch_size=meta["batch_size"], seed=meta["seed"],
+                   pooling=meta.get("pooling", "cls"),  # saved before pooling was a choice: cls
                    thresholds=meta["thresholds"], model=model, session=session,
                    tokenizer=AutoTokenizer.from_pretrained(folder / "transformer"))  # fmt: skip
 
