@@ -71,10 +71,9 @@ class FineTunedClassifier:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         from lamina.guardrails.classifier import TextClassifier, vote_shares
-        from lamina.guardrails.pooling import POOLINGS, PooledClassifier
+        from lamina.guardrails.pooling import PooledClassifier, checked
 
-        if self.pooling not in POOLINGS:
-            raise ConfigError(f"unknown pooling {self.pooling!r}", hint=f"poolings: {', '.join(POOLINGS)}")
+        checked(self.pooling)  # before the prefilter trains
         shares = None if votes is None else vote_shares(votes, len(texts), len(self.classes))
         self.prefilter = TextClassifier(self.classes, self.heads, embed=False).fit(
             texts, labels, votes=shares

@@ -19,7 +19,16 @@ from typing import Any
 import torch
 from torch import nn
 
+from lamina.core.errors import ConfigError
+
 POOLINGS = ("cls", "mean")
+
+
+def checked(pooling: str) -> str:
+    """``pooling`` if it is one of POOLINGS; else one ConfigError naming them (before any training)."""
+    if pooling not in POOLINGS:
+        raise ConfigError(f"unknown pooling {pooling!r}", hint=f"poolings: {', '.join(POOLINGS)}")
+    return pooling
 
 
 class PooledClassifier(nn.Module):
@@ -27,9 +36,7 @@ class PooledClassifier(nn.Module):
 
     def __init__(self, model: Any, pooling: str) -> None:
         super().__init__()
-        if pooling not in POOLINGS:
-            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
-        self.model, self.pooling = model, pooling
+        self.model, self.pooling = model, checked(pooling)
         # the wrapped model's mode, not nn.Module's default (training): torch.onnx.export restores
         # the mode it found, and restoring "training" would switch the model's dropout back on
         self.train(model.training)
