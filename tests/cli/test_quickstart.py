@@ -106,6 +106,7 @@ def test_quickstart_command_is_idempotent(made: tuple[Path, subprocess.Completed
     assert run_lamina("--workspace", "lamina-demo", "check", cwd=tmp_path).returncode == 0
 
 
+@pytest.mark.slow
 def test_run_quickstart_reports_each_step(tmp_path: Path) -> None:
     started, finished = [], []
     report = run_quickstart(

@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
+import sqlite3
 from contextlib import closing
 
 import httpx
@@ -163,19 +165,36 @@ def test_the_monitoring_page_checks_drift_of_recent_prompts_from_a_dataset(raile
     for i in range(22):  # the drift check needs at least 20 prompts in its window
         asked = [{"role": "user", "content": f"My lord, news from the {i}th gate"}]
         client.chat.completions.create(model="shakes@champion", messages=asked, max_tokens=2)
+    cache = railed.workspace / ".cache" / "embeddings.sqlite"
+    cache.unlink(missing_ok=True)
     browser, _ = sign_in(railed, ADMIN)
     with closing(browser):
-        page = browser.get(
-            "/console/monitoring", params={"reference": "shakespeare@v1", "window": 22}, headers=HTML
+        # the first check embeds the reference (787 texts: ~40 s on a 2-core AVX2 machine), the next reuse it
+        pages = [
+            browser.get(
+                "/console/monitoring",
+                params={"reference": "shakespeare@v1", "window": 22},
+                headers=HTML,
+                timeout=240,
+            )
+            for _ in range(2)
+        ]
+    verdicts = []
+    for page in pages:
+        assert page.status_code == 200, page.text
+        verdict = re.search(
+            r"<strong>(Drift found|No drift found)</strong> \((\d+) prompts against (\d+)", page.text
         )
-    assert page.status_code == 200, page.text
-    verdict = re.search(
-        r"<strong>(Drift found|No drift found)</strong> \((\d+) prompts against (\d+)", page.text
-    )
-    assert verdict, page.text[-3000:]
-    assert int(verdict.group(2)) == 22 and int(verdict.group(3)) >= 20
-    for test in ("meaning", "length", "vocabulary"):
-        assert f"<td>{test}</td>" in page.text
+        assert verdict, page.text[-3000:]
+        assert int(verdict.group(2)) == 22 and int(verdict.group(3)) >= 20
+        for test in ("meaning", "length", "vocabulary"):
+            assert f"<td>{test}</td>" in page.text
+        verdicts.append(verdict.groups())
+    assert verdicts[0] == verdicts[1]  # the cached reference gives the same check
+    with closing(sqlite3.connect(cache)) as db:  # the reference's vectors are kept, the traffic's are not
+        kept = {key for (key,) in db.execute("SELECT key FROM vectors")}
+    assert 20 <= len(kept) <= int(verdicts[0][2])
+    assert hashlib.sha256(b"My lord, news from the 0th gate").hexdigest() not in kept
 
 
 def test_a_model_page_shows_its_card_evaluation_and_alias_moves(server: Server) -> None:

@@ -76,12 +76,12 @@ def drift(
     import logging
 
     from lamina.core.crypto import cipher_for
-    from lamina.monitoring.drift import check, recent_prompts, reference_texts
+    from lamina.monitoring.drift import check_workspace, recent_prompts, reference_texts
 
     with get_state(ctx).open_workspace() as ws:
         traffic = recent_prompts(ws, cipher_for(ws.settings), window)
         texts = reference_texts(ws, reference, split, sample)
-    report = check(texts, traffic, alpha=alpha)
+        report = check_workspace(ws, texts, traffic, alpha=alpha)
     out.mkdir(parents=True, exist_ok=True)
     data = {**report.as_dict(), "reference_ref": reference}
     (out / "drift.json").write_text(json.dumps(data, indent=1))

@@ -148,10 +148,11 @@ def monitoring(
     drift, drift_error = None, None
     if reference:
         from lamina.core.errors import LaminaError
-        from lamina.monitoring.drift import check, recent_prompts, reference_texts
+        from lamina.monitoring.drift import check_workspace, recent_prompts, reference_texts
 
         try:
-            drift = check(reference_texts(ws, reference, "train", 2000), recent_prompts(ws, cipher, window))
+            texts = reference_texts(ws, reference, "train", 2000)
+            drift = check_workspace(ws, texts, recent_prompts(ws, cipher, window))
         except LaminaError as exc:
             drift_error = exc.message + (f" ({exc.hint})" if exc.hint else "")
     return {"totals": series.as_dict()["totals"], "per_key": series.per_key, "hours": hours,

@@ -149,7 +149,7 @@ def thumbs_drop(
 def _drift(ws: Workspace, spec: LoopSpec, cipher: Any, now: datetime) -> str | None:
     """The drift test at most once per ``drift.every`` (it embeds hundreds of prompts); each check
     is a finished job of kind ``drift`` with its report, so the next one knows when it ran."""
-    from lamina.monitoring.drift import check, recent_prompts, reference_texts
+    from lamina.monitoring.drift import check_workspace, recent_prompts, reference_texts
 
     drift = spec.triggers.drift
     assert drift is not None
@@ -160,7 +160,7 @@ def _drift(ws: Workspace, spec: LoopSpec, cipher: Any, now: datetime) -> str | N
     if len(window) < 20:
         return None
     job = jobs.enqueue(ws, "drift", spec.model, "drift schedule")
-    report = check(reference_texts(ws, drift.reference), window)
+    report = check_workspace(ws, reference_texts(ws, drift.reference), window)
     if job is not None:
         jobs.finish(ws, job.id, "done", report.as_dict())
     if report.drifted:

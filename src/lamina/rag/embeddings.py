@@ -29,11 +29,13 @@ class Embedder:
         self.max_tokens = int(self._model.max_seq_length)
         self._cache = _Cache(cache, self.name) if cache is not None else None
 
-    def encode(self, texts: list[str], progress: Any = None) -> np.ndarray:
-        """(len(texts), dimension) float32; ``progress(n)`` is called as batches finish."""
+    def encode(self, texts: list[str], progress: Any = None, remember: bool = True) -> np.ndarray:
+        """(len(texts), dimension) float32; ``progress(n)`` is called as batches finish.
+        ``remember=False`` leaves the cache out, for texts that will not come again (traffic)."""
         out = np.zeros((len(texts), self.dimension), dtype=np.float32)
         keys = [hashlib.sha256(t.encode()).hexdigest() for t in texts]
-        known = self._cache.get(keys) if self._cache is not None else {}
+        cache = self._cache if remember else None
+        known = cache.get(keys) if cache is not None else {}
         missing = [i for i, key in enumerate(keys) if key not in known]
         for i, key in enumerate(keys):
             if key in known:
@@ -45,8 +47,8 @@ class Embedder:
                 convert_to_numpy=True, show_progress_bar=False,
             )  # fmt: skip
             out[rows] = np.asarray(vectors, dtype=np.float32)
-            if self._cache is not None:
-                self._cache.put([keys[i] for i in rows], out[rows])
+            if cache is not None:
+                cache.put([keys[i] for i in rows], out[rows])
             if progress is not None:
                 progress(len(rows))
         if progress is not None and len(missing) < len(texts):
