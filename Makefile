@@ -48,8 +48,10 @@ PYTEST := $(BIN)/python -m pytest -n $(TEST_WORKERS) --maxprocesses 4 --dist loa
 test: $(VENV)/.installed-dev $(BIN)/helm
 	$(PYTEST) -m "not slow" $(PYTEST_ARGS)
 
+# one test at a time: most slow tests start several processes of their own (Ray, DDP, a server and its
+# clients), and two of them side by side on 2 cores ran past pytest's 300 s limit
 test-slow: $(VENV)/.installed-dev $(BIN)/helm
-	$(PYTEST) -m slow $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check src tests bench

@@ -155,6 +155,26 @@ def test_resume_is_exact_including_ema(digits_ws: Workspace, tmp_path: Path) -> 
         assert torch.equal(ea, ec)
 
 
+def test_a_request_is_checked_from_the_model_file_alone() -> None:
+    """The CLI refuses a bad request before any weights load, so every refusal comes from the info."""
+    from lamina.models.image_generator import ImageModelInfo
+
+    info = ImageModelInfo("diffusion", "class", 8, 1, ["zero", "one", "two"])
+    info.check(n=4, prompt=None, class_id=2, steps=10, guidance=1.5)
+    for kwargs, message in [
+        ({"n": 0}, "n must be between 1 and 256"),
+        ({"steps": 0}, "steps must be positive"),
+        ({"guidance": -1.0}, "guidance must be"),
+        ({"prompt": "a three"}, "does not take a text prompt"),
+        ({"class_id": 3}, "class 3 is out of range: the model has classes 0..2"),
+    ]:
+        request = {"n": 4, "prompt": None, "class_id": None, "steps": 10, "guidance": 1.5, **kwargs}
+        with pytest.raises(ConfigError, match=message):
+            info.check(**request)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="at least 2"):
+        info.check_walk(2, 1, prompt=None, class_id=None, sample_steps=25, guidance=1.0)
+
+
 def test_collapse_monitor_flags_a_constant_generator(digits_ws: Workspace) -> None:
     dataset = digits_ws.resolve("digits", kind="dataset_version")
     data = load_image_data(digits_ws, dataset)  # type: ignore[arg-type]

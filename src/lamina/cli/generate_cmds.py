@@ -97,11 +97,13 @@ def image(
     """
     from lamina.hub.registry import model_path
     from lamina.models.grid import save_grid, save_png, to_uint8
-    from lamina.models.image_generator import ImageGenerator
+    from lamina.models.image_generator import ImageGenerator, ImageModelInfo
 
     with get_state(ctx).open_workspace() as ws:
-        gen = ImageGenerator.load(model_path(ws, model_ref))
-    gen.check(n=n, prompt=prompt, class_id=class_id, steps=steps, guidance=guidance)
+        folder = model_path(ws, model_ref)
+    # refuse a bad request before the weights (and diffusers) load: that takes seconds, the check none
+    ImageModelInfo.load(folder).check(n=n, prompt=prompt, class_id=class_id, steps=steps, guidance=guidance)
+    gen = ImageGenerator.load(folder)
     total = steps if gen.info.is_diffusion else 1
     with Progress(
         TextColumn("generating"), BarColumn(), MofNCompleteColumn(), console=console, transient=True

@@ -36,10 +36,14 @@ def interpolate(
     """
     from lamina.hub.registry import model_path
     from lamina.models.grid import save_grid
-    from lamina.models.image_generator import ImageGenerator
+    from lamina.models.image_generator import ImageGenerator, ImageModelInfo
 
     with get_state(ctx).open_workspace() as ws:
-        gen = ImageGenerator.load(model_path(ws, model_ref))
+        folder = model_path(ws, model_ref)
+    ImageModelInfo.load(folder).check_walk(  # before the weights load, as generate image does
+        rows, steps, prompt=prompt, class_id=class_id, sample_steps=25, guidance=1.0
+    )
+    gen = ImageGenerator.load(folder)
     images = gen.interpolate(rows, steps, method=method.value, seed=seed, class_id=class_id, prompt=prompt)  # type: ignore[arg-type]
     save_grid(images, out, nrow=steps)
     console.print(f"[green]✓[/] {rows} walks of {steps} images ({method.value}) in {out}")

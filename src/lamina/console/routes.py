@@ -207,13 +207,14 @@ async def monitoring_page(
     hours: float = Query(24, gt=0, le=24 * 90),
     reference: str | None = Query(None, max_length=160, description="a dataset version: check drift from it"),
     window: int = Query(500, ge=20, le=5000),
+    sample: int = Query(2000, ge=20, le=20000, description="reference texts to sample (seeded)"),
 ) -> HTMLResponse:
     from lamina.core.crypto import cipher_for
 
     cipher = cipher_for(request.app.state.settings)
     await audit_written(request)
     context = await asyncio.to_thread(
-        views.monitoring, _ws(request), hours, reference or None, window, cipher
+        views.monitoring, _ws(request), hours, reference or None, window, cipher, sample
     )
     return render(request, "monitoring.html.j2", **context)
 

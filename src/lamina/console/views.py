@@ -135,10 +135,15 @@ def model(ws: Workspace, ref: str) -> dict[str, Any]:
 
 
 def monitoring(
-    ws: Workspace, hours: float = 24, reference: str | None = None, window: int = 500, cipher: Any = None
+    ws: Workspace,
+    hours: float = 24,
+    reference: str | None = None,
+    window: int = 500,
+    cipher: Any = None,
+    sample: int = 2000,
 ) -> dict[str, Any]:
     """KPIs of the window, the alert rules on them, and (asked for a reference) drift of the newest
-    ``window`` prompts from the reference's training texts."""
+    ``window`` prompts from up to ``sample`` of the reference's training texts."""
     from lamina.data.versions import list_versions
     from lamina.monitoring.alerts import evaluate
     from lamina.monitoring.kpis import collect
@@ -151,13 +156,14 @@ def monitoring(
         from lamina.monitoring.drift import check_workspace, recent_prompts, reference_texts
 
         try:
-            texts = reference_texts(ws, reference, "train", 2000)
+            texts = reference_texts(ws, reference, "train", sample)
             drift = check_workspace(ws, texts, recent_prompts(ws, cipher, window))
         except LaminaError as exc:
             drift_error = exc.message + (f" ({exc.hint})" if exc.hint else "")
     return {"totals": series.as_dict()["totals"], "per_key": series.per_key, "hours": hours,
             "alerts": [a.as_dict() for a in fired], "datasets": [v["ref"] for v in list_versions(ws)],
-            "reference": reference, "window": window, "drift": drift, "drift_error": drift_error}  # fmt: skip
+            "reference": reference, "window": window, "sample": sample, "drift": drift,
+            "drift_error": drift_error}  # fmt: skip
 
 
 def monitoring_png(ws: Workspace, hours: float = 24) -> bytes:

@@ -62,6 +62,59 @@ class ImageModelInfo:
     def is_latent(self) -> bool:
         return self.family == "latent-diffusion"
 
+    # -- request checks (read this file only: callers check before loading any weights) --------
+    def check(self, *, n: int, prompt: str | None, class_id: int | None, steps: int, guidance: float) -> None:
+        """Refuse a request this model cannot answer. It reads only this file, so a caller checks before
+        loading the weights (importing diffusers alone takes seconds): bad input fails fast."""
+        info = self
+        if not 1 <= n <= MAX_IMAGES:
+            raise ConfigError(f"n must be between 1 and {MAX_IMAGES}, got {n}")
+        if steps <= 0:
+            raise ConfigError(f"steps must be positive, got {steps}", hint="try --steps 50")
+        if guidance < 0:
+            raise ConfigError(
+                f"guidance must be ≥ 0, got {guidance}", hint="1 means no guidance; 3 is typical"
+            )
+        if prompt is not None and info.condition != "text":
+            kind = "class-conditional" if info.condition == "class" else "unconditional"
+            hint = (
+                f"pass --class K instead (K in 0..{len(info.class_names) - 1}: {self.classes_text()})"
+                if info.condition == "class"
+                else "drop the prompt"
+            )
+            raise ConfigError(
+                f"this {info.family} model is {kind}: it does not take a text prompt", hint=hint
+            )
+        if class_id is not None:
+            if info.condition != "class":
+                raise ConfigError(
+                    f"this {info.family} model is not class-conditional (condition: {info.condition})",
+                    hint="give a text prompt instead" if info.condition == "text" else "drop --class",
+                )
+            if not 0 <= class_id < len(info.class_names):
+                raise ConfigError(
+                    f"class {class_id} is out of range: the model has classes 0..{len(info.class_names) - 1}",
+                    hint=self.classes_text(),
+                )
+
+    def check_walk(
+        self,
+        rows: int,
+        steps: int,
+        *,
+        prompt: str | None,
+        class_id: int | None,
+        sample_steps: int,
+        guidance: float,
+    ) -> None:
+        """``check`` for an interpolation: ``rows`` walks of ``steps`` images."""
+        self.check(n=rows * steps, prompt=prompt, class_id=class_id, steps=sample_steps, guidance=guidance)
+        if steps < 2:
+            raise ConfigError(f"--steps must be at least 2 for an interpolation, got {steps}")
+
+    def classes_text(self) -> str:
+        return ", ".join(f"{i}={n}" for i, n in enumerate(self.class_names))
+
 
 class ImageGenerator:
     def __init__(self, info: ImageModelInfo, modules: dict[str, Any]) -> None:
@@ -93,41 +146,8 @@ class ImageGenerator:
             )
         return cls(info, modules)
 
-    # -- request checks -------------------------------------------------------------------------
     def check(self, *, n: int, prompt: str | None, class_id: int | None, steps: int, guidance: float) -> None:
-        info = self.info
-        if not 1 <= n <= MAX_IMAGES:
-            raise ConfigError(f"n must be between 1 and {MAX_IMAGES}, got {n}")
-        if steps <= 0:
-            raise ConfigError(f"steps must be positive, got {steps}", hint="try --steps 50")
-        if guidance < 0:
-            raise ConfigError(
-                f"guidance must be ≥ 0, got {guidance}", hint="1 means no guidance; 3 is typical"
-            )
-        if prompt is not None and info.condition != "text":
-            kind = "class-conditional" if info.condition == "class" else "unconditional"
-            hint = (
-                f"pass --class K instead (K in 0..{len(info.class_names) - 1}: {self.classes_text()})"
-                if info.condition == "class"
-                else "drop the prompt"
-            )
-            raise ConfigError(
-                f"this {info.family} model is {kind}: it does not take a text prompt", hint=hint
-            )
-        if class_id is not None:
-            if info.condition != "class":
-                raise ConfigError(
-                    f"this {info.family} model is not class-conditional (condition: {info.condition})",
-                    hint="give a text prompt instead" if info.condition == "text" else "drop --class",
-                )
-            if not 0 <= class_id < len(info.class_names):
-                raise ConfigError(
-                    f"class {class_id} is out of range: the model has classes 0..{len(info.class_names) - 1}",
-                    hint=self.classes_text(),
-                )
-
-    def classes_text(self) -> str:
-        return ", ".join(f"{i}={n}" for i, n in enumerate(self.info.class_names))
+        self.info.check(n=n, prompt=prompt, class_id=class_id, steps=steps, guidance=guidance)
 
     # -- generation -----------------------------------------------------------------------------
     def generate(
@@ -264,9 +284,9 @@ class ImageGenerator:
         VAE: the prior's z; GAN: the generator's noise; diffusion: the initial noise x_T decoded with
         deterministic DDIM (η = 0), so nearby noise gives nearby images.
         """
-        self.check(n=rows * steps, prompt=prompt, class_id=class_id, steps=sample_steps, guidance=guidance)
-        if steps < 2:
-            raise ConfigError(f"--steps must be at least 2 for an interpolation, got {steps}")
+        self.info.check_walk(
+            rows, steps, prompt=prompt, class_id=class_id, sample_steps=sample_steps, guidance=guidance
+        )
         generator = _generator(seed)
         info = self.info
         unet = self.modules.get("unet")
