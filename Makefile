@@ -6,8 +6,9 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 PIP_INSTALL := $(PIP) install --quiet --disable-pip-version-check -c constraints.txt
 PYTEST_ARGS ?=
-# one pytest worker per core (at most 4; each worker starts its own test servers); a test file stays on
-# one worker, so its fixtures are built once. `make test TEST_WORKERS=0` runs everything in one process.
+# one pytest worker per core (at most 4); a test file stays on one worker, so its fixtures are built once,
+# and all the tests on the shared test server share one worker, so one worker builds it (tests/conftest.py).
+# `make test TEST_WORKERS=0` runs everything in one process.
 TEST_WORKERS ?= auto
 
 .PHONY: run test test-slow lint typecheck bench clean help
@@ -44,7 +45,7 @@ $(BIN)/helm: | $(BIN)/python
 # `make test` runs every test not marked slow (within 20 minutes on a 2-core AVX2 machine, the slower
 # class: docs/benchmarks.md); `make test-slow` runs the slow ones: the 1 GB ingest, Ray, DDP, the full
 # quickstart, lm-evaluation-harness, mypy. CI (.ci/run) runs both.
-PYTEST := $(BIN)/python -m pytest -n $(TEST_WORKERS) --maxprocesses 4 --dist loadfile
+PYTEST := $(BIN)/python -m pytest -n $(TEST_WORKERS) --maxprocesses 4 --dist loadgroup
 test: $(VENV)/.installed-dev $(BIN)/helm
 	$(PYTEST) -m "not slow" $(PYTEST_ARGS)
 

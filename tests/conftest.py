@@ -6,6 +6,8 @@ CI can never pass by skipping them.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import socket
 import subprocess
@@ -53,6 +55,16 @@ def pytest_configure(config: pytest.Config) -> None:
         import torch
 
         torch.set_num_threads(threads)
+
+
+def pytest_itemcollected(item: pytest.Item) -> None:
+    """One pytest-xdist work unit (``--dist loadgroup``) per test file, so a file's module fixtures
+    are built once, except that every test on the shared ``lamina serve`` (the ``server`` fixture: a
+    quickstart built and served, 2-3 minutes of a 2-core machine) is one unit, so one worker builds
+    it instead of each. It is the largest unit, so xdist hands it out first. (Marked here, as each
+    test is collected: xdist reads the marks in its own ``pytest_collection_modifyitems``.)"""
+    uses_server = "server" in getattr(item, "fixturenames", ())
+    item.add_marker(pytest.mark.xdist_group("shared-server" if uses_server else item.nodeid.split("::")[0]))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -181,6 +193,28 @@ def cli(capsys: pytest.CaptureFixture[str]):  # type: ignore[no-untyped-def]
         return CliResult(code, captured.out, captured.err)
 
     return run
+
+
+def lamina_here(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``run_lamina`` through the same entry point in this process: the same result, without a new
+    interpreter importing torch, transformers and the embedding model again (2-15 s a call on a
+    2-core machine). For commands that end on their own; ``serve``, signals, stdin and other users
+    need ``run_lamina``."""
+    from lamina.cli.app import main
+
+    saved = os.environ.copy()
+    for key in [k for k in os.environ if k.startswith("LAMINA_")]:
+        del os.environ[key]
+    os.environ.update(env or {})
+    os.environ.setdefault("COLUMNS", "120")  # rich reads it on each print: lines wrap as run_lamina's do
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(list(args))
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    return subprocess.CompletedProcess(["lamina", *args], code, out.getvalue(), err.getvalue())
 
 
 def run_lamina(

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -53,6 +55,22 @@ def wait_healthy(url: str, process: subprocess.Popen, log: Path | None = None, s
         if process.poll() is not None:
             raise AssertionError(f"server exited: {log.read_text() if log else process.returncode}")
     raise AssertionError(f"server at {url} did not become healthy in {seconds:g} s")
+
+
+def audit_row(
+    workspace: Path, request_id: str, columns: str = "request_id", seconds: float = 10
+) -> tuple | None:
+    """The request's row in the audit log, or None: the server writes the log from a background
+    thread in small batches (``lamina.gateway.audit``), moments after the response, so a reader
+    that comes right after the response waits for it."""
+    deadline = time.time() + seconds
+    while True:
+        with closing(sqlite3.connect(workspace / "lamina.db")) as db:
+            query = f"SELECT {columns} FROM audit_events WHERE request_id = ?"  # noqa: S608 (test code)
+            row = db.execute(query, (request_id,)).fetchone()
+        if row is not None or time.time() > deadline:
+            return row
+        time.sleep(0.1)
 
 
 @pytest.fixture(scope="session")

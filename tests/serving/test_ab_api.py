@@ -11,7 +11,7 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import run_lamina
+from tests.conftest import lamina_here
 from tests.serving.conftest import Server, start_server
 
 EXPERIMENT = {"name": "shakes-ab", "model": "shakes@champion", "by": "request", "split": 0.5,
@@ -22,7 +22,7 @@ EXPERIMENT = {"name": "shakes-ab", "model": "shakes@champion", "by": "request", 
 def split(server: Server) -> Iterator[Server]:
     env = {"LAMINA_SERVER__EXPERIMENTS": json.dumps([EXPERIMENT]), "LAMINA_RAILS__PRESET": "none"}
     url, process = start_server(server.workspace, env, "ab-server.log")
-    made = run_lamina(
+    made = lamina_here(
         "-w", str(server.workspace), "keys", "create", "--role", "user", "--name", "ab", "--json"
     )
     assert made.returncode == 0, made.stderr  # its own key: other tests list the shared key's feedback
@@ -49,7 +49,7 @@ def test_requests_are_split_between_arms_and_each_arm_is_reported(split: Server)
                                headers=split.headers(), timeout=30)  # fmt: skip
             assert given.status_code == 201, given.text
 
-    shown = run_lamina("-w", str(split.workspace), "monitor", "ab", "shakes-ab", "--json",
+    shown = lamina_here("-w", str(split.workspace), "monitor", "ab", "shakes-ab", "--json",
                        env={"LAMINA_SERVER__EXPERIMENTS": json.dumps([EXPERIMENT])})  # fmt: skip
     assert shown.returncode == 0, shown.stderr
     result = json.loads(shown.stdout)
@@ -61,5 +61,5 @@ def test_requests_are_split_between_arms_and_each_arm_is_reported(split: Server)
     assert result["test"]["votes"] == [len(served["shakes@champion"]), len(served["shakes@v1"])]
     if min(result["test"]["votes"]) >= 10:  # enough votes per arm for the test to speak
         assert result["test"]["significant"] and result["verdict"].startswith("treatment")
-    missing = run_lamina("-w", str(split.workspace), "monitor", "ab", "no-such-test")
+    missing = lamina_here("-w", str(split.workspace), "monitor", "ab", "no-such-test")
     assert missing.returncode == 6 and "no request of experiment 'no-such-test'" in missing.stderr

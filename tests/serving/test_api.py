@@ -6,7 +6,6 @@ import base64
 import io
 import json
 import os
-import sqlite3
 import subprocess
 import sys
 import time
@@ -17,8 +16,8 @@ import pytest
 
 from lamina.gateway.metrics import read_engine_timings
 from lamina.serving.quantize import resolve_precision
-from tests.conftest import run_lamina
-from tests.serving.conftest import ADMIN, Server
+from tests.conftest import lamina_here, run_lamina
+from tests.serving.conftest import ADMIN, Server, audit_row
 
 
 def client(server: Server, key: str | None = None):
@@ -133,17 +132,17 @@ def test_keys_and_roles(server: Server) -> None:
     timings = read_engine_timings(httpx.get(f"{url}/metrics", headers=server.headers(ADMIN)).text)
     assert timings[("prefill", 1)][0] >= 1 and timings[("decode", 1)][0] >= 11  # one prefill, 11 decode steps
     assert all(seconds > 0 for _, seconds in timings.values()), timings
-    made = run_lamina(
+    made = lamina_here(
         "--workspace", str(server.workspace), "keys", "create", "--role", "user", "--name", "tmp", "--json"
     )
     info = json.loads(made.stdout)
     assert httpx.get(f"{url}/v1/models", headers=server.headers(info["key"])).status_code == 200
-    run_lamina("--workspace", str(server.workspace), "keys", "revoke", info["id"])
+    lamina_here("--workspace", str(server.workspace), "keys", "revoke", info["id"])
     assert httpx.get(f"{url}/v1/models", headers=server.headers(info["key"])).status_code == 401
 
 
 def test_rate_limit_answers_429_with_retry_after(server: Server) -> None:
-    made = run_lamina(
+    made = lamina_here(
         "--workspace", str(server.workspace), "keys", "create", "--role", "user", "--name", "slow",
         "--rpm", "2", "--json",
     )  # fmt: skip
@@ -161,17 +160,8 @@ def test_every_request_is_audited(server: Server) -> None:
         f"{server.url}/v1/completions", headers=server.headers(),
         json={"model": "shakes@champion", "prompt": "KING", "max_tokens": 3}, timeout=30,
     )  # fmt: skip
-    rid = r.headers["x-request-id"]
-    row = None
-    for _ in range(50):
-        with sqlite3.connect(server.workspace / "lamina.db") as db:
-            row = db.execute(
-                "SELECT route, status_code, tokens_out, model_version_id, key_id, request_text "
-                "FROM audit_events WHERE request_id = ?", (rid,),
-            ).fetchone()  # fmt: skip
-        if row:
-            break
-        time.sleep(0.1)
+    columns = "route, status_code, tokens_out, model_version_id, key_id, request_text"
+    row = audit_row(server.workspace, r.headers["x-request-id"], columns)
     assert row is not None
     route, status, tokens_out, version, key_id, text = row
     used = r.json()["usage"]["completion_tokens"]
@@ -205,9 +195,9 @@ def test_alias_move_switches_version_without_restart(server: Server) -> None:
     oa = client(server)
     before = oa.completions.create(model="shakes@champion", prompt="A", max_tokens=2).system_fingerprint
     old_process = engines(server)[before]["process"]
-    trained = run_lamina(
+    trained = lamina_here(
         "--workspace", str(server.workspace), "train", "lm", "--dataset", "shakespeare", "--name", "shakes",
-        "--max-steps", "3", "--seed", "7", "--alias", "champion", "--no-track", timeout=300,
+        "--max-steps", "3", "--seed", "7", "--alias", "champion", "--no-track",
     )  # fmt: skip
     assert trained.returncode == 0, trained.stderr
     after = oa.completions.create(model="shakes@champion", prompt="A", max_tokens=2).system_fingerprint
@@ -216,7 +206,7 @@ def test_alias_move_switches_version_without_restart(server: Server) -> None:
     assert not process_exists(old_process) and before not in engines(server)
     # the later tests ask shakes@champion for text: give them back the quickstart's model (a 3-step
     # model can answer nothing at all)
-    back = run_lamina("--workspace", str(server.workspace), "models", "promote", "shakes@v1", "champion")
+    back = lamina_here("--workspace", str(server.workspace), "models", "promote", "shakes@v1", "champion")
     assert back.returncode == 0, back.stderr
 
 
@@ -225,7 +215,7 @@ def test_batch_generation_from_jsonl(server: Server, tmp_path: Path) -> None:
     rows = [{"prompt": "ROMEO:", "max_tokens": 5, "temperature": 0}, {"prompt": "KING", "max_tokens": 3}]
     prompts.write_text("\n".join(json.dumps(r) for r in rows * 3) + "\n")
     out = tmp_path / "out.jsonl"
-    done = run_lamina(
+    done = lamina_here(
         "--workspace", str(server.workspace), "generate", "text", "shakes@champion", "--input", str(prompts),
         "--output", str(out), "--seed", "0",
     )  # fmt: skip
@@ -236,7 +226,7 @@ def test_batch_generation_from_jsonl(server: Server, tmp_path: Path) -> None:
     assert results[0]["text"] == results[2]["text"]  # greedy rows agree
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "ok"}\n{"prompt": "x", "temperature": 9}\n')
-    refused = run_lamina(
+    refused = lamina_here(
         "--workspace", str(server.workspace), "generate", "text", "shakes@champion", "--input", str(bad),
         "--output", str(tmp_path / "never.jsonl"),
     )  # fmt: skip

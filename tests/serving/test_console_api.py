@@ -11,7 +11,7 @@ from contextlib import closing
 
 import httpx
 
-from tests.conftest import run_lamina
+from tests.conftest import lamina_here
 from tests.serving.conftest import ADMIN, Server
 
 HTML = {"accept": "text/html,application/xhtml+xml"}
@@ -102,7 +102,7 @@ def test_a_user_cannot_reach_admin_pages_or_actions(server: Server) -> None:
 
 
 def test_revoking_a_key_ends_its_console_sessions_at_once(server: Server) -> None:
-    made = run_lamina("--workspace", str(server.workspace), "keys", "create", "--role", "developer",
+    made = lamina_here("--workspace", str(server.workspace), "keys", "create", "--role", "developer",
                       "--name", "leaving", "--json")  # fmt: skip
     key = json.loads(made.stdout)
     client, _ = sign_in(server, key["key"])

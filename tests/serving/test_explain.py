@@ -11,8 +11,8 @@ from pathlib import Path
 import openai
 
 from lamina.quickstart import DOCS_COLLECTION, DOCS_QUESTION
-from tests.conftest import run_lamina
-from tests.serving.conftest import ADMIN, RAILED_KEY, Server
+from tests.conftest import lamina_here
+from tests.serving.conftest import ADMIN, RAILED_KEY, Server, audit_row
 
 ENV = {"LAMINA_SECURITY__ENCRYPTION_KEYS": json.dumps([RAILED_KEY])}
 
@@ -22,7 +22,9 @@ def ask(server: Server, key: str, temperature: float = 0, **extra: object) -> tu
     raw = client.chat.completions.with_raw_response.create(
         model="shakes@champion", max_tokens=8, temperature=temperature, **extra
     )  # type: ignore[call-overload]
-    return raw.headers["x-request-id"], raw.parse().choices[0].message.content or ""
+    rid = raw.headers["x-request-id"]
+    assert audit_row(server.workspace, rid) is not None  # explain reads the audit log
+    return rid, raw.parse().choices[0].message.content or ""
 
 
 def test_an_answer_is_explained_token_by_token_with_the_prompt_it_leaned_on(
@@ -35,7 +37,7 @@ def test_an_answer_is_explained_token_by_token_with_the_prompt_it_leaned_on(
         if answer.strip():
             break
     assert answer.strip(), "twenty sampled answers were all empty"
-    shown = run_lamina("-w", str(railed.workspace), "explain", rid, "--json", "--top-k", "3", env=ENV)
+    shown = lamina_here("-w", str(railed.workspace), "explain", rid, "--json", "--top-k", "3", env=ENV)
     assert shown.returncode == 0, shown.stderr
     e = json.loads(shown.stdout)
     assert e["model"].startswith("shakes@v") and "".join("".join(e["answer_tokens"]).split()) == "".join(
@@ -54,7 +56,7 @@ def test_an_answer_is_explained_token_by_token_with_the_prompt_it_leaned_on(
     assert e["answer_logprob"] < 0 and e["citations"] == []
 
     page = tmp_path / "why.html"
-    written = run_lamina("-w", str(railed.workspace), "explain", rid, "--out", str(page), env=ENV)
+    written = lamina_here("-w", str(railed.workspace), "explain", rid, "--out", str(page), env=ENV)
     assert written.returncode == 0 and str(page) in written.stdout.replace("\n", "")
     assert "Why this answer" in page.read_text() and "gradient × input" in page.read_text()
 
@@ -65,13 +67,13 @@ def test_a_rag_answer_lists_the_sources_it_was_given_and_what_cannot_be_explaine
     rag = {"collection": DOCS_COLLECTION, "k": 2, "answer": "extractive"}
     question = [{"role": "user", "content": DOCS_QUESTION}]
     rid, _ = ask(railed, ADMIN, messages=question, extra_body={"rag": rag})
-    shown = run_lamina("-w", str(railed.workspace), "explain", rid, "--json", env=ENV)
+    shown = lamina_here("-w", str(railed.workspace), "explain", rid, "--json", env=ENV)
     assert shown.returncode == 0, shown.stderr
     e = json.loads(shown.stdout)
     assert e["model"].startswith("extractive") and e["steps"] == []  # quoted, not generated
     assert e["citations"] and all("text" not in c for c in e["citations"]) and e["citations"][0]["index"] == 1
 
-    unknown = run_lamina("-w", str(railed.workspace), "explain", "no-such-request", env=ENV)
+    unknown = lamina_here("-w", str(railed.workspace), "explain", "no-such-request", env=ENV)
     assert unknown.returncode == 6 and "no request 'no-such-request'" in unknown.stderr
-    keyless = run_lamina("-w", str(railed.workspace), "explain", rid)  # the text is encrypted
+    keyless = lamina_here("-w", str(railed.workspace), "explain", rid)  # the text is encrypted
     assert keyless.returncode != 0 and "LAMINA_SECURITY__ENCRYPTION_KEYS" in keyless.stderr

@@ -14,14 +14,14 @@ import openai
 import pytest
 
 from lamina.core.crypto import PREFIX
-from tests.conftest import run_lamina
+from tests.conftest import lamina_here
 from tests.serving.conftest import ADMIN, RAILED_KEY, Server
 
 MODEL = "shakes@champion"
 
 
 def make_key(server: Server, role: str, name: str) -> str:
-    made = run_lamina("--workspace", str(server.workspace), "keys", "create", "--role", role, "--name", name,
+    made = lamina_here("--workspace", str(server.workspace), "keys", "create", "--role", role, "--name", name,
                       "--json")  # fmt: skip
     assert made.returncode == 0, made.stderr
     return str(json.loads(made.stdout)["key"])
@@ -148,7 +148,7 @@ def test_reviewers_approve_reject_and_correct_and_approved_feedback_becomes_trai
     assert decide(10**9, decision="approve").status_code == 404
 
     env = {"LAMINA_SECURITY__ENCRYPTION_KEYS": json.dumps([RAILED_KEY])}
-    exported = run_lamina("--workspace", str(railed.workspace), "feedback", "export", "--out", str(tmp_path),
+    exported = lamina_here("--workspace", str(railed.workspace), "feedback", "export", "--out", str(tmp_path),
                           "--json", env=env)  # fmt: skip
     assert exported.returncode == 0, exported.stderr
     sft = [json.loads(line) for line in (tmp_path / "sft.jsonl").open()]
@@ -165,7 +165,7 @@ def test_the_governance_report_counts_feedback_on_the_version(railed: Server, ke
                                                               tmp_path: Path) -> None:  # fmt: skip
     rid, _ = ask(railed, keys["user"], "Judge me.", seed=9)
     assert feedback(railed, keys["user"], request_id=rid, thumbs="up").status_code == 201
-    made = run_lamina("--workspace", str(railed.workspace), "governance", "report", MODEL, "--out",
+    made = lamina_here("--workspace", str(railed.workspace), "governance", "report", MODEL, "--out",
                       str(tmp_path), "--json")  # fmt: skip
     assert made.returncode == 0, made.stderr
     report = json.loads(made.stdout)
@@ -182,15 +182,15 @@ def test_monitor_commands_read_the_served_traffic(
         ask(railed, keys["user"], prompt, seed=i)
     env = {"LAMINA_SECURITY__ENCRYPTION_KEYS": json.dumps([RAILED_KEY])}
     ws = ["--workspace", str(railed.workspace)]
-    report = run_lamina(*ws, "monitor", "report", "--since", "1h", "--out", str(tmp_path), "--json", env=env)
+    report = lamina_here(*ws, "monitor", "report", "--since", "1h", "--out", str(tmp_path), "--json", env=env)
     assert report.returncode == 0, report.stderr
     totals = json.loads(report.stdout)["totals"]
     assert totals["requests"] >= 24 and totals["tokens_out"] > 0
     reference = tmp_path / "reference.txt"
     shakespeare = Path(__file__).resolve().parents[2] / "src" / "lamina" / "demo" / "data" / "shakespeare.txt"
     reference.write_text("\n".join(line for line in shakespeare.read_text().splitlines() if len(line) > 20))
-    drift = run_lamina(*ws, "monitor", "drift", "--reference", str(reference), "--window", "24", "--out",
-                       str(tmp_path), "--json", env=env, timeout=300)  # fmt: skip
+    drift = lamina_here(*ws, "monitor", "drift", "--reference", str(reference), "--window", "24", "--out",
+                       str(tmp_path), "--json", env=env)  # fmt: skip
     assert drift.returncode == 0, drift.stderr
     found = json.loads(drift.stdout)
     assert [t["name"] for t in found["tests"]] == ["meaning", "length", "vocabulary"] and found[

@@ -14,13 +14,13 @@ import pytest
 from lamina.core.workspace import Workspace
 from lamina.gateway.permissions import PUBLIC, ROLES, flat_routes
 from lamina.serving.api import create_app
-from tests.conftest import run_lamina
+from tests.conftest import lamina_here
 from tests.serving.conftest import ADMIN, Server
 
 
 @pytest.fixture(scope="module")
 def keys(server: Server) -> dict[str, str | None]:
-    made = run_lamina(
+    made = lamina_here(
         "--workspace", str(server.workspace), "keys", "create", "--role", "developer", "--name", "walk",
         "--json",
     )  # fmt: skip

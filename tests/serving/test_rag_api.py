@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import run_lamina
+from tests.conftest import lamina_here
 from tests.rag.conftest import GUIDE_MD, HR_HTML
 from tests.serving.conftest import ADMIN, Server
 
@@ -27,11 +27,11 @@ def policies(server: Server, tmp_path_factory: pytest.TempPathFactory) -> dict[s
     (root / "hr" / "leave.html").write_text(HR_HTML)
     ws = ("--workspace", str(server.workspace))
     for folder, group in (("staff", "staff"), ("hr", "hr")):
-        done = run_lamina(*ws, "rag", "ingest", "-c", "policies", str(root / folder), "--groups", group)
+        done = lamina_here(*ws, "rag", "ingest", "-c", "policies", str(root / folder), "--groups", group)
         assert done.returncode == 0, done.stderr
     keys = {}
     for name, groups in (("staff", "staff"), ("hr", "hr"), ("nobody", "")):
-        made = run_lamina(
+        made = lamina_here(
             *ws, "keys", "create", "--role", "user", "--name", name, "--groups", groups, "--json"
         )
         assert made.returncode == 0, made.stderr
@@ -79,7 +79,7 @@ def test_generated_answer_puts_the_sources_in_a_versioned_prompt(
     # the test model's context is 64 tokens: a terse template of our own, saved as a version
     (tmp_path / "terse.j2").write_text("{% for s in sources %}{{ s.text }}\n{% endfor %}Q: {{ question }}")
     ws = ("--workspace", str(server.workspace))
-    saved = run_lamina(*ws, "prompts", "create", "terse", str(tmp_path / "terse.j2"), "--var", "question",
+    saved = lamina_here(*ws, "prompts", "create", "terse", str(tmp_path / "terse.j2"), "--var", "question",
                        "--var", "sources")  # fmt: skip
     assert saved.returncode == 0 and "terse@v1" in saved.stdout, saved.stderr
     oa = client(server, policies["staff"])
@@ -163,7 +163,7 @@ def test_imported_embedding_models_are_served_and_embed_collections(server: Serv
 
     load_encoder().save(str(tmp_path / "mini"))  # a real sentence-transformers folder, saved here
     ws = ("--workspace", str(server.workspace))
-    made = run_lamina(*ws, "models", "import", str(tmp_path / "mini"), "--name", "mini")
+    made = lamina_here(*ws, "models", "import", str(tmp_path / "mini"), "--name", "mini")
     assert made.returncode == 0 and "mini@v1" in made.stdout, made.stderr
     oa = OpenAI(base_url=f"{server.url}/v1", api_key=ADMIN, max_retries=0)
     assert "mini@v1" in {m.id for m in oa.models.list().data}
@@ -179,14 +179,14 @@ def test_imported_embedding_models_are_served_and_embed_collections(server: Serv
     docs = tmp_path / "docs"
     docs.mkdir()
     (docs / "travel.md").write_text(GUIDE_MD)
-    done = run_lamina(
+    done = lamina_here(
         *ws, "rag", "ingest", "-c", "mini-docs", str(docs), "--model", "mini", "--groups", "staff"
     )
     assert done.returncode == 0, done.stderr
-    listed = run_lamina(*ws, "rag", "list", "--json")
+    listed = lamina_here(*ws, "rag", "list", "--json")
     row = next(r for r in json.loads(listed.stdout) if r["name"] == "mini-docs")
     assert row["meta"]["embedding_model"] == "mini@v1"  # pinned to the version it was built with
-    lineage = run_lamina(*ws, "lineage", "vector_index:mini-docs@v1")
+    lineage = lamina_here(*ws, "lineage", "vector_index:mini-docs@v1")
     assert lineage.returncode == 0 and "mini@v1" in lineage.stdout and "embedded_with" in lineage.stdout
     rag = {"collection": "mini-docs", "answer": "extractive"}
     chat = oa.chat.completions.create(model=MODEL, messages=HOTEL, extra_body={"rag": rag})
@@ -304,11 +304,11 @@ def test_a_yaml_chain_runs_locally_and_through_the_server(
     ws = ("--workspace", str(server.workspace))
     for name, text in (("draft", "Q: {{ question }}"), ("as-json", "Mood of: {{ draft }}")):
         (tmp_path / f"{name}.j2").write_text(text)
-        assert run_lamina(*ws, "prompts", "create", name, str(tmp_path / f"{name}.j2")).returncode == 0
+        assert lamina_here(*ws, "prompts", "create", name, str(tmp_path / f"{name}.j2")).returncode == 0
     (tmp_path / "chain.yaml").write_text(CHAIN)
     inputs = json.dumps({"question": "Who is the king?"})
     for where in ((), ("--url", server.url, "--key", policies["staff"])):
-        done = run_lamina(
+        done = lamina_here(
             *ws, "chain", "run", str(tmp_path / "chain.yaml"), "--vars", inputs, "--json", *where
         )
         assert done.returncode == 0, done.stderr
@@ -321,7 +321,7 @@ def test_a_yaml_chain_runs_locally_and_through_the_server(
         )
         assert first["template"] == "draft@v1" and second["template"] == "as-json@v1"
     (tmp_path / "bad.yaml").write_text(CHAIN.replace("inputs: [question]", "inputs: [topic]"))
-    bad = run_lamina(*ws, "chain", "run", str(tmp_path / "bad.yaml"), "--vars", '{"topic": "x"}')
+    bad = lamina_here(*ws, "chain", "run", str(tmp_path / "bad.yaml"), "--vars", '{"topic": "x"}')
     assert bad.returncode != 0 and "step 1 (draft@v1) reads question" in bad.stderr
 
 
@@ -342,7 +342,7 @@ def test_prompt_optimisation_scores_every_candidate_and_promotes_the_best(
     args = ("prompts", "optimize", "qa", *variants, "--eval", str(tmp_path / "eval.jsonl"), "-m", MODEL,
             "--mutations", "1", "--shots", "1", "--max-tokens", "4", "--metric", "contains",
             "--url", server.url, "--key", policies["staff"], "--json")  # fmt: skip
-    done = run_lamina(*ws, *args)
+    done = lamina_here(*ws, *args)
     assert done.returncode == 0, done.stderr
     first = json.loads(done.stdout)
     origins = [c["origin"] for c in first["candidates"]]
@@ -364,7 +364,7 @@ def test_prompt_optimisation_scores_every_candidate_and_promotes_the_best(
         assert {rel for _, rel in w.catalog.parents(report.id)} == {"evaluated"}
     finally:
         w.close()
-    again = json.loads(run_lamina(*ws, *args).stdout)  # the same candidates: the champion scores as well
+    again = json.loads(lamina_here(*ws, *args).stdout)  # the same candidates: the champion scores as well
     assert not again["promoted"] and [c["ref"] for c in again["candidates"]] == [
         c["ref"] for c in first["candidates"]
     ]
@@ -385,8 +385,8 @@ def test_rag_eval_scores_generated_answers(server: Server, tmp_path: Path) -> No
     (tmp_path / "kings.json").write_text(json.dumps(squad))
     (tmp_path / "short.j2").write_text("{% for s in sources %}{{ s.text }}{% endfor %} {{ question }}")
     ws = ("--workspace", str(server.workspace))
-    assert run_lamina(*ws, "prompts", "create", "short", str(tmp_path / "short.j2")).returncode == 0
-    done = run_lamina(*ws, "rag", "eval", str(tmp_path / "kings.json"), "--answers", MODEL,
+    assert lamina_here(*ws, "prompts", "create", "short", str(tmp_path / "short.j2")).returncode == 0
+    done = lamina_here(*ws, "rag", "eval", str(tmp_path / "kings.json"), "--answers", MODEL,
                       "--template", "short", "-k", "1", "--max-tokens", "6", "--json")  # fmt: skip
     assert done.returncode == 0, done.stderr
     quality = json.loads(done.stdout)["answers"]
@@ -400,13 +400,13 @@ def test_rag_ask_generates_a_cited_answer_with_a_model(
 ) -> None:
     ws = ("--workspace", str(server.workspace))
     (tmp_path / "ask.j2").write_text("{% for s in sources %}{{ s.text }}{% endfor %} {{ question }}")
-    assert run_lamina(*ws, "prompts", "create", "ask-short", str(tmp_path / "ask.j2")).returncode == 0
+    assert lamina_here(*ws, "prompts", "create", "ask-short", str(tmp_path / "ask.j2")).returncode == 0
     args = ("rag", "ask", "What is the nightly hotel limit in Paris?", "-c", "policies", "-g", "staff")
-    done = run_lamina(*ws, *args, "-m", MODEL, "--template", "ask-short", "--max-tokens", "4", "--json")
+    done = lamina_here(*ws, *args, "-m", MODEL, "--template", "ask-short", "--max-tokens", "4", "--json")
     assert done.returncode == 0, done.stderr
     answer = json.loads(done.stdout)
     assert answer["rag"]["template"] == "ask-short@v1" and answer["rag"]["grounded"]
     assert answer["citations"][0]["document"].endswith("travel.md")
     assert isinstance(answer["answer"], str)  # what a 64-token model writes: maybe nothing at all
-    too_long = run_lamina(*ws, *args, "-m", MODEL)  # the built-in template does not fit 64 tokens
+    too_long = lamina_here(*ws, *args, "-m", MODEL)  # the built-in template does not fit 64 tokens
     assert too_long.returncode != 0 and "extractive" in too_long.stderr

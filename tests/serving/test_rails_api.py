@@ -12,7 +12,7 @@ import openai
 import pytest
 
 from lamina.core.crypto import PREFIX
-from tests.conftest import run_lamina
+from tests.conftest import lamina_here, run_lamina
 from tests.serving.conftest import ADMIN, RAILED_KEY, Server
 
 MODEL = "shakes@champion"  # char-level, 64-token context: forced answers stay short
@@ -141,7 +141,7 @@ def test_verdicts_reach_the_audit_log_redacted_and_encrypted_and_the_metrics(rai
     assert stored.startswith(PREFIX) and "maria" not in stored  # encrypted at rest
     rails = json.loads(detail)["rails"]
     assert {"stage": "input", "rail": "pii", "action": "redact"}.items() <= rails[0].items()
-    listed = run_lamina("--workspace", str(railed.workspace), "audit", "list", "--text", "--json", "-n", "5",
+    listed = lamina_here("--workspace", str(railed.workspace), "audit", "list", "--text", "--json", "-n", "5",
                         env={"LAMINA_SECURITY__ENCRYPTION_KEYS": json.dumps([KEY])})  # fmt: skip
     assert listed.returncode == 0, listed.stderr
     texts = [row["request_text"] or "" for row in json.loads(listed.stdout)]

@@ -27,7 +27,7 @@ from lamina.training.image import (
     train_image,
 )
 from lamina.training.loop import train
-from tests.conftest import run_lamina
+from tests.conftest import lamina_here, run_lamina
 
 DIGITS = {
     "source": {
@@ -229,14 +229,15 @@ def test_cli_train_generate_interpolate_and_bad_requests(digits_ws: Workspace, t
     )  # fmt: skip
     assert trained.returncode == 0, trained.stderr
     assert "Registered cli-vae@v1" in trained.stdout and "fid_clf" in trained.stdout
+    # the rest through the same entry point in this process (one import of torch and diffusers)
     out = tmp_path / "gen"
-    made = run_lamina(
+    made = lamina_here(
         *ws, "generate", "image", "cli-vae", "--class", "3", "--n", "4", "--seed", "1", "--out", str(out)
     )
     assert made.returncode == 0, made.stderr
     assert sorted(p.name for p in out.iterdir()) == ["grid.png", *(f"image-{i:03d}.png" for i in range(4))]
     grid = tmp_path / "walk.png"
-    walked = run_lamina(
+    walked = lamina_here(
         *ws, "latent", "interpolate", "cli-vae", "--steps", "6", "--rows", "2", "--out", str(grid)
     )
     assert walked.returncode == 0 and grid.exists(), walked.stderr
@@ -252,7 +253,7 @@ def test_cli_train_generate_interpolate_and_bad_requests(digits_ws: Workspace, t
         (["train", "image", "--family", "vae", "--dataset", "digits", "--name", "x", "--image-size", "10"],
          "not a multiple of 4"),
     ]:  # fmt: skip
-        done = run_lamina(*ws, *args)
+        done = lamina_here(*ws, *args)
         assert done.returncode == 2, (args, done.stdout, done.stderr)
         assert message in done.stderr and "Traceback" not in done.stderr, done.stderr
 
