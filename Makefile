@@ -45,7 +45,7 @@ $(BIN)/helm: | $(BIN)/python
 # `make test` runs every test not marked slow (within 20 minutes on a 2-core AVX2 machine, the slower
 # class: docs/benchmarks.md); `make test-slow` runs the slow ones: the 1 GB ingest, Ray, DDP, the full
 # quickstart, lm-evaluation-harness, mypy. CI (.ci/run) runs both.
-PYTEST := $(BIN)/python -m pytest -n $(TEST_WORKERS) --maxprocesses 4 --dist loadgroup
+PYTEST := $(BIN)/python -m pytest -n $(TEST_WORKERS) --maxprocesses 4 --dist loadfile
 test: $(VENV)/.installed-dev $(BIN)/helm
 	$(PYTEST) -m "not slow" $(PYTEST_ARGS)
 

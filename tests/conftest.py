@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -57,14 +59,32 @@ def pytest_configure(config: pytest.Config) -> None:
         torch.set_num_threads(threads)
 
 
-def pytest_itemcollected(item: pytest.Item) -> None:
-    """One pytest-xdist work unit (``--dist loadgroup``) per test file, so a file's module fixtures
-    are built once, except that every test on the shared ``lamina serve`` (the ``server`` fixture: a
-    quickstart built and served, 2-3 minutes of a 2-core machine) is one unit, so one worker builds
-    it instead of each. It is the largest unit, so xdist hands it out first. (Marked here, as each
-    test is collected: xdist reads the marks in its own ``pytest_collection_modifyitems``.)"""
-    uses_server = "server" in getattr(item, "fixturenames", ())
-    item.add_marker(pytest.mark.xdist_group("shared-server" if uses_server else item.nodeid.split("::")[0]))
+SHARED_SERVER_USE = re.compile(r"\b(server|railed): Server\b")  # the fixtures of tests/serving/conftest.py
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``--dist loadfile``, except that every test file on the shared ``lamina serve`` (the
+    ``server`` fixture: a quickstart built and served, 2-3 minutes of a 2-core machine) joins one
+    work unit, so one worker builds it instead of each. xdist's own ``loadgroup`` cannot do this
+    under pytest 9.2: it renames ``item._nodeid``, which no longer changes ``item.nodeid``."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    uses_server: dict[str, bool] = {}
+
+    def file_uses_server(path: str) -> bool:
+        if path not in uses_server:
+            source = config.rootpath / path
+            uses_server[path] = source.is_file() and bool(SHARED_SERVER_USE.search(source.read_text()))
+        return uses_server[path]
+
+    class FilesAndTheSharedServer(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return "shared-server" if file_uses_server(path) else path
+
+    return FilesAndTheSharedServer(config, log)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

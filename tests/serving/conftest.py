@@ -43,8 +43,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_healthy(url: str, process: subprocess.Popen, log: Path | None = None, seconds: float = 90) -> None:
-    """Until ``url/health`` answers 200; fails at once if the server process exits."""
+def wait_healthy(url: str, process: subprocess.Popen, log: Path | None = None, seconds: float = 240) -> None:
+    """Until ``url/health`` answers 200; fails at once if the server process exits. The limit is a
+    hang guard, not a speed test: on a busy 2-core AVX2 machine a start took two minutes."""
     deadline = time.time() + seconds
     while time.time() < deadline:
         try:
