@@ -5,7 +5,6 @@ blocked stream, the audit record (PII redacted, then encrypted) and the metrics.
 from __future__ import annotations
 
 import json
-import sqlite3
 
 import httpx
 import openai
@@ -13,7 +12,7 @@ import pytest
 
 from lamina.core.crypto import PREFIX
 from tests.conftest import lamina_here, run_lamina
-from tests.serving.conftest import ADMIN, RAILED_KEY, Server
+from tests.serving.conftest import ADMIN, RAILED_KEY, Server, audit_row
 
 MODEL = "shakes@champion"  # char-level, 64-token context: forced answers stay short
 KEY = RAILED_KEY
@@ -131,21 +130,22 @@ def test_logprobs_are_refused_while_output_rails_run(railed: Server) -> None:
 
 def test_verdicts_reach_the_audit_log_redacted_and_encrypted_and_the_metrics(railed: Server) -> None:
     oa = client(railed)
-    oa.completions.create(model=MODEL, prompt="Mail maria.garcia@example.org. ROMEO:", max_tokens=3)
-    httpx.post(f"{railed.url}/admin/keys", headers={"Authorization": f"Bearer {ADMIN}"}, json={})  # flushes
-    with sqlite3.connect(railed.workspace / "lamina.db") as db:
-        stored, detail = db.execute(
-            "SELECT request_text, detail FROM audit_events WHERE route = '/v1/completions' "
-            "ORDER BY id DESC LIMIT 1"
-        ).fetchone()
+    raw = oa.completions.with_raw_response.create(
+        model=MODEL, prompt="Mail maria.garcia@example.org. ROMEO:", max_tokens=3
+    )
+    rid = raw.headers["x-request-id"]
+    row = audit_row(railed.workspace, rid, "request_text, detail")  # the log is written moments later
+    assert row is not None
+    stored, detail = row
     assert stored.startswith(PREFIX) and "maria" not in stored  # encrypted at rest
     rails = json.loads(detail)["rails"]
     assert {"stage": "input", "rail": "pii", "action": "redact"}.items() <= rails[0].items()
-    listed = lamina_here("--workspace", str(railed.workspace), "audit", "list", "--text", "--json", "-n", "5",
-                        env={"LAMINA_SECURITY__ENCRYPTION_KEYS": json.dumps([KEY])})  # fmt: skip
+    keys = {"LAMINA_SECURITY__ENCRYPTION_KEYS": json.dumps([KEY])}
+    ws = ("--workspace", str(railed.workspace))
+    listed = lamina_here(*ws, "audit", "list", "--text", "--json", "-n", "200", env=keys)
     assert listed.returncode == 0, listed.stderr
-    texts = [row["request_text"] or "" for row in json.loads(listed.stdout)]
-    assert any("<EMAIL_ADDRESS>" in t for t in texts) and not any("maria.garcia" in t for t in texts)
+    mine = next(r for r in json.loads(listed.stdout) if r["request_id"] == rid)  # the servers share the log
+    assert "<EMAIL_ADDRESS>" in mine["request_text"] and "maria.garcia" not in mine["request_text"]
     metrics = httpx.get(f"{railed.url}/metrics", headers={"Authorization": f"Bearer {ADMIN}"}).text
     assert 'lamina_rail_verdicts_total{action="redact",rail="pii",stage="input"}' in metrics
 
