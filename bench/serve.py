@@ -238,8 +238,13 @@ async def http_run(url: str, prompts: list[str], concurrency: int, requests: int
 
 
 def start_server(
-    root: Path, model: str = "bench@champion", settings: dict[str, str] | None = None
+    root: Path,
+    model: str = "bench@champion",
+    settings: dict[str, str] | None = None,
+    cores: set[int] | None = None,
 ) -> tuple[subprocess.Popen, str]:
+    """A real ``lamina serve`` of ``model`` on a free port; with ``cores``, it and the processes it
+    starts (the engine) run only there (``sched_setaffinity``, inherited by children)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -253,6 +258,7 @@ def start_server(
         [sys.executable, "-m", "lamina", "--workspace", str(root), "serve", "--port", str(port),
          "-m", model],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        preexec_fn=None if cores is None else lambda: os.sched_setaffinity(0, cores),
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     for _ in range(300):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from lamina.core.errors import ConfigError
-from lamina.serving.capacity import ReplicaProfile, plan, simulate
+from lamina.serving.capacity import ReplicaProfile, Trace, plan, simulate
 
 ONE_AT_A_TIME = {"max_batch": 1, "max_waiting": 10**9, "max_queue_wait": 1e9}
 
@@ -188,3 +188,48 @@ def test_an_engine_profile_round_trips_and_half_of_one_is_refused(tmp_path: Path
         engine_profile(step_s={1: [0.001]})
     with pytest.raises(ConfigError, match="negative"):
         engine_profile(step_s={1: [-0.001]}, prefill_s={1: [0.01]})
+
+
+def test_a_trace_replays_exactly_the_recorded_arrivals_and_answer_lengths() -> None:
+    """Replaying recorded traffic: spaced arrivals are served alone, and the same requests sent as
+    one burst queue behind each other; lengths come from the trace, not from the profile."""
+    profile = engine_profile(step_s={1: [0.002], 8: [0.004]}, prefill_s={1: [0.02], 8: [0.05]},
+                             overhead_s=[0.005], output_tokens=[99])  # fmt: skip
+    spaced = Trace(arrivals=[float(i) for i in range(20)], tokens=[11] * 20)
+    alone = simulate(profile, 1, 1.0, trace=spaced, warmup=0)
+    assert alone.requests == 20 and alone.rate == pytest.approx(1.0)
+    assert alone.ttft_mean == pytest.approx(0.02 + 0.005)  # prefill alone, plus the client's overhead
+    assert alone.latency_mean == pytest.approx(0.02 + 10 * 0.002 + 0.005)  # 11 tokens, not the profile's 99
+    burst = Trace(arrivals=[0.0] * 19 + [1.0], tokens=[11] * 20)
+    queued = simulate(profile, 1, 1.0, trace=burst, warmup=0)
+    assert queued.ttft_mean > 0.04  # 19 prefilled together at the batch's prefill time
+    # the engine-free model replays the same trace too
+    sharing = ReplicaProfile(ttft_s={1: [0.02]}, tpot_s={1: [0.002]}, output_tokens=[99])
+    assert simulate(sharing, 1, 1.0, trace=spaced, warmup=0).latency_mean == pytest.approx(0.02 + 10 * 0.002)
+
+
+def test_a_poisson_trace_gives_what_the_simulation_draws_itself() -> None:
+    profile = engine_profile(step_s={1: [0.002], 8: [0.004], 32: [0.01]}, prefill_s={1: [0.01], 4: [0.02]},
+                             overhead_s=[0.003], output_tokens=[40])  # fmt: skip
+    rng = np.random.default_rng(7)
+    arrivals = np.cumsum(rng.exponential(1 / 60, 40_000))
+    replayed = simulate(profile, 2, 0, trace=Trace(arrivals=list(arrivals), tokens=[40] * 40_000))
+    drawn = simulate(profile, 2, 60, requests=40_000, seed=8)
+    assert replayed.rate == pytest.approx(60, rel=0.02)
+    for key in ("ttft_mean", "latency_mean", "throughput"):
+        assert getattr(replayed, key) == pytest.approx(getattr(drawn, key), rel=0.03), key
+
+
+@pytest.mark.parametrize(
+    ("arrivals", "tokens", "message"),
+    [
+        ([0.0, 1.0], [5, 5], "at least 10"),
+        ([float(i) for i in range(10)], [5] * 9, "one answer length"),
+        ([float(10 - i) for i in range(10)], [5] * 10, "in order"),
+        ([float(i) for i in range(10)], [0] * 10, "one token"),
+        ([1.0] * 10, [5] * 10, "span"),
+    ],
+)
+def test_a_bad_trace_is_refused(arrivals: list[float], tokens: list[int], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        Trace(arrivals=arrivals, tokens=tokens)

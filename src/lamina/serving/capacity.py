@@ -154,6 +154,32 @@ class ReplicaProfile:
             ) from exc
 
 
+@dataclass(frozen=True)
+class Trace:
+    """Traffic as it was sent: each request's arrival (seconds from the start, in order) and how many
+    tokens its answer had. ``simulate(..., trace=)`` replays it, so a simulation can be compared with
+    the very run it models instead of with other random arrivals at the same rate."""
+
+    arrivals: list[float]
+    tokens: list[int]
+
+    def __post_init__(self) -> None:
+        a = np.asarray(self.arrivals, dtype=float)
+        if len(a) < 10 or len(self.tokens) != len(a):
+            raise ConfigError("a trace needs at least 10 arrivals and one answer length per arrival")
+        if not np.isfinite(a).all() or (np.diff(a) < 0).any() or a[0] < 0:
+            raise ConfigError("a trace's arrivals must be finite, non-negative and in order")
+        if min(self.tokens) < 1:
+            raise ConfigError("a trace's answers need at least one token each")
+        if a[-1] <= a[0]:
+            raise ConfigError("a trace's arrivals must span some time")
+
+    @property
+    def rate(self) -> float:
+        """Mean arrivals per second over the trace."""
+        return (len(self.arrivals) - 1) / (self.arrivals[-1] - self.arrivals[0])
+
+
 @dataclass
 class SimResult:
     """What the simulated cluster did with ``rate`` requests/s (times in seconds)."""
@@ -209,17 +235,24 @@ def simulate(
     requests: int = 20_000,
     seed: int = 0,
     warmup: float = 0.1,
+    trace: Trace | None = None,
 ) -> SimResult:
-    """Poisson arrivals at ``rate`` over ``replicas`` behind a power-of-two-choices gateway.
+    """Poisson arrivals at ``rate`` over ``replicas`` behind a power-of-two-choices gateway, or the
+    arrivals and answer lengths of recorded traffic (``trace``; then ``rate`` and ``requests`` come
+    from it).
 
     The first ``warmup`` share of requests is left out of the statistics (the cluster starts empty).
     """
+    if trace is not None:
+        rate, requests = trace.rate, len(trace.arrivals)
     if replicas < 1 or rate <= 0 or requests < 10:
         raise ConfigError("simulate needs replicas ≥ 1, rate > 0 and at least 10 requests")
     if profile.iterates:
-        return _simulate_engine(profile, replicas, rate, requests=requests, seed=seed, warmup=warmup)
+        return _simulate_engine(
+            profile, replicas, rate, requests=requests, seed=seed, warmup=warmup, trace=trace
+        )
     rng = np.random.default_rng(seed)
-    arrivals, lengths, picks = _traffic(profile, replicas, rate, requests, rng)
+    arrivals, lengths, picks = _traffic(profile, replicas, rate, requests, rng, trace)
     nodes = [_Replica() for _ in range(replicas)]
     events: list[
         tuple[float, int, int, int]
@@ -314,13 +347,22 @@ def simulate(
 
 
 def _traffic(
-    profile: ReplicaProfile, replicas: int, rate: float, requests: int, rng: np.random.Generator
+    profile: ReplicaProfile,
+    replicas: int,
+    rate: float,
+    requests: int,
+    rng: np.random.Generator,
+    trace: Trace | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Poisson arrival times, answer lengths drawn from the measured ones, and each request's two
-    replicas for the power-of-two-choices gateway: two different ones (with two replicas that is
-    join-the-shortest-queue; drawing the same one twice would dispatch at random half the time)."""
-    arrivals = np.cumsum(rng.exponential(1 / rate, requests))
-    lengths = np.asarray(profile.output_tokens)[rng.integers(len(profile.output_tokens), size=requests)]
+    """Poisson arrival times, answer lengths drawn from the measured ones (or both from ``trace``),
+    and each request's two replicas for the power-of-two-choices gateway: two different ones (with
+    two replicas that is join-the-shortest-queue; drawing the same one twice would dispatch at random
+    half the time)."""
+    if trace is None:
+        arrivals = np.cumsum(rng.exponential(1 / rate, requests))
+        lengths = np.asarray(profile.output_tokens)[rng.integers(len(profile.output_tokens), size=requests)]
+    else:
+        arrivals, lengths = np.asarray(trace.arrivals, dtype=float), np.asarray(trace.tokens)
     first = rng.integers(replicas, size=requests)
     second = (first + 1 + rng.integers(max(replicas - 1, 1), size=requests)) % replicas
     return arrivals, lengths, np.stack([first, second], axis=1)
@@ -373,7 +415,14 @@ class _Engine:
 
 
 def _simulate_engine(
-    profile: ReplicaProfile, replicas: int, rate: float, *, requests: int, seed: int, warmup: float
+    profile: ReplicaProfile,
+    replicas: int,
+    rate: float,
+    *,
+    requests: int,
+    seed: int,
+    warmup: float,
+    trace: Trace | None = None,
 ) -> SimResult:
     """``simulate`` for a profile with the engine's own iteration times: each replica replays
     ``Engine._run`` — admit every waiting request there is room for and prefill them together (their
@@ -383,7 +432,7 @@ def _simulate_engine(
     rest of the iteration it arrived in. Each request's client-side times add one measured overhead.
     """
     rng = np.random.default_rng(seed)
-    arrivals, lengths, picks = _traffic(profile, replicas, rate, requests, rng)
+    arrivals, lengths, picks = _traffic(profile, replicas, rate, requests, rng, trace)
     overheads = np.asarray(profile.overhead_s or [0.0])
     extra = overheads[rng.integers(len(overheads), size=requests)]
     sizes = range(profile.max_batch + 1)  # the curves, looked up once: the loop below runs millions of times
