@@ -37,6 +37,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -120,11 +121,16 @@ def calibrate(ws: Workspace, family: str, short: int = 10, long: int = 50) -> tu
         )  # fmt: skip
         return result.metrics["train_seconds"]
 
-    t_short, t_long = seconds(short), seconds(long)
-    per_step = (t_long - t_short) / (long - short)
-    if per_step <= 0:  # timing noise beat the difference: fall back to the long run's average
-        per_step = t_long / long
-    return per_step, max(0.0, t_short - short * per_step)
+    return per_unit_and_fixed(seconds, short, long)
+
+
+def per_unit_and_fixed(timing: Callable[[int], float], short: int, long: int) -> tuple[float, float]:
+    """A cost split into a part per step and a fixed part, from timings at ``short`` and ``long`` steps."""
+    t_short, t_long = timing(short), timing(long)
+    per_unit = (t_long - t_short) / (long - short)
+    if per_unit <= 0:  # timing noise beat the difference: fall back to the long run's average
+        per_unit = t_long / long
+    return per_unit, max(0.0, t_short - short * per_unit)
 
 
 def sampling_ms(ws: Workspace, ref: str, steps: int, n: int = 100) -> float:
@@ -160,9 +166,8 @@ def paired_rows(real: Any, features: dict[str, Any]) -> list[dict]:
 
 def steps_within(ws: Workspace, family: str, budget_ms: float) -> int:
     """The DPM-Solver steps a diffusion family can take in ``budget_ms`` per image (4-50)."""
-    per_step = (sampling_ms(ws, f"calib-{family}", 10) - sampling_ms(ws, f"calib-{family}", 2)) / 8
-    fixed = sampling_ms(ws, f"calib-{family}", 2) - 2 * per_step  # decoding and set-up
-    return max(4, min(50, int((budget_ms - fixed) / max(per_step, 1e-6))))
+    per_step, fixed = per_unit_and_fixed(lambda steps: sampling_ms(ws, f"calib-{family}", steps), 2, 10)
+    return max(4, min(50, int((budget_ms - fixed) / max(per_step, 1e-6))))  # fixed: decoding and set-up
 
 
 def sampler_rows(ws: Workspace, clf, test: torch.Tensor, k: int, grids: Path) -> list[dict]:
