@@ -89,6 +89,9 @@ def test_train_from_a_recipe_and_bad_input(cli, ws: Workspace) -> None:
     assert ws.resolve("bard@champion").ref == "bard@v2"
     assert ws.resolve("bard@v2").meta["config"]["train"]["lr"] == 0.002  # type: ignore[attr-defined]
     assert ws.resolve("bard@v2").meta["config"]["train"]["max_steps"] == 10  # type: ignore[attr-defined]
+    timed = cli(*w, "train", "lm", "--recipe", "bard", "--max-minutes", "5", "--no-track")
+    assert timed.code == 0, timed.err
+    assert ws.resolve("bard@v3").meta["config"]["train"]["max_seconds"] == 300  # type: ignore[attr-defined]
     missing = cli(*w, "train", "lm", "--recipe", "nope")
     assert missing.code == 2 and "recipes: bard" in missing.err
     assert cli(*w, "train", "lm", "--name", "x").code == 2  # no dataset

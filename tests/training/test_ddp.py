@@ -52,6 +52,17 @@ def test_two_cpu_processes_train_in_step_and_resume(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_two_processes_stop_together_at_a_wall_clock_budget(tmp_path: Path) -> None:
+    # rank 0 sleeps in its progress callback, so each process's own clock would stop it at another
+    # step, and the first to leave would hang the other at the next collective; the slowest decides
+    done = launch(tmp_path, "timed")
+    assert done.returncode == 0, done.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}-timed.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["final_step"] == ranks[1]["final_step"] < 1_000_000
+    assert ranks[0]["params"] == ranks[1]["params"]
+
+
+@pytest.mark.slow
 def test_lamina_train_lm_under_accelerate_launch_registers_once(tmp_path: Path) -> None:
     from lamina.core.workspace import Workspace
     from lamina.data.pipeline import build_dataset

@@ -220,6 +220,20 @@ def test_mixed_sizes_are_refused_or_resized_and_modes_normalised(tmp_path: Path)
     ws.close()
 
 
+def test_cli_max_minutes_stops_a_run_at_its_budget(digits_ws: Workspace) -> None:
+    ws = ["--workspace", str(digits_ws.root)]
+    trained = lamina_here(
+        *ws, "train", "image", "--family", "vae", "--dataset", "digits", "--condition", "class",
+        "--max-steps", "1000000", "--max-minutes", "0.05", "--name", "timed-vae", "--eval-samples", "40",
+        "--no-track",
+    )  # fmt: skip
+    assert trained.returncode == 0, trained.stderr
+    assert "time budget: stopped at step" in trained.stdout and "Registered timed-vae@v1" in trained.stdout
+    version = digits_ws.resolve("timed-vae@v1")
+    assert 10 < version.metrics["steps"] < 1_000_000
+    assert 3.0 <= version.metrics["train_seconds"] < 30  # 3 s of steps, then one evaluation and save
+
+
 def test_cli_train_generate_interpolate_and_bad_requests(digits_ws: Workspace, tmp_path: Path) -> None:
     ws = ["--workspace", str(digits_ws.root)]
     trained = run_lamina(

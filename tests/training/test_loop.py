@@ -123,6 +123,27 @@ def test_early_stopping(tmp_path: Path) -> None:
     assert result.stopped_early and result.final_step < 200
 
 
+def test_a_wall_clock_budget_stops_evaluates_and_saves(tmp_path: Path) -> None:
+    import time
+
+    cfg = TrainConfig(max_steps=10_000, batch_size=2, eval_every=1_000, eval_batches=1, max_seconds=0.6)
+
+    def slow(point: dict) -> None:
+        time.sleep(0.05)  # each step takes at least 50 ms, so 0.6 s fits about a dozen
+
+    result = train(*setup(), cfg, tmp_path, on_progress=slow)
+    assert result.out_of_time and not result.stopped_early
+    assert 5 <= result.final_step < 100
+    assert "val_loss" in result.history[-1]  # the last step is evaluated, as a finished run's is
+    saved = latest_checkpoint(tmp_path)
+    assert saved is not None and saved.name == f"step-{result.final_step}"
+    state = json.loads((saved / "trainer_state.json").read_text())
+    assert state["seconds"] >= 0.6
+    # The time before an interruption counts: a resumed run with its budget spent takes one step.
+    again = train(*setup(), cfg, tmp_path, resume=True)
+    assert again.out_of_time and again.final_step == result.final_step + 1
+
+
 def test_context_longer_than_the_data() -> None:
     ids = torch.arange(20, dtype=torch.int32)
     with pytest.raises(ConfigError, match="not more than the context"):

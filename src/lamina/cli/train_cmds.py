@@ -22,7 +22,12 @@ app = typer.Typer(help="Train models from dataset versions and register them.", 
 _FLAG_PARAM = {
     "overrides.dropout": "dropout", "overrides.context_length": "context", "train.warmup_steps": "warmup",
     "train.early_stopping_patience": "patience", "train.compile": "compile_model",
+    "train.max_seconds": "max_minutes",
 }  # fmt: skip
+MAX_MINUTES_HELP = (
+    "Wall-clock budget: evaluate, save and stop at the first step past it, even before --max-steps "
+    "(the learning-rate schedule still spans --max-steps, so give a step count that roughly fits)."
+)
 
 
 def _given(ctx: typer.Context, key: str) -> bool:
@@ -52,6 +57,7 @@ def lm(
     ),
     preset: Preset = typer.Option("tiny", "--preset", help="Model size: tiny, small or base (see docs)."),
     max_steps: int = typer.Option(1000, "--max-steps", min=1, help="Optimizer steps."),
+    max_minutes: float | None = typer.Option(None, "--max-minutes", min=0.01, help=MAX_MINUTES_HELP),
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="Sequences per step (per process)."),
     grad_accum: int = typer.Option(1, "--grad-accum", min=1, help="Micro-batches per optimizer step."),
     lr: float = typer.Option(1e-3, "--lr", help="Peak learning rate (after warmup)."),
@@ -101,7 +107,7 @@ def lm(
         "train.lr": lr, "train.warmup_steps": warmup, "train.weight_decay": weight_decay,
         "train.eval_every": eval_every, "train.checkpoint_every": checkpoint_every,
         "train.early_stopping_patience": patience, "train.bf16": bf16, "train.compile": compile_model,
-        "train.seed": seed,
+        "train.seed": seed, "train.max_seconds": max_minutes * 60 if max_minutes else None,
     }  # fmt: skip
     state = get_state(ctx)
     if recipe is not None:
@@ -193,6 +199,7 @@ def image(
         help="none; class (labels, with guidance); text (the diffusion families).",
     ),
     max_steps: int = typer.Option(2000, "--max-steps", min=1, help="Optimizer steps."),
+    max_minutes: float | None = typer.Option(None, "--max-minutes", min=0.01, help=MAX_MINUTES_HELP),
     batch_size: int | None = typer.Option(None, "--batch-size", min=1, help="Images per step (default 64)."),
     lr: float | None = typer.Option(None, "--lr", help="Peak learning rate (default per family)."),
     image_size: int | None = typer.Option(
@@ -233,6 +240,7 @@ def image(
     cfg = image_train_config(
         family.value,  # type: ignore[arg-type]
         max_steps=max_steps,
+        max_seconds=max_minutes * 60 if max_minutes else None,
         batch_size=batch_size,
         lr=lr,
         eval_every=eval_every,

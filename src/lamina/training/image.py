@@ -433,6 +433,13 @@ def train_image(
             model, task, cfg, training.run_dir, resume=resume, on_progress=on_progress, on_eval=on_eval,
             on_checkpoint=on_checkpoint,
         )  # fmt: skip
+        if result.out_of_time:
+            warnings.append(f"time budget: stopped at step {result.final_step} of {cfg.max_steps}")
+            if getattr(model, "in_vae_stage", False):
+                warnings.append(
+                    "it stopped in the autoencoder stage, so the U-Net never trained: give more minutes, "
+                    "or fewer --max-steps (the first 25 % of them train the autoencoder)"
+                )
         model.eval()
         with training.scratch() as folder:
             save_image_model(family, model, info, folder, task.ema)

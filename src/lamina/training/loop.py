@@ -57,6 +57,10 @@ class TrainConfig(BaseModel):
     checkpoint_every: int = Field(500, ge=1)
     keep_checkpoints: int = Field(2, ge=1)
     early_stopping_patience: int | None = Field(None, ge=1)
+    # A wall-clock budget: the run evaluates, saves and stops at the first step that ends past it
+    # (time before a resume counts). The LR schedule still spans max_steps, so size max_steps to
+    # what fits; this cap is what makes "N minutes per model" exact on any machine.
+    max_seconds: float | None = Field(None, gt=0)
     bf16: bool = True
     compile: bool = False
     seed: int = 0
@@ -78,6 +82,7 @@ class TrainResult:
     best_val_loss: float = math.inf
     final_step: int = 0
     stopped_early: bool = False
+    out_of_time: bool = False  # stopped by max_seconds before max_steps
     tokens_per_s: float = 0.0
     seconds: float = 0.0
 
@@ -149,7 +154,7 @@ def train(
     eval_generator_seed = cfg.seed + 12345
 
     result = TrainResult()
-    start_step, bad_evals = 0, 0
+    start_step, bad_evals, seconds_before = 0, 0, 0.0
     if resume:
         checkpoint = latest_checkpoint(run_dir)
         if checkpoint is None:
@@ -166,6 +171,7 @@ def train(
                 hint="delete it to resume from the one before, or start over",
             ) from exc
         start_step, bad_evals = state["step"], state["bad_evals"]
+        seconds_before = state.get("seconds", 0.0)  # checkpoints from before max_seconds lack it
         result.history, result.best_val_loss = state["history"], state["best_val_loss"]
         log.info("resumed", extra={"step": start_step, "checkpoint": str(checkpoint)})
 
@@ -197,7 +203,9 @@ def train(
             "tokens_per_s": tokens_seen / elapsed if elapsed else 0.0,
         }
         done = step + 1
-        if done % cfg.eval_every == 0 or done == cfg.max_steps:
+        out_of_time = _past(cfg.max_seconds, seconds_before + elapsed, accelerator)
+        last = done == cfg.max_steps or out_of_time
+        if done % cfg.eval_every == 0 or last:
             val = evaluate(forward_model, task, cfg, autocast, eval_generator_seed)
             point["val_loss"] = val
             if val < result.best_val_loss - 1e-4:
@@ -210,13 +218,20 @@ def train(
         if on_progress and accelerator.is_main_process:
             on_progress(point)
         stop = cfg.early_stopping_patience is not None and bad_evals >= cfg.early_stopping_patience
-        if done % cfg.checkpoint_every == 0 or done == cfg.max_steps or stop:
-            _save_checkpoint(accelerator, run_dir, done, sampler, result, bad_evals, cfg.keep_checkpoints)
+        if done % cfg.checkpoint_every == 0 or last or stop:
+            seconds = seconds_before + time.perf_counter() - started
+            _save_checkpoint(
+                accelerator, run_dir, done, sampler, result, bad_evals, cfg.keep_checkpoints, seconds
+            )
             if on_checkpoint and accelerator.is_main_process:
                 on_checkpoint(done, run_dir / f"{CHECKPOINT_PREFIX}{done}")
         if stop:
             result.stopped_early = True
             log.info("early stop", extra={"step": done, "best_val_loss": result.best_val_loss})
+            break
+        if out_of_time and done < cfg.max_steps:
+            result.out_of_time = True
+            log.info("out of time", extra={"step": done, "max_seconds": cfg.max_seconds})
             break
     result.final_step = step + 1 if cfg.max_steps > start_step else start_step
     result.seconds = time.perf_counter() - started
@@ -247,6 +262,7 @@ def _save_checkpoint(
     result: TrainResult,
     bad_evals: int,
     keep: int,
+    seconds: float,
 ) -> None:
     """Write ``step-N`` atomically: every process saves into a temporary folder, then one rename.
 
@@ -268,6 +284,7 @@ def _save_checkpoint(
             "best_val_loss": result.best_val_loss,
             "history": result.history,
             "num_processes": accelerator.num_processes,
+            "seconds": seconds,  # training time so far, for max_seconds across a resume
         }
         (tmp / "trainer_state.json").write_text(json.dumps(state))
         shutil.rmtree(final, ignore_errors=True)
@@ -275,6 +292,17 @@ def _save_checkpoint(
         for old in sorted(run_dir.glob(f"{CHECKPOINT_PREFIX}*"), key=_step_of)[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
+
+
+def _past(budget: float | None, seconds: float, accelerator: Any) -> bool:
+    """Whether the run is past its wall-clock budget; every process must agree, or one would wait
+    forever for the others at the next checkpoint, so with several the slowest clock decides."""
+    if budget is None:
+        return False
+    if accelerator.num_processes == 1:
+        return seconds >= budget
+    slowest = accelerator.reduce(torch.tensor([seconds], device=accelerator.device), "max")
+    return bool(slowest.item() >= budget)
 
 
 def _step_of(path: Path) -> int:
