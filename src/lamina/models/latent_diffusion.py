@@ -79,6 +79,10 @@ def build_latent_unet(image_size: int) -> Any:
         # train 1.3× the steps per second (docs/images.md, "Latent diffusion")
         attention_head_dim=LATENT_HEADS,
         norm_num_groups=16,
+        # Without it the U-Net overfit Fashion-MNIST's 1,000 training images: validation loss rose
+        # from 0.080 to 0.082 over the last third of a 10-minute run; with 0.1 it fell to 0.071 and
+        # fid_clf went from 8.7 to 7.2 (docs/images.md, "With exact budgets")
+        dropout=0.1,
     )
 
 
