@@ -53,8 +53,9 @@ def test_two_cpu_processes_train_in_step_and_resume(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_two_processes_stop_together_at_a_wall_clock_budget(tmp_path: Path) -> None:
-    # rank 0 sleeps in its progress callback, so each process's own clock would stop it at another
-    # step, and the first to leave would hang the other at the next collective; the slowest decides
+    # the processes start their clocks at different moments and rank 0 also sleeps in its progress
+    # callback, so their own clocks can cross the budget at different steps; one that left the loop
+    # alone would hang the other at its next collective. The slowest clock decides for both.
     done = launch(tmp_path, "timed")
     assert done.returncode == 0, done.stderr[-3000:]
     ranks = [json.loads((tmp_path / f"rank{r}-timed.json").read_text()) for r in (0, 1)]
