@@ -39,7 +39,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import machine_info, machine_line, save  # noqa: E402
-from rails import FPR, PROMPT_GUARD, SHARED  # noqa: E402
+from rails import FPR, PROMPT_GUARD, SHARED, _row  # noqa: E402
 
 from lamina.guardrails.classifier import calibrate_heads, embedder, tpr_at_fpr  # noqa: E402
 from lamina.guardrails.training import KINDS, make_classifier  # noqa: E402
@@ -141,15 +141,10 @@ def run_folds(texts: list[str], labels: list[str], extra: list[str], quick: bool
 
 
 def figures(scores: np.ndarray, hit: np.ndarray, truth: np.ndarray, groups: np.ndarray) -> dict:
+    """``bench/rails.py``'s row: AUC, pooled TPR at 5 % FPR, deployed TPR/FPR, caught per category."""
     from sklearn.metrics import roc_auc_score
 
-    return {
-        "auc": float(roc_auc_score(truth, scores)),
-        "tpr_at_fpr05": tpr_at_fpr(scores, truth, FPR)[0],
-        "deployed_tpr": float(hit[truth].mean()),
-        "deployed_fpr": float(hit[~truth].mean()),
-        "caught_by_category": {g: float(hit[groups == g].mean()) for g in sorted(set(groups))},
-    }
+    return _row(float(roc_auc_score(truth, scores)), tpr_at_fpr(scores, truth, FPR)[0], hit, truth, groups)
 
 
 def raw_deployed(run: dict, truth: np.ndarray) -> np.ndarray:
