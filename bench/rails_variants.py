@@ -86,7 +86,8 @@ HAZARDS = {
 
 
 def hazard_similarity(texts: list[str]) -> np.ndarray:
-    """Each text's highest MiniLM cosine to any hazard description (what ``deny_topics`` computes)."""
+    """Each text's highest MiniLM cosine to any hazard description: ``deny_topics``'s whole-text
+    score (the rail also scores each sentence; harmful requests here are one sentence)."""
     vectors = embedder().encode([d for described in HAZARDS.values() for d in described])
     return (embedder().encode(texts) @ vectors.T).max(axis=1)
 
